@@ -1,0 +1,111 @@
+"""The sync's configuration: a JSON file plus credentials from the environment.
+
+The file's path is the ``FLSYNC_CONFIG`` setting. ``FLSYNC_USERNAME`` and ``FLSYNC_PASSWORD`` in
+the environment override the file's ``username`` and ``password``, so a secret never has to be
+a spider argument or a ``-s`` setting (Scrapy and Scrapyd show both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+DEFAULT_BASE_URL = "https://www.futurelearn.com"
+DEFAULT_DATA_DIR = "data"
+_KEYS = {"username", "password", "base_url", "data_dir", "organisations", "datasets"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class FlsyncConfig:
+    username: str
+    # repr=False: a logged or printed config never shows the password.
+    password: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    data_dir: str = DEFAULT_DATA_DIR
+    organisations: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(
+        cls, settings: BaseSettings, environ: Mapping[str, str] = os.environ
+    ) -> FlsyncConfig:
+        return load_config(settings.get("FLSYNC_CONFIG") or "config.json", environ)
+
+
+def load_config(path: str, environ: Mapping[str, str] = os.environ) -> FlsyncConfig:
+    """Read and check the config file at ``path``; raise ConfigError naming the problem."""
+    raw = _read_json_object(path)
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ConfigError(
+            f"config file {path} has unknown key {unknown[0]!r}"
+            f" (known keys: {', '.join(sorted(_KEYS))})"
+        )
+    values = dict(raw)
+    for key, env_name in (("username", "FLSYNC_USERNAME"), ("password", "FLSYNC_PASSWORD")):
+        if environ.get(env_name):
+            values[key] = environ[env_name]
+        if not isinstance(values.get(key), str) or not values[key].strip():
+            raise ConfigError(
+                f"config file {path} has no {key!r}: set it there, or {env_name} in the environment"
+            )
+    base_url = _string(values, "base_url", DEFAULT_BASE_URL, path).rstrip("/")
+    if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+        raise ConfigError(f"'base_url' in config file {path} must be an http(s) URL")
+    return FlsyncConfig(
+        username=values["username"].strip(),
+        password=values["password"],
+        base_url=base_url,
+        data_dir=_string(values, "data_dir", DEFAULT_DATA_DIR, path),
+        organisations=_string_list(values, "organisations", path),
+        datasets=_string_list(values, "datasets", path),
+    )
+
+
+def _read_json_object(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found: copy config.json.template there and fill it in,"
+            " or point FLSYNC_CONFIG at yours (-s FLSYNC_CONFIG=/path/config.json)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        # exc.msg and the position only: the document itself may hold the password.
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno},"
+            f" column {exc.colno}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object ({{...}})")
+    return raw
+
+
+def _string(values: Mapping[str, Any], key: str, default: str, path: str) -> str:
+    value = values.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key!r} in config file {path} must be a non-empty string")
+    return value.strip()
+
+
+def _string_list(values: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+    value = values.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key!r} in config file {path} must be a list of names ([] means all)")
+    return tuple(value)

@@ -1,0 +1,165 @@
+"""Downloader middlewares: polite retries, and signing in again when a session expires.
+
+Settings: ``FLSYNC_RETRY_AFTER_MAX`` and ``FLSYNC_RETRY_BACKOFF_BASE`` (RetryAfterMiddleware),
+plus Scrapy's own ``RETRY_*``; SessionMiddleware reads the credentials from the config
+(``FLSYNC_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import IgnoreRequest
+
+from flsync import site
+from flsync.config import FlsyncConfig
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+# Request meta keys.
+SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never treated as an expired session
+SESSION_META = "flsync_session"  # session generation the request was sent with
+RETRIED_META = "flsync_session_retried"  # already retried once after signing in again
+EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
+
+
+class RetryAfterMiddleware(RetryMiddleware):
+    """Scrapy's RetryMiddleware, waiting before each retry: as long as the server's
+    ``Retry-After`` asks (at most ``FLSYNC_RETRY_AFTER_MAX`` s), else an exponential back-off
+    from ``FLSYNC_RETRY_BACKOFF_BASE`` s. Only the retried request waits, not the crawl."""
+
+    def __init__(self, settings: BaseSettings):
+        super().__init__(settings)
+        self.max_wait = settings.getfloat("FLSYNC_RETRY_AFTER_MAX", 120.0)
+        self.backoff_base = settings.getfloat("FLSYNC_RETRY_BACKOFF_BASE", 1.0)
+
+    async def process_response(self, request: Request, response: Response) -> Request | Response:
+        result = super().process_response(request, response)
+        if isinstance(result, Request):
+            await asyncio.sleep(self._delay(request, response))
+        return result
+
+    async def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        result = super().process_exception(request, exception)
+        if isinstance(result, Request):
+            await asyncio.sleep(self._delay(request, None))
+        return result
+
+    def _delay(self, request: Request, response: Response | None) -> float:
+        retry_after = response.headers.get(b"Retry-After") if response is not None else None
+        if retry_after:
+            seconds = _parse_retry_after(retry_after.decode("latin-1"))
+            if seconds is not None:
+                self.crawler.stats.inc_value("flsync/retry/retry_after")
+                return min(seconds, self.max_wait)
+        # retry_times counts earlier retries of this request; get_retry_request bumps it after.
+        return min(self.backoff_base * 2 ** request.meta.get("retry_times", 0), self.max_wait)
+
+
+def _parse_retry_after(value: str) -> float | None:
+    """Retry-After is delay-seconds or an HTTP date (RFC 9110, 10.2.3)."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+class SessionMiddleware:
+    """Signs in again, once per request, when the site says the session has expired (a
+    redirect to the sign-in page, or HTML where a CSV was asked for), then retries the request.
+
+    Many requests can meet the same expiry at once: the first signs in, the others wait for
+    it and retry with the new session.
+    """
+
+    def __init__(self, crawler: Crawler, config: FlsyncConfig):
+        self.crawler = crawler
+        self.config = config
+        self.generation = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler, FlsyncConfig.from_settings(crawler.settings))
+
+    def process_request(self, request: Request) -> None:
+        request.meta.setdefault(SESSION_META, self.generation)
+
+    async def process_response(self, request: Request, response: Response) -> Request | Response:
+        if request.meta.get(SIGN_IN_META) or not self._expired(request, response):
+            return response
+        _discard_streamed_body(response)
+        stats = self.crawler.stats
+        if request.meta.get(RETRIED_META):
+            stats.inc_value("flsync/session/expired_again")
+            raise IgnoreRequest(f"session expired again right after signing in: {request.url}")
+        stats.inc_value("flsync/session/expired")
+        await self._renew(request.meta[SESSION_META])
+        retry = request.replace(dont_filter=True)
+        # The old session's cookie must not travel with the retry: CookiesMiddleware adds the
+        # jar's (new) cookie only to a request that has no Cookie header.
+        retry.headers.pop(b"Cookie", None)
+        retry.meta[RETRIED_META] = True
+        retry.meta[SESSION_META] = self.generation
+        return retry
+
+    @staticmethod
+    def _expired(request: Request, response: Response) -> bool:
+        return site.is_sign_in_redirect(response) or (
+            request.meta.get(EXPECT_CSV_META, False)
+            and response.status == 200
+            and site.is_html(response)
+        )
+
+    async def _renew(self, generation: int) -> None:
+        async with self._lock:
+            if generation != self.generation:
+                return  # another request has signed in again meanwhile
+            logger.info(
+                "Session expired: signing in again as %(user)s", {"user": self.config.username}
+            )
+            engine = self.crawler.engine
+            page = await engine.download_async(
+                Request(
+                    site.sign_in_url(self.config.base_url),
+                    meta={SIGN_IN_META: True},
+                    dont_filter=True,
+                )
+            )
+            form = site.sign_in_form_request(page, self.config.username, self.config.password)
+            answer = await engine.download_async(
+                form.to_scrapy(
+                    callback=None,
+                    meta={SIGN_IN_META: True, "dont_redirect": True, "handle_httpstatus_all": True},
+                    dont_filter=True,
+                )
+            )
+            if not site.is_signed_in(answer):
+                self.crawler.stats.inc_value("flsync/session/renew_failed")
+                raise IgnoreRequest(f"signing in again as {self.config.username} was refused")
+            self.generation += 1
+            self.crawler.stats.inc_value("flsync/session/renewed")
+
+
+def _discard_streamed_body(response: Response) -> None:
+    path = getattr(response, "body_path", None)
+    if path:
+        os.unlink(path)

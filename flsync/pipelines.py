@@ -1,0 +1,285 @@
+"""Item pipelines: dataset files, each run's metadata.csv, and the closing report per organisation.
+
+All writes go through the store of ``FILES_STORE`` (see flsync.storage), so each lands whole
+or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request, signals
+from scrapy.exceptions import DropItem
+from scrapy.pipelines.files import FilesPipeline
+from scrapy.utils.defer import ensure_awaitable
+from scrapy.utils.request import NO_CALLBACK
+
+from flsync import site, tree
+from flsync.handlers import STREAM_DIR_META, StreamedResponse
+from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
+from flsync.middlewares import EXPECT_CSV_META
+from flsync.state import load_state, save_state
+from flsync.storage import open_store
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.pipelines.media import MediaPipeline
+    from twisted.python.failure import Failure
+
+    from flsync.storage import DataStore
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetDownloadError(Exception):
+    """The server's answer is not a dataset file (an error status, HTML, an empty body)."""
+
+
+class DatasetFailed(DropItem):
+    """A dataset file could not be fetched; the stored copy, if any, is left as it was."""
+
+
+class DatasetFilesPipeline(FilesPipeline):
+    """Stores each dataset byte for byte at its place in the data tree.
+
+    The server is asked first whether the file changed (If-None-Match, If-Modified-Since);
+    a body identical to the stored file is not written again, so its mtime stays.
+    """
+
+    def _get_store(self, uri: str) -> DataStore:
+        return open_store(uri)
+
+    def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
+        if not isinstance(item, DatasetItem):
+            return []
+        headers = {"Accept-Encoding": "identity"}
+        # A record is only trusted while its file is still there (the state is a cache).
+        if item.previous and self.store.exists(item.path):
+            if item.previous.get("etag"):
+                headers["If-None-Match"] = item.previous["etag"]
+            if item.previous.get("last_modified"):
+                headers["If-Modified-Since"] = item.previous["last_modified"]
+        meta = {EXPECT_CSV_META: True, STREAM_DIR_META: self.store.temp_dir(item.path)}
+        return [Request(item.url, headers=headers, meta=meta, callback=NO_CALLBACK)]
+
+    def file_path(
+        self,
+        request: Request,
+        response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None,
+        *,
+        item: Any = None,
+    ) -> str:
+        return item.path
+
+    async def media_downloaded(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
+    ) -> dict[str, Any]:
+        if response.status == 304:
+            return self._record(item, "not-modified", dict(item.previous))
+        if not isinstance(response, StreamedResponse) or response.status != 200:
+            self._discard(response)
+            raise DatasetDownloadError(f"HTTP {response.status}")
+        if site.is_html(response):
+            self._discard(response)
+            raise DatasetDownloadError("an HTML page instead of a CSV")
+        if response.body_size == 0:
+            self._discard(response)
+            raise DatasetDownloadError("empty body")
+        stored = await ensure_awaitable(self.store.stat_file(item.path, info))
+        if stored.get("checksum") == response.body_md5:
+            self._discard(response)
+            status = "unchanged"
+        else:
+            await ensure_awaitable(self.store.persist_local_file(item.path, response.body_path))
+            status = "downloaded"
+        return self._record(
+            item,
+            status,
+            {
+                "etag": _header(response, b"ETag"),
+                "last_modified": _header(response, b"Last-Modified"),
+                "size": response.body_size,
+                "checksum": response.body_md5,
+            },
+        )
+
+    def media_failed(
+        self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
+    ) -> None:
+        failure.raiseException()
+
+    def item_completed(self, results: list[Any], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
+        if not isinstance(item, DatasetItem):
+            return item
+        [(ok, result)] = results
+        if ok:
+            item.files = [result]
+            return item
+        reason = result.getErrorMessage()
+        self.crawler.stats.inc_value("flsync/datasets/failed")
+        logger.error(
+            "Dataset (failed): %(path)s from %(url)s: %(reason)s",
+            {"path": item.path, "url": item.url, "reason": reason},
+        )
+        raise DatasetFailed(f"{item.path}: {reason}")
+
+    def _record(self, item: DatasetItem, status: str, known: dict[str, Any]) -> dict[str, Any]:
+        self.crawler.stats.inc_value(f"flsync/datasets/{status}")
+        if status == "downloaded":
+            self.crawler.stats.inc_value("flsync/datasets/bytes", known["size"])
+        logger.debug("Dataset (%(status)s): %(path)s", {"status": status, "path": item.path})
+        return {
+            **known,
+            "url": item.url,
+            "path": item.path,
+            "status": status,
+            "fetched_at": _now().isoformat(timespec="seconds"),
+        }
+
+    @staticmethod
+    def _discard(response: Response) -> None:
+        if isinstance(response, StreamedResponse):
+            os.unlink(response.body_path)
+
+
+class RunMetadataPipeline:
+    """Writes each run's metadata.csv, with the names exactly as the site shows them."""
+
+    HEADER = ("uni_name", "course_name", "run", "start_date", "end_date", "duration_weeks")
+
+    def __init__(self, store: DataStore):
+        self.store = store
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(open_store(crawler.settings["FILES_STORE"]))
+
+    def process_item(self, item: Any) -> Any:
+        if isinstance(item, RunItem):
+            path = f"{item.folder}/{tree.METADATA_FILE}"
+            content = _metadata_csv(item, self.HEADER)
+            # Unchanged content is not rewritten, so the file's mtime says when it last changed.
+            if self.store.read_file(path) != content:
+                self.store.persist_file(path, io.BytesIO(content), None)
+            item.files.append(tree.METADATA_FILE)
+        return item
+
+
+@dataclass
+class _OrganisationReport:
+    run_count: int | None = None
+    failures: int = 0
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class SyncStatePipeline:
+    """At the end of the crawl, per organisation: saves what was stored (the state, for the
+    next sync), writes update.txt if every file was fetched, and fails the sync if a
+    listing that used to hold runs came back empty (a sign the page layout has changed)."""
+
+    def __init__(self, crawler: Crawler, store: DataStore):
+        self.crawler = crawler
+        self.store = store
+        self.reports: defaultdict[str, _OrganisationReport] = defaultdict(_OrganisationReport)
+        crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler, open_store(crawler.settings["FILES_STORE"]))
+
+    def process_item(self, item: Any) -> Any:
+        report = self.reports[item.organisation]
+        if isinstance(item, OrganisationItem):
+            report.run_count = item.run_count
+        elif isinstance(item, RunItem):
+            report.runs[f"{item.course_slug}/{item.run}"] = {
+                "folder": item.folder,
+                "end_date": item.end_date.isoformat(),
+                "files": sorted(item.files),
+            }
+        elif isinstance(item, DatasetItem):
+            report.files.update((f["path"], f) for f in item.files)
+        elif isinstance(item, FetchFailure):
+            report.failures += 1
+        return item
+
+    def item_dropped(self, item: Any, response: Any, exception: Exception) -> None:
+        self.reports[item.organisation].failures += 1
+
+    def spider_closed(self, reason: str) -> None:
+        for organisation, report in self.reports.items():
+            folder = tree.organisation_dir(organisation)
+            state = load_state(self.store, folder)
+            if report.run_count == 0 and (state.runs or self._has_run_folders(folder)):
+                self.crawler.stats.inc_value("flsync/layout_changed")
+                logger.error(
+                    "No runs found for %(organisation)s, but %(folder)s holds some:"
+                    " FutureLearn's page layout has probably changed (flsync/site.py reads it)",
+                    {"organisation": organisation, "folder": folder},
+                )
+                continue
+            state.files.update(report.files)
+            state.runs.update(report.runs)
+            save_state(self.store, folder, state)
+            if reason == "finished" and report.failures == 0 and report.run_count is not None:
+                stamp = _now().strftime("%Y-%m-%d %H:%M") + "\n"
+                self.store.persist_file(
+                    f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(stamp.encode()), None
+                )
+            else:
+                logger.warning(
+                    "Organisation (incomplete): %(organisation)s: %(failures)d failure(s);"
+                    " update.txt left as it was",
+                    {"organisation": organisation, "failures": report.failures},
+                )
+
+    def _has_run_folders(self, folder: str) -> bool:
+        return any(
+            self.store.list_dir(f"{folder}/{course}")
+            for course in self.store.list_dir(folder)
+            if not course.startswith(".")
+        )
+
+
+def _metadata_csv(item: RunItem, header: tuple[str, ...]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerow(
+        [
+            item.organisation,
+            item.course,
+            item.run,
+            item.start_date.isoformat(),
+            item.end_date.isoformat(),
+            "" if item.duration_weeks is None else item.duration_weeks,
+        ]
+    )
+    return out.getvalue().encode()
+
+
+def _header(response: Response, name: bytes) -> str | None:
+    value = response.headers.get(name)
+    return value.decode("latin-1") if value else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

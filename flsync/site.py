@@ -1,0 +1,211 @@
+"""Everything flsync knows about FutureLearn's pages: paths, selectors, date formats, words.
+
+Each ``parse_*`` function takes a response (or selector) of one page and returns plain data;
+none makes requests or reads settings. When FutureLearn changes its markup, this module (and
+../shared/futurelearn-site.md, the model it follows) is the one place to change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from form2request import form2request
+
+if TYPE_CHECKING:
+    from form2request import Request as FormRequestData
+    from scrapy.http import Response, TextResponse
+
+SIGN_IN_PATH = "/sign-in"
+ORGANISATIONS_PATH = "/admin/organisations"
+SESSION_COOKIE = "_future_learn_session"
+# The dashboard does not list this dataset; it has a URL of its own per run.
+SUBDIVISIONS_DATASET = "country-subdivisions"
+FINISHED = "finished"
+UPCOMING = "upcoming"
+_DATE_FORMAT = "%d %b %Y"  # "9 May 2016"
+_WEEKS = re.compile(r"(\d+)\s*weeks?", re.IGNORECASE)
+_DATASET_PATH = re.compile(r"/stats-dashboard/data/([^/?#]+)")
+
+
+@dataclass(frozen=True)
+class Organisation:
+    slug: str
+    name: str
+    runs_url: str
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """One row of an organisation's runs table."""
+
+    course_slug: str
+    course_title: str
+    run: int
+    start_date: date | None
+    status: str
+    invite_only: bool
+    details_url: str
+    dashboard_url: str
+
+    @property
+    def started(self) -> bool:
+        return self.start_date is not None and self.status != UPCOMING
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    start_date: date | None
+    end_date: date | None
+    duration_weeks: int | None
+
+    @property
+    def effective_end_date(self) -> date | None:
+        """The given end date, else start + duration (older runs state only the duration)."""
+        if self.end_date or not (self.start_date and self.duration_weeks is not None):
+            return self.end_date
+        return self.start_date + timedelta(weeks=self.duration_weeks)
+
+
+@dataclass(frozen=True)
+class DatasetLink:
+    name: str
+    label: str
+    url: str
+
+
+def sign_in_url(base_url: str) -> str:
+    return base_url + SIGN_IN_PATH
+
+
+def organisations_url(base_url: str) -> str:
+    return base_url + ORGANISATIONS_PATH
+
+
+def runs_url(base_url: str, organisation_slug: str) -> str:
+    return f"{base_url}/admin/organisations/{organisation_slug}/runs"
+
+
+def subdivisions_url(base_url: str, course_slug: str, run: int) -> str:
+    return (
+        f"{base_url}/admin/courses/{course_slug}/{run}"
+        "/demographics/countries/country-subdivisions-dataset"
+    )
+
+
+def sign_in_form_request(response: TextResponse, email: str, password: str) -> FormRequestData:
+    """The sign-in POST, built from the page's form with every hidden field sent back."""
+    form = response.xpath(f'//form[@action="{SIGN_IN_PATH}" or contains(@action, "/sign-in")]')
+    if not form:
+        raise ValueError(f"no sign-in form on {response.url}")
+    return form2request(form[0], {"email": email, "password": password})
+
+
+def parse_sign_in_error(response: TextResponse) -> str | None:
+    """The error flash of a refused sign-in ("Invalid email or password."), if any."""
+    text = response.css(".m-flash--error ::text").getall()
+    return " ".join(" ".join(text).split()) or None
+
+
+def is_sign_in_redirect(response: Response) -> bool:
+    """A redirect to the sign-in page: how the site answers once a session has expired."""
+    location = response.headers.get(b"Location")
+    return (
+        300 <= response.status < 400
+        and location is not None
+        and urlsplit(location.decode("latin-1")).path == SIGN_IN_PATH
+    )
+
+
+def is_signed_in(response: Response) -> bool:
+    """The answer to the sign-in POST: a redirect anywhere but back to the sign-in page."""
+    return (
+        300 <= response.status < 400
+        and b"Location" in response.headers
+        and not is_sign_in_redirect(response)
+    )
+
+
+def is_html(response: Response) -> bool:
+    """An HTML page, e.g. the sign-in page served where a CSV was asked for."""
+    content_type = response.headers.get(b"Content-Type", b"").decode("latin-1").lower()
+    return content_type.startswith(("text/html", "application/xhtml"))
+
+
+def parse_organisations(response: TextResponse) -> list[Organisation]:
+    organisations = []
+    for link in response.css("ul.m-organisation-list li a"):
+        url = response.urljoin(link.attrib["href"])
+        match = re.search(r"/admin/organisations/([^/]+)/runs", url)
+        if match:
+            name = _text(link.css("::text").getall())
+            organisations.append(Organisation(slug=match[1], name=name, runs_url=url))
+    return organisations
+
+
+def parse_runs_page(response: TextResponse) -> list[RunListing]:
+    return [_parse_run_row(response, row) for row in response.css("table.m-table--runs tr.m-run")]
+
+
+def next_page_url(response: TextResponse) -> str | None:
+    href = response.css('nav.pagination a[rel~="next"]::attr(href)').get()
+    return response.urljoin(href) if href else None
+
+
+def parse_run_details(response: TextResponse) -> RunDetails:
+    terms = {
+        _text(dt.css("::text").getall()).lower(): _text(
+            dt.xpath("following-sibling::dd[1]//text()").getall()
+        )
+        for dt in response.css("dl.m-metadata dt")
+    }
+    weeks = _WEEKS.search(terms.get("duration", ""))
+    return RunDetails(
+        start_date=_parse_date(terms.get("start date", "")),
+        end_date=_parse_date(terms.get("end date", "")),
+        duration_weeks=int(weeks[1]) if weeks else None,
+    )
+
+
+def parse_datasets(response: TextResponse) -> list[DatasetLink]:
+    datasets = []
+    for link in response.css("ul.m-datasets a.m-datasets__link"):
+        url = response.urljoin(link.attrib["href"])
+        match = _DATASET_PATH.search(url)
+        if match:
+            label = _text(link.css("::text").getall())
+            datasets.append(DatasetLink(name=match[1], label=label, url=url))
+    return datasets
+
+
+def _parse_run_row(response: TextResponse, row) -> RunListing:
+    course = row.css("td.m-run__course a")
+    details_url = response.urljoin(course.attrib["href"])
+    dashboard = row.css('td.m-run__links a[href$="/stats-dashboard"]::attr(href)').get()
+    order = row.css("td.m-run__start::attr(data-order)").get("")
+    flags = row.css("td.m-run__status span.flag::attr(class)").getall()
+    statuses = [c.removeprefix("flag--") for f in flags for c in f.split() if c != "flag"]
+    return RunListing(
+        course_slug=urlsplit(details_url).path.split("/")[3],
+        course_title=course.attrib.get("title") or _text(course.css("::text").getall()),
+        run=int(_text(row.css("td.m-run__number ::text").getall())),
+        start_date=date.fromisoformat(order) if order else None,
+        status=next((s for s in statuses if s != "invite-only"), ""),
+        invite_only="invite-only" in statuses,
+        details_url=details_url,
+        dashboard_url=response.urljoin(dashboard or f"{details_url}/stats-dashboard"),
+    )
+
+
+def _parse_date(text: str) -> date | None:
+    """A `D Mon YYYY` date; `Not set` (or nothing) is None."""
+    if not text or text.lower() == "not set":
+        return None
+    return datetime.strptime(text, _DATE_FORMAT).date()
+
+
+def _text(parts: list[str]) -> str:
+    return " ".join(" ".join(parts).split())

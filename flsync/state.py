@@ -1,0 +1,82 @@
+"""What the last sync stored, per organisation, in ``{organisation}/.flsync-state.json``.
+
+The state is a cache, never the truth: a missing or unreadable state file means a full sync,
+and a record whose file is gone from the store is not trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+from flsync.tree import STATE_FILE
+
+if TYPE_CHECKING:
+    from flsync.storage import DataStore
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+@dataclass
+class SyncState:
+    # data-tree path -> what the server said of that file and what was stored
+    # (url, etag, last_modified, size, checksum (md5), fetched_at).
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "course_slug/run" -> {"folder", "end_date" (YYYY-MM-DD), "files": [file names]}.
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def is_frozen(self, run_key: str, today: date, after_days: int, store: DataStore) -> bool:
+        """The run ended more than ``after_days`` ago and every file it had is still stored."""
+        run = self.runs.get(run_key)
+        if not run or after_days <= 0:
+            return False
+        if date.fromisoformat(run["end_date"]) + timedelta(days=after_days) >= today:
+            return False
+        return all(store.exists(f"{run['folder']}/{name}") for name in run["files"])
+
+    def to_bytes(self) -> bytes:
+        document = {"version": STATE_VERSION, "files": self.files, "runs": self.runs}
+        return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode()
+
+
+def state_path(organisation_dir: str) -> str:
+    return f"{organisation_dir}/{STATE_FILE}"
+
+
+def load_state(store: DataStore, organisation_dir: str) -> SyncState:
+    """The organisation's saved state; an empty one if there is none or it cannot be read."""
+    path = state_path(organisation_dir)
+    raw = store.read_file(path)
+    if raw is None:
+        return SyncState()
+    try:
+        document = json.loads(raw)
+        if document.get("version") != STATE_VERSION:
+            raise ValueError(f"version {document.get('version')!r}, not {STATE_VERSION}")
+        state = SyncState(files=dict(document["files"]), runs=dict(document["runs"]))
+        for run in state.runs.values():
+            _check_run_record(run)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        logger.warning(
+            "State file %(path)s is unreadable (%(error)s): syncing as if it were absent",
+            {"path": path, "error": exc},
+        )
+        return SyncState()
+    return state
+
+
+def _check_run_record(run: dict[str, Any]) -> None:
+    """Raise if a run record lacks what is_frozen() reads."""
+    date.fromisoformat(run["end_date"])
+    if not isinstance(run["folder"], str) or not isinstance(run["files"], list):
+        raise TypeError("run record without folder or files")
+
+
+def save_state(store: DataStore, organisation_dir: str, state: SyncState) -> None:
+    store.persist_file(state_path(organisation_dir), BytesIO(state.to_bytes()), None)
