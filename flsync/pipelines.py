@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, signals
 from scrapy.exceptions import DropItem
+from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.utils.defer import ensure_awaitable
-from scrapy.utils.request import NO_CALLBACK
 
 from flsync import site, tree
 from flsync.handlers import STREAM_DIR_META, StreamedResponse
