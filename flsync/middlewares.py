@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 # Request meta keys.
 SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never treated as an expired session
 SESSION_META = "flsync_session"  # session generation the request was sent with
-RETRIED_META = "flsync_session_retried"  # already retried once after signing in again
 EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
 
 
@@ -83,17 +82,19 @@ def _parse_retry_after(value: str) -> float | None:
 
 
 class SessionMiddleware:
-    """Signs in again, once per request, when the site says the session has expired (a
-    redirect to the sign-in page, or HTML where a CSV was asked for), then retries the request.
+    """Signs in again when the site says the session has expired (a redirect to the sign-in
+    page, or HTML where a CSV was asked for), then retries the request with the new session.
 
-    Many requests can meet the same expiry at once: the first signs in, the others wait for
-    it and retry with the new session.
+    Many requests meet the same expiry at once: the first signs in, the others wait for it
+    and retry. A new session that expires before serving a single request means signing in
+    does not help: the request fails instead of looping.
     """
 
     def __init__(self, crawler: Crawler, config: FlsyncConfig):
         self.crawler = crawler
         self.config = config
-        self.generation = 0
+        self.generation = 0  # sign-ins so far by this middleware
+        self.served = 0  # responses the current session has served
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -101,24 +102,25 @@ class SessionMiddleware:
         return cls(crawler, FlsyncConfig.from_settings(crawler.settings))
 
     def process_request(self, request: Request) -> None:
-        request.meta.setdefault(SESSION_META, self.generation)
+        request.meta[SESSION_META] = self.generation
 
     async def process_response(self, request: Request, response: Response) -> Request | Response:
-        if request.meta.get(SIGN_IN_META) or not self._expired(request, response):
+        if request.meta.get(SIGN_IN_META):
+            return response
+        if not self._expired(request, response):
+            if request.meta.get(SESSION_META) == self.generation:
+                self.served += 1
             return response
         _discard_streamed_body(response)
-        stats = self.crawler.stats
-        if request.meta.get(RETRIED_META):
-            stats.inc_value("flsync/session/expired_again")
-            raise IgnoreRequest(f"session expired again right after signing in: {request.url}")
-        stats.inc_value("flsync/session/expired")
-        await self._renew(request.meta[SESSION_META])
+        self.crawler.stats.inc_value("flsync/session/expired")
+        # A request that waited in the downloader queue can carry the cookie of a session
+        # renewed meanwhile: it is simply retried with the new one.
+        if request.meta.get(SESSION_META) == self.generation:
+            await self._renew(self.generation)
         retry = request.replace(dont_filter=True)
         # The old session's cookie must not travel with the retry: CookiesMiddleware adds the
         # jar's (new) cookie only to a request that has no Cookie header.
         retry.headers.pop(b"Cookie", None)
-        retry.meta[RETRIED_META] = True
-        retry.meta[SESSION_META] = self.generation
         return retry
 
     @staticmethod
@@ -133,30 +135,35 @@ class SessionMiddleware:
         async with self._lock:
             if generation != self.generation:
                 return  # another request has signed in again meanwhile
+            if self.generation and not self.served:
+                self.crawler.stats.inc_value("flsync/session/renew_useless")
+                raise IgnoreRequest("the session expired again before serving any request")
             logger.info(
                 "Session expired: signing in again as %(user)s", {"user": self.config.username}
             )
-            engine = self.crawler.engine
-            page = await engine.download_async(
-                Request(
-                    site.sign_in_url(self.config.base_url),
-                    meta={SIGN_IN_META: True},
-                    dont_filter=True,
-                )
-            )
-            form = site.sign_in_form_request(page, self.config.username, self.config.password)
-            answer = await engine.download_async(
-                form.to_scrapy(
-                    callback=None,
-                    meta={SIGN_IN_META: True, "dont_redirect": True, "handle_httpstatus_all": True},
-                    dont_filter=True,
-                )
-            )
-            if not site.is_signed_in(answer):
-                self.crawler.stats.inc_value("flsync/session/renew_failed")
-                raise IgnoreRequest(f"signing in again as {self.config.username} was refused")
+            await self._sign_in()
             self.generation += 1
+            self.served = 0
             self.crawler.stats.inc_value("flsync/session/renewed")
+
+    async def _sign_in(self) -> None:
+        engine = self.crawler.engine
+        page = await engine.download_async(
+            Request(
+                site.sign_in_url(self.config.base_url), meta={SIGN_IN_META: True}, dont_filter=True
+            )
+        )
+        form = site.sign_in_form_request(page, self.config.username, self.config.password)
+        answer = await engine.download_async(
+            form.to_scrapy(
+                callback=None,
+                meta={SIGN_IN_META: True, "dont_redirect": True, "handle_httpstatus_all": True},
+                dont_filter=True,
+            )
+        )
+        if not site.is_signed_in(answer):
+            self.crawler.stats.inc_value("flsync/session/renew_failed")
+            raise IgnoreRequest(f"signing in again as {self.config.username} was refused")
 
 
 def _discard_streamed_body(response: Response) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from io import BytesIO
 
-LOCK_FILE = ".flsync.lock"
 TEMP_PREFIX = ".flsync-"
 
 
@@ -106,14 +104,19 @@ class LocalStore(FSFilesStore):
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the data folder for this process; raise StoreLockedError if another one does."""
-        Path(self.basedir).mkdir(parents=True, exist_ok=True)
-        with open(Path(self.basedir, LOCK_FILE), "a") as f:
+        """Hold the data folder for this process; raise StoreLockedError if another one does.
+
+        The lock is on the folder itself, so taking it writes nothing into the tree.
+        """
+        fd = os.open(self.basedir, os.O_RDONLY)
+        try:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise StoreLockedError(self.basedir) from None
             yield
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _temp_file(self, path: str) -> Iterator[tuple[str, IO[bytes]]]:

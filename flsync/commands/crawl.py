@@ -69,8 +69,7 @@ class Command(ScrapyCrawlCommand):
         except StoreLockedError as exc:
             logger.error(
                 "Another sync is using the data folder %(folder)s; this one stops"
-                " (wait for it to finish, or remove a stale %(folder)s/.flsync.lock only if no"
-                " sync is running)",
+                " (wait for the other to finish)",
                 {"folder": exc},
             )
             self.exitcode = EXIT_USAGE

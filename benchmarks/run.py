@@ -1,0 +1,457 @@
+"""flsync against the naive baseline and curl, side by side, on the imitation site (127.0.0.1).
+
+Scenario A (speed): flsync's first sync, the naive baseline, then flsync again with nothing
+changed. Scenario B (large file): one run whose step_activity dataset is --big-file-mb big,
+fetched by flsync, curl and the naive baseline. Every command runs as a child process; its
+peak RSS comes from os.wait4. Run from the repo root: ``.venv/bin/python -m benchmarks.run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import naive
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+SITE_START_TIMEOUT = 60.0
+SPEEDUP_TARGET = 6.0
+RSS_TARGET_MB = 200.0
+CURL_RATIO_TARGET = 2.0
+TRICKY_OFF = ["--no-tricky"]  # only the courses and runs the options ask for
+NOT_DATA = {".flsync.lock", "update.txt"}  # the lock, and the time of the last fetch
+# Proxies from the environment would send 127.0.0.1 traffic elsewhere: never use them.
+LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Measured:
+    label: str
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    exit_status: int | str = "not run"
+    requests: int | None = None
+    dataset_bytes: int | None = None
+    site_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def kind(self, name: str) -> int:
+        return int(self.site_stats.get("by_kind", {}).get(name, 0))
+
+    def mb_per_s(self, size: int | None) -> float | None:
+        return size / MB / self.wall_s if self.ok and size and self.wall_s > 0 else None
+
+
+class FakeSite:
+    """The imitation site as a child process; always terminated on exit."""
+
+    def __init__(self, options: list[str], log: Path, env: dict[str, str]) -> None:
+        self.options = options
+        self.log = log
+        self.base_url = ""
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakesite", "--port", "0", *options],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def __enter__(self) -> FakeSite:
+        try:
+            deadline = time.monotonic() + SITE_START_TIMEOUT
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                found = re.search(r"serving (http://127\.0\.0\.1:\d+)", self.log.read_text())
+                if found:
+                    self.base_url = found.group(1)
+                    return self
+                time.sleep(0.05)
+            raise RuntimeError(f"the imitation site did not start; see {self.log}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def stats(self) -> dict[str, Any]:
+        with LOCAL.open(self.base_url + "/_fakesite/stats", timeout=30) as resp:
+            stats = json.load(resp)
+        stats.pop("log", None)  # every request: too long to keep
+        return stats
+
+    def reset_stats(self) -> None:
+        request = urllib.request.Request(self.base_url + "/_fakesite/reset-stats", data=b"")
+        LOCAL.open(request, timeout=30).close()
+
+
+class Bench:
+    """Runs and measures commands; holds the work folder, the logs and the child environment."""
+
+    def __init__(self, work: Path, logs: Path, timeout: float) -> None:
+        self.work = work
+        self.logs = logs
+        self.timeout = timeout
+        # No proxies, and no flsync credentials in the environment overriding the config.
+        drop = {"http_proxy", "https_proxy", "all_proxy", "flsync_username", "flsync_password"}
+        self.env = {k: v for k, v in os.environ.items() if k.lower() not in drop}
+        self.env["NO_PROXY"] = self.env["no_proxy"] = "127.0.0.1,localhost"
+
+    def site(self, name: str, options: list[str]) -> FakeSite:
+        return FakeSite(options, self.logs / f"site-{name}.log", self.env)
+
+    def run(self, cmd: list[str], log: Path) -> Measured:
+        """Run cmd to completion (killed after the timeout): wall time, peak RSS, exit status."""
+        killed: list[bool] = []
+
+        def kill() -> None:
+            killed.append(True)
+            proc.kill()
+
+        with log.open("wb") as out:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+            timer = threading.Timer(self.timeout, kill)
+            timer.start()
+            try:
+                _pid, status, usage = os.wait4(proc.pid, 0)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                timer.cancel()
+            wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = f"timeout ({self.timeout:.0f} s)" if killed else proc.returncode
+        return Measured(cmd[0], wall, usage.ru_maxrss / 1024, code)  # ru_maxrss: KiB on Linux
+
+    def measure(self, site: FakeSite, label: str, name: str, cmd: list[str]) -> Measured:
+        """cmd run against a site whose counters start at zero; output in logs/{name}.log."""
+        site.reset_stats()
+        result = self.run(cmd, self.logs / f"{name}.log")
+        result.label = label
+        result.site_stats = site.stats()
+        result.requests = result.site_stats.get("requests")
+        result.dataset_bytes = result.site_stats.get("dataset_bytes")
+        print(f"  {label}: {result.wall_s:.2f} s, exit {result.exit_status}", flush=True)
+        return result
+
+    def flsync(self, site: FakeSite, label: str, name: str, data_dir: Path) -> Measured:
+        config = self.work / f"{data_dir.name}.json"
+        settings = {
+            "username": naive.EMAIL,
+            "password": naive.PASSWORD,
+            "base_url": site.base_url,
+            "data_dir": str(data_dir),
+        }
+        config.write_text(json.dumps(settings))
+        cmd = [sys.executable, "-m", "scrapy", "crawl", "futurelearn"]
+        cmd += ["-s", f"FLSYNC_CONFIG={config}", "-s", f"LOG_FILE={self.logs / name}.scrapy.log"]
+        return self.measure(site, label, name, cmd)
+
+    def naive(self, site: FakeSite, label: str, name: str, out: Path) -> Measured:
+        cmd = [sys.executable, "-m", "benchmarks.naive", "--base-url", site.base_url]
+        return self.measure(site, label, name, [*cmd, "--out", str(out)])
+
+
+def snapshot(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """(st_mtime_ns, st_ino) of every data file (hidden files and update.txt left out)."""
+    files = {}
+    for path in data_dir.rglob("*"):
+        rel = path.relative_to(data_dir)
+        hidden = any(part.startswith(".") for part in rel.parts)
+        if path.is_file() and path.name not in NOT_DATA and not hidden:
+            st = path.stat()
+            files[rel.as_posix()] = (st.st_mtime_ns, st.st_ino)
+    return files
+
+
+def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    print("Scenario A (speed)", flush=True)
+    options = [
+        *("--organisations", str(args.organisations), "--courses", str(args.courses)),
+        *("--runs", str(args.runs), "--rows", str(args.rows), "--big-file-mb", "0"),
+        *("--latency-ms", str(args.latency_ms), *TRICKY_OFF),
+    ]
+    data_dir, naive_dir = bench.work / "flsync-a", bench.work / "naive-a"
+    with bench.site("a", options) as site:
+        # flsync first: any warm-up cost of the site falls on flsync, not on the baseline.
+        first = bench.flsync(site, "flsync (first run)", "flsync-a1", data_dir)
+        before = snapshot(data_dir)
+        baseline = bench.naive(site, "naive", "naive-a", naive_dir)
+        second = bench.flsync(site, "flsync (no-change run)", "flsync-a2", data_dir)
+        after = snapshot(data_dir)
+    naive_files = sum(1 for p in naive_dir.rglob("*") if p.is_file())
+    shutil.rmtree(naive_dir, ignore_errors=True)
+    return {
+        "site_options": options,
+        "flsync_first": first,
+        "naive": baseline,
+        "flsync_no_change": second,
+        "runs_synced": sum(name.endswith("/metadata.csv") for name in before),
+        "flsync_files": len(before),
+        "naive_files": naive_files,
+        "no_change": {
+            "files_compared": len(before),
+            "rewritten": sorted(p for p in before.keys() & after.keys() if before[p] != after[p]),
+            "added": sorted(after.keys() - before.keys()),
+            "removed": sorted(before.keys() - after.keys()),
+        },
+        "speedup": baseline.wall_s / first.wall_s if first.ok and baseline.ok else None,
+    }
+
+
+def scenario_b(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    print(f"Scenario B (large file, {args.big_file_mb} MB)", flush=True)
+    options = [
+        *("--organisations", "1", "--courses", "1", "--runs", "1", "--rows", str(args.rows)),
+        *("--big-file-mb", str(args.big_file_mb), "--latency-ms", "0", *TRICKY_OFF),
+    ]
+    data_dir = bench.work / "flsync-b"
+    result: dict[str, Any] = {"site_options": options, "curl": None, "curl_file_bytes": None}
+    with bench.site("b", options) as site:
+        result["flsync"] = bench.flsync(site, "flsync (big file)", "flsync-b", data_dir)
+        big = next(data_dir.rglob("step-activity.csv"), None)
+        result["flsync_file_bytes"] = big.stat().st_size if big else None
+        shutil.rmtree(data_dir, ignore_errors=True)  # free the disk space early
+
+        curl = shutil.which("curl")
+        if curl:
+            # A signed-in session for curl, and the URL of the big file, found as naive finds it.
+            opener, jar = naive.sign_in(site.base_url)
+            cookie = next(c.value for c in jar if c.name == naive.SESSION_COOKIE)
+            run = naive.started_runs(opener, site.base_url)[0]
+            urls = naive.dataset_urls(opener, site.base_url, run)
+            url = next(u for u in urls if u.endswith("/step_activity"))
+            target = bench.work / "curl-step-activity.csv"
+            cmd = [curl, "-s", "--noproxy", "*", "--max-time", str(int(bench.timeout))]
+            cmd += ["-b", f"{naive.SESSION_COOKIE}={cookie}", "-o", str(target), url]
+            result["curl"] = bench.measure(site, "curl -o file", "curl-b", cmd)
+            result["curl_file_bytes"] = target.stat().st_size if target.exists() else None
+            target.unlink(missing_ok=True)
+        result["naive"] = bench.naive(site, "naive (big file)", "naive-b", bench.work / "naive-b")
+        shutil.rmtree(bench.work / "naive-b", ignore_errors=True)
+    return result
+
+
+def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str, str]]:
+    targets: list[dict[str, str]] = []
+
+    def add(name: str, measured: str, required: str, passed: bool | None) -> None:
+        status = "SKIPPED" if passed is None else "PASS" if passed else "FAIL"
+        targets.append(
+            {"target": name, "measured": measured, "required": required, "result": status}
+        )
+
+    first, base, second = a["flsync_first"], a["naive"], a["flsync_no_change"]
+    fetched = [m.kind("dataset") + m.kind("subdivisions") for m in (first, base)]
+    add(
+        "A: flsync fetched every dataset naive did",
+        f"{fetched[0]} vs {fetched[1]}",
+        "flsync >= naive",
+        first.ok and base.ok and fetched[0] >= fetched[1] > 0,
+    )
+    speedup = a["speedup"]
+    add(
+        "A: naive wall / flsync wall",
+        f"{speedup:.1f}x" if speedup else "n/a",
+        f">= {SPEEDUP_TARGET:.0f}x",
+        bool(speedup and speedup >= SPEEDUP_TARGET),
+    )
+    add(
+        "A: no-change run, dataset bytes sent",
+        str(second.dataset_bytes),
+        "0",
+        second.ok and second.dataset_bytes == 0,
+    )
+    nc = a["no_change"]
+    changed = len(nc["rewritten"]) + len(nc["added"]) + len(nc["removed"])
+    add(
+        "A: no-change run, data files rewritten",
+        f"{len(nc['rewritten'])} of {nc['files_compared']}"
+        + (f" (+{len(nc['added'])} new, -{len(nc['removed'])} gone)" if changed else ""),
+        "0",
+        second.ok and changed == 0 and nc["files_compared"] > 0,
+    )
+    if b is None:
+        return targets
+    flsync, curl = b["flsync"], b["curl"]
+    size, curl_size = b["flsync_file_bytes"], b["curl_file_bytes"]
+    add(
+        "B: flsync stored the whole big file",
+        f"{size} bytes",
+        f"= {curl_size} (curl's)" if curl else "> 0",
+        flsync.ok and bool(size) and (curl is None or size == curl_size),
+    )
+    add(
+        "B: flsync peak RSS",
+        f"{flsync.peak_rss_mb:.0f} MB",
+        f"< {RSS_TARGET_MB:.0f} MB",
+        flsync.ok and flsync.peak_rss_mb < RSS_TARGET_MB,
+    )
+    if curl is None:
+        add("B: curl MB/s / flsync MB/s", "curl not installed", "", None)
+    else:
+        rates = flsync.mb_per_s(flsync.dataset_bytes), curl.mb_per_s(curl_size)
+        ratio = rates[1] / rates[0] if rates[0] and rates[1] else None
+        add(
+            "B: curl MB/s / flsync MB/s",
+            f"{ratio:.2f}" if ratio else "n/a",
+            f"<= {CURL_RATIO_TARGET:.0f}",
+            bool(ratio and ratio <= CURL_RATIO_TARGET),
+        )
+    return targets
+
+
+def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict]) -> None:
+    header = ("scenario", "command", "wall s", "requests", "dataset MB", "MB/s", "RSS MB", "exit")
+    rows = [header]
+    measured = [("A", a[k]) for k in ("flsync_first", "naive", "flsync_no_change")]
+    if b:
+        measured += [("B", b["flsync"]), ("B", b["curl"]), ("B", b["naive"])]
+    for scenario, m in measured:
+        if m is None:
+            rows.append((scenario, "curl -o file", "-", "-", "-", "-", "-", "curl not installed"))
+            continue
+        size = m.dataset_bytes
+        rate = m.mb_per_s(size) if scenario == "B" else None
+        rows.append(
+            (
+                scenario,
+                m.label,
+                f"{m.wall_s:.2f}",
+                str(m.requests),
+                "?" if size is None else f"{size / MB:.1f}",
+                f"{rate:.0f}" if rate else "-",
+                f"{m.peak_rss_mb:.0f}",
+                str(m.exit_status),
+            )
+        )
+    print()
+    print_table(rows)
+    first = a["flsync_first"]
+    print(
+        f"\nA: flsync's first run synced {a['runs_synced']} runs ({a['flsync_files']} files,"
+        f" {first.kind('dataset') + first.kind('subdivisions')} dataset requests,"
+        f" {first.kind('run_details')} run-details pages); naive wrote {a['naive_files']} files."
+    )
+    print("Requests and dataset MB are the site's own counters; RSS is the command's peak.\n")
+    print_table(
+        [("target", "measured", "required", "result")]
+        + [(t["target"], t["measured"], t["required"], t["result"]) for t in targets]
+    )
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def machine_info() -> dict[str, Any]:
+    curl = shutil.which("curl")
+    curl_version = None
+    if curl:
+        cmd = [curl, "--version"]
+        out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+        curl_version = out.stdout.split("\n", 1)[0]
+    meminfo = Path("/proc/meminfo")
+    memory = meminfo.read_text().split("\n", 1)[0] if meminfo.exists() else ""
+    return {
+        "nproc": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "memory": memory.split(":", 1)[-1].strip(),
+        "curl": curl_version,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, Measured):
+        return {**asdict(value), "ok": value.ok}
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--organisations", type=int, default=1)
+    parser.add_argument("--courses", type=int, default=10, help="per organisation")
+    parser.add_argument("--runs", type=int, default=4, help="per course")
+    parser.add_argument("--rows", type=int, default=200, help="per dataset")
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--big-file-mb", type=int, default=1024)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/latest.json"))
+    parser.add_argument("--skip-big", action="store_true", help="skip scenario B (large file)")
+    parser.add_argument("--timeout", type=float, default=900, help="per command, in seconds")
+    args = parser.parse_args(argv)
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    logs = args.json.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="flsync-bench-"))
+    try:
+        bench = Bench(work, logs, args.timeout)
+        a = scenario_a(args, bench)
+        b = None if args.skip_big else scenario_b(args, bench)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    targets = check_targets(a, b)
+    print_report(a, b, targets)
+    report = {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": machine_info(),
+        "scenario_a": a,
+        "scenario_b": b,
+        "targets": targets,
+    }
+    args.json.write_text(json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n")
+    print(f"\nAll figures: {args.json} (command output: {logs}/)")
+    missed = [t["target"] for t in targets if t["result"] == "FAIL"]
+    if missed:
+        print("TARGET MISSED: " + "; ".join(missed))
+        return 1
+    print("All targets met." + (" (Scenario B skipped: --skip-big.)" if args.skip_big else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

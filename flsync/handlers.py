@@ -1,0 +1,372 @@
+"""Download handler that streams dataset bodies to disk instead of memory.
+
+Scrapy's HTTP/1.1 handler keeps a whole body in memory and cancels bodies larger than
+``DOWNLOAD_MAXSIZE``. :class:`StreamingDownloadHandler` writes the body of a request that has
+``meta["flsync_stream_dir"]`` (an existing directory) to a temporary ``.flsync-*.part`` file
+there as it arrives, so memory stays flat at any size. Every other request is passed, as is,
+to the handler named by ``FLSYNC_PAGE_DOWNLOAD_HANDLER``.
+
+A 200 becomes a :class:`StreamedResponse`: empty ``body``, plus ``body_path``, ``body_size``
+and ``body_md5``. The file then belongs to whoever gets the response (move it into place or
+delete it). Any other status is read into memory and returned as a plain response, so that
+redirect, retry and session middlewares work as usual.
+
+Settings: ``FLSYNC_PAGE_DOWNLOAD_HANDLER`` (class path of the handler for the other requests),
+``DOWNLOAD_TIMEOUT`` (for streamed requests: the longest wait for the next bytes, not for the
+whole body), ``DOWNLOAD_MAXSIZE`` (only for non-200 bodies of streamed requests),
+``CONCURRENT_REQUESTS_PER_DOMAIN`` (persistent connections kept per host).
+Request meta: ``flsync_stream_dir``, ``download_timeout``, ``download_maxsize``; it sets
+``download_latency``.
+
+Streamed requests ask for ``Accept-Encoding: identity`` (HttpCompressionMiddleware cannot
+decode a body that is not in memory) and verify TLS certificates; ``meta["proxy"]`` is refused.
+A body that may be incomplete (short of ``Content-Length``, or ended by a closed connection
+with no length to check) raises ``ResponseDataLossError``, which RetryMiddleware retries.
+Stats: ``flsync/stream/files``, ``flsync/stream/bytes``, ``flsync/stream/failed/<reason>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import tempfile
+from contextlib import suppress
+from io import BytesIO
+from time import monotonic
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from urllib.parse import urldefrag
+
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    NotConfigured,
+    NotSupported,
+    ResponseDataLossError,
+    UnsupportedURLSchemeError,
+)
+from scrapy.http import Headers, Response
+from scrapy.responsetypes import responsetypes
+from scrapy.utils.defer import ensure_awaitable, maybe_deferred_to_future
+from scrapy.utils.misc import build_from_crawler, load_object
+from scrapy.utils.python import to_bytes, to_unicode
+from twisted.internet import defer, error
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+)
+from twisted.web.error import SchemeNotSupported
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers as TxHeaders
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.python.failure import Failure
+    from twisted.web.client import Response as TxResponse
+
+logger = logging.getLogger(__name__)
+
+# Request meta key: directory (it must exist) to stream the body of a 200 into.
+STREAM_DIR_META = "flsync_stream_dir"
+DEFAULT_PAGE_DOWNLOAD_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
+
+# What Scrapy's own handlers do in scrapy.utils._download_handlers (a private module): turn
+# Twisted errors into the exceptions RetryMiddleware knows.
+_TWISTED_ERRORS: tuple[tuple[type[Exception], type[Exception]], ...] = (
+    (defer.CancelledError, DownloadCancelledError),
+    (error.ConnectionRefusedError, DownloadConnectionRefusedError),
+    (error.DNSLookupError, CannotResolveHostError),
+    (error.TimeoutError, DownloadTimeoutError),
+    (ResponseFailed, DownloadFailedError),
+    (SchemeNotSupported, UnsupportedURLSchemeError),
+)
+
+
+class StreamedResponse(Response):
+    """A 200 response whose body is in the file ``body_path``, not in ``body``."""
+
+    attributes: tuple[str, ...] = (*Response.attributes, "body_path", "body_size", "body_md5")
+    __slots__ = ("body_md5", "body_path", "body_size")
+
+    def __init__(
+        self, *args: Any, body_path: str, body_size: int, body_md5: str, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.body_path = body_path
+        self.body_size = body_size
+        self.body_md5 = body_md5
+
+
+class StreamingDownloadHandler:
+    """Streams requests with ``meta["flsync_stream_dir"]`` to disk, delegates the others."""
+
+    # Built at start-up, so that a non-lazy page handler (scrapy-playwright) is too.
+    lazy = False
+
+    def __init__(self, crawler: Crawler) -> None:
+        if not crawler.settings.getbool("TWISTED_REACTOR_ENABLED"):
+            raise NotConfigured(f"{type(self).__name__} requires a Twisted reactor.")
+        # Not at module level: that would install the default reactor on import.
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        self._reactor = reactor
+        self._crawler = crawler
+        path = crawler.settings.get("FLSYNC_PAGE_DOWNLOAD_HANDLER") or DEFAULT_PAGE_DOWNLOAD_HANDLER
+        self._page_handler_cls: type[Any] = load_object(path)
+        self._page_handler: Any = None
+        if not getattr(self._page_handler_cls, "lazy", True):
+            self._page_handler = build_from_crawler(self._page_handler_cls, crawler)
+        self._timeout = crawler.settings.getfloat("DOWNLOAD_TIMEOUT")
+        self._maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE")
+        self._tls_policy = BrowserLikePolicyForHTTPS()
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    async def download_request(self, request: Request) -> Response:
+        directory = request.meta.get(STREAM_DIR_META)
+        if not directory:
+            return await self._download_page(request)
+        if request.meta.get("proxy"):
+            raise NotSupported(f"{type(self).__name__} cannot stream through a proxy: {request}")
+        timeout = float(request.meta.get("download_timeout") or self._timeout)
+        maxsize = int(request.meta.get("download_maxsize", self._maxsize))
+        agent = Agent(self._reactor, self._tls_policy, connectTimeout=timeout, pool=self._pool)
+        download = _StreamedDownload(request, directory, timeout, maxsize, self._crawler)
+        try:
+            response = await maybe_deferred_to_future(download.start(agent, self._reactor))
+        except Exception as exc:
+            for twisted_cls, scrapy_cls in _TWISTED_ERRORS:
+                if isinstance(exc, twisted_cls):
+                    raise scrapy_cls(str(exc)) from exc
+            raise
+        if isinstance(response, StreamedResponse):
+            assert self._crawler.stats
+            self._crawler.stats.inc_value("flsync/stream/files")
+            self._crawler.stats.inc_value("flsync/stream/bytes", response.body_size)
+        return response
+
+    async def _download_page(self, request: Request) -> Response:
+        if self._page_handler is None:
+            self._page_handler = build_from_crawler(self._page_handler_cls, self._crawler)
+        if inspect.iscoroutinefunction(self._page_handler.download_request):
+            response: Response = await self._page_handler.download_request(request)
+            return response
+        # Deprecated handler interface: download_request(request, spider) -> Deferred.
+        result = self._page_handler.download_request(request, self._crawler.spider)
+        return await maybe_deferred_to_future(result)
+
+    async def close(self) -> None:
+        if self._page_handler is not None and hasattr(self._page_handler, "close"):
+            await ensure_awaitable(self._page_handler.close())
+        d = self._pool.closeCachedConnections()
+        # closeCachedConnections() can hang on a stuck server; Scrapy's HTTP/1.1 handler
+        # waits 1 s at most for the same reason (twisted/twisted#7738).
+        timer = self._reactor.callLater(1, d.callback, None)
+        await maybe_deferred_to_future(d)
+        if timer.active():
+            timer.cancel()
+
+
+class _StreamedDownload:
+    """One streamed request: its idle timer, its temporary file, its body receiver."""
+
+    def __init__(
+        self, request: Request, directory: str, timeout: float, maxsize: int, crawler: Crawler
+    ) -> None:
+        self.request = request
+        self.directory = directory
+        self.timeout = timeout
+        self.maxsize = maxsize
+        self.crawler = crawler
+        self.url = urldefrag(request.url)[0]
+        self.path: str | None = None  # the temporary file, while this object owns it
+        self.receiver: _BodyReceiver | None = None
+        self.expected_size: int | None = None
+        self.timed_out = False
+        self.sink: BinaryIO  # the file, or a BytesIO for a small non-200 body
+        self.idle_timer: IDelayedCall
+        self.result: defer.Deferred[Response]
+
+    def start(self, agent: Agent, clock: IReactorTime) -> defer.Deferred[Response]:
+        # The file comes first: a bad directory fails before there is a connection to clean up.
+        fd, self.path = tempfile.mkstemp(dir=self.directory, prefix=".flsync-", suffix=".part")
+        self.sink = os.fdopen(fd, "wb")
+        # Idle timeout: reset by every chunk, so only a stalled transfer is cut.
+        self.idle_timer = clock.callLater(self.timeout, self._on_idle)
+        headers = TxHeaders(self.request.headers)
+        headers.setRawHeaders(b"Accept-Encoding", [b"identity"])
+        body = FileBodyProducer(BytesIO(self.request.body)) if self.request.body else None
+        start_time = monotonic()
+        d: defer.Deferred[Any] = agent.request(
+            to_bytes(self.request.method), to_bytes(self.url, "ascii"), headers, body
+        )
+        d.addCallback(self._on_headers, start_time)
+        d.addErrback(self._on_failure)
+        d.addBoth(self._stop_timer)
+        self.result = d
+        return d
+
+    def _on_idle(self) -> None:
+        self.timed_out = True
+        self.result.cancel()
+
+    def _stop_timer(self, result: Any) -> Any:
+        if self.idle_timer.active():
+            self.idle_timer.cancel()
+        return result
+
+    def _discard_file(self) -> None:
+        self.sink.close()
+        if self.path is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
+
+    def _on_headers(self, txresponse: TxResponse, start_time: float) -> defer.Deferred[Response]:
+        self.request.meta["download_latency"] = monotonic() - start_time
+        self.idle_timer.reset(self.timeout)
+        if txresponse.length != UNKNOWN_LENGTH:
+            self.expected_size = cast("int", txresponse.length)
+        if txresponse.code == 200:
+            self.receiver = _BodyReceiver(self.sink, self.idle_timer, self.timeout, 0, strict=True)
+        else:
+            self._discard_file()
+            self.sink = BytesIO()
+            self.receiver = _BodyReceiver(self.sink, self.idle_timer, self.timeout, self.maxsize)
+        txresponse.deliverBody(self.receiver)
+        return self.receiver.finished.addCallback(self._make_response, txresponse)
+
+    def _make_response(self, flags: list[str] | None, txresponse: TxResponse) -> Response:
+        assert self.receiver
+        headers = Headers()
+        if self.expected_size is not None:
+            headers[b"Content-Length"] = str(self.expected_size).encode()
+        headers.update(txresponse.headers.getAllRawHeaders())
+        version = txresponse.version
+        protocol = f"{to_unicode(version[0])}/{version[1]}.{version[2]}"
+        if self.path is None:
+            body = cast("BytesIO", self.sink).getvalue()
+            respcls = responsetypes.from_args(headers=headers, url=self.url, body=body)
+            return respcls(
+                url=self.url,
+                status=txresponse.code,
+                headers=headers,
+                body=body,
+                flags=flags,
+                protocol=protocol,
+            )
+        self.sink.close()
+        if self.expected_size not in (None, self.receiver.size):
+            raise ResponseDataLossError(f"Got {self.receiver.size} bytes from {self.url}")
+        response = StreamedResponse(
+            url=self.url,
+            status=200,
+            headers=headers,
+            flags=["streamed"],
+            protocol=protocol,
+            body_path=self.path,
+            body_size=self.receiver.size,
+            body_md5=self.receiver.md5.hexdigest(),
+        )
+        self.path = None  # handed over with the response
+        return response
+
+    def _on_failure(self, failure: Failure) -> Failure:
+        self._discard_file()
+        reason = "dataloss" if failure.check(ResponseDataLossError) else None
+        if self.timed_out:
+            reason = "timeout"
+        if reason:
+            assert self.crawler.stats
+            self.crawler.stats.inc_value(f"flsync/stream/failed/{reason}")
+            logger.warning(
+                "Stream (%(reason)s): %(url)s, %(size)s of %(expected)s bytes",
+                {
+                    "reason": reason,
+                    "url": self.url,
+                    "size": self.receiver.size if self.receiver else 0,
+                    "expected": "?" if self.expected_size is None else self.expected_size,
+                },
+                extra={"spider": self.crawler.spider},
+            )
+        if self.timed_out:
+            raise DownloadTimeoutError(f"Getting {self.url}: no data for {self.timeout} seconds.")
+        return failure
+
+
+class _BodyReceiver(Protocol):
+    """Writes a response body to *sink* chunk by chunk, counting and hashing it."""
+
+    def __init__(
+        self,
+        sink: BinaryIO,
+        idle_timer: IDelayedCall,
+        timeout: float,
+        maxsize: int,
+        *,
+        strict: bool = False,
+    ) -> None:
+        self.sink = sink
+        self.idle_timer = idle_timer
+        self.timeout = timeout
+        self.maxsize = maxsize
+        # strict: the body must be known complete (a file on disk); a small in-memory body
+        # may end with the connection and no length, as Scrapy allows (flag "partial").
+        self.strict = strict
+        self.size = 0
+        self.md5 = hashlib.md5()
+        self.finished: defer.Deferred[list[str] | None] = defer.Deferred(self._abort)
+
+    def _abort(self, _: object = None) -> None:
+        # Drops the connection at once (the pool does not keep it); what still arrives is
+        # ignored, as is the connectionLost() that follows.
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        try:
+            self.sink.write(data)
+        except OSError as exc:  # e.g. a full disk: fail with that, not as a data loss
+            self._abort()
+            self.finished.errback(exc)
+            return
+        self.md5.update(data)
+        self.size += len(data)
+        self.idle_timer.reset(self.timeout)
+        if self.maxsize and self.size > self.maxsize:
+            self._abort()
+            self.finished.errback(
+                DownloadCancelledError(f"Body larger than DOWNLOAD_MAXSIZE ({self.maxsize} bytes)")
+            )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone):
+            self.finished.callback(None)
+        elif reason.check(PotentialDataLoss) and not self.strict:
+            self.finished.callback(["partial"])
+        else:  # PotentialDataLoss, or ResponseFailed wrapping Twisted's private _DataLoss
+            exc = ResponseDataLossError(f"Body cut off after {self.size} bytes")
+            exc.__cause__ = reason.value
+            self.finished.errback(exc)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite
+
+
+@pytest.fixture
+def fakesite() -> Iterator[FakeSite]:
+    """A fresh imitation FutureLearn site with default options, on 127.0.0.1."""
+    with FakeSite() as site:
+        yield site
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SyncResult:
+    returncode: int
+    output: str  # everything the command printed (Scrapy logs to stderr)
+    data_dir: Path
+
+    def files(self) -> dict[str, bytes]:
+        """Every file under data_dir (relative path -> bytes)."""
+        return {
+            str(p.relative_to(self.data_dir)): p.read_bytes()
+            for p in sorted(self.data_dir.rglob("*"))
+            if p.is_file()
+        }
+
+    def error_lines(self) -> list[str]:
+        return [line for line in self.output.splitlines() if "ERROR" in line]
+
+
+@dataclass
+class Sync:
+    """Runs `scrapy crawl futurelearn` in a subprocess against a site, into tmp_path/data."""
+
+    base_url: str
+    workdir: Path
+    runs: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    def __call__(
+        self,
+        *args: str,
+        username: str = ADMIN_EMAIL,
+        password: str | None = ADMIN_PASSWORD,
+        env: dict[str, str] | None = None,
+        **config: Any,
+    ) -> SyncResult:
+        document = {"username": username, "base_url": self.base_url, "data_dir": "data"}
+        if password is not None:
+            document["password"] = password
+        document.update(config)
+        (self.workdir / "config.json").write_text(json.dumps(document))
+        self.runs += 1
+        process = subprocess.run(
+            [sys.executable, "-m", "scrapy", "crawl", "futurelearn", *args],
+            cwd=self.workdir,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "SCRAPY_SETTINGS_MODULE": "flsync.settings",
+                **(env or {}),
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return SyncResult(process.returncode, process.stdout + process.stderr, self.data_dir)
+
+
+@pytest.fixture
+def sync(fakesite: FakeSite, tmp_path: Path) -> Sync:
+    """Syncs the `fakesite` site into tmp_path/data (config in tmp_path/config.json)."""
+    return Sync(fakesite.base_url, tmp_path)

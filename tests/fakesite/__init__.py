@@ -1,0 +1,44 @@
+"""An imitation of FutureLearn's admin site, per ../../shared/futurelearn-site.md.
+
+``FakeSite`` serves it over real HTTP on 127.0.0.1 for tests; ``python -m tests.fakesite``
+serves it from a process of its own. See server.py for the control endpoints and
+``Faults`` (control.py) for the faults it can be told to show.
+"""
+
+from __future__ import annotations
+
+from tests.fakesite.control import Faults
+from tests.fakesite.data import (
+    ACCOUNTS,
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    LEARNER_EMAIL,
+    LEARNER_PASSWORD,
+    PARTIAL_EMAIL,
+    PARTIAL_PASSWORD,
+    SUBDIVISIONS,
+    Organisation,
+    Run,
+    SiteData,
+    SiteOptions,
+)
+from tests.fakesite.datasets import DatasetFile
+from tests.fakesite.server import FakeSite
+
+__all__ = [
+    "ACCOUNTS",
+    "ADMIN_EMAIL",
+    "ADMIN_PASSWORD",
+    "LEARNER_EMAIL",
+    "LEARNER_PASSWORD",
+    "PARTIAL_EMAIL",
+    "PARTIAL_PASSWORD",
+    "SUBDIVISIONS",
+    "DatasetFile",
+    "FakeSite",
+    "Faults",
+    "Organisation",
+    "Run",
+    "SiteData",
+    "SiteOptions",
+]

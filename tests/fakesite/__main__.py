@@ -1,0 +1,61 @@
+"""Serve the imitation site until SIGINT or SIGTERM: ``python -m tests.fakesite --port 0``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    options = SiteOptions(
+        organisations=args.organisations,
+        courses=args.courses,
+        runs=args.runs,
+        rows=args.rows,
+        big_file_mb=args.big_file_mb,
+        tricky=not args.no_tricky,
+        seed=args.seed,
+    )
+    site = FakeSite(options, host=args.host, port=args.port, log_requests=args.log_requests)
+    site.faults.latency_ms = args.latency_ms
+    site.faults.validators = not args.no_validators
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    with site:
+        print(
+            f"FakeSite serving {site.base_url} (sign in as {ADMIN_EMAIL} / {ADMIN_PASSWORD})",
+            flush=True,
+        )
+        while not stopping.wait(0.5):
+            pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakesite", description=__doc__)
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--organisations", type=int, default=2)
+    parser.add_argument("--courses", type=int, default=3, help="per organisation")
+    parser.add_argument("--runs", type=int, default=3, help="per course")
+    parser.add_argument("--rows", type=int, default=12, help="per dataset file")
+    parser.add_argument(
+        "--big-file-mb",
+        type=float,
+        default=0,
+        help="size in MiB of the first run's step_activity file (0: off)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
+    parser.add_argument("--no-validators", action="store_true", help="no ETag/Last-Modified")
+    parser.add_argument("--no-tricky", action="store_true", help="leave out the edge cases")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-requests", action="store_true", help="log each request")
+    return parser
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""What the site answers to each request: sign-in, sessions, the admin pages and datasets.
+
+Transport-free: ``App.handle`` takes a parsed ``Request`` and returns a ``Reply``; the server
+module sends it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from email.message import Message
+from email.utils import format_datetime, parsedate_to_datetime
+
+from tests.fakesite import pages
+from tests.fakesite.control import DATASET_KINDS, Faults
+from tests.fakesite.data import ACCOUNTS, SUBDIVISIONS, Run, SiteData
+from tests.fakesite.datasets import DatasetFile, DatasetStore
+
+SESSION_COOKIE = "_future_learn_session"
+SIGN_IN_PATH = "/sign-in"
+_RUN = r"/admin/courses/(?P<course>[a-z0-9-]+)/(?P<run>[1-9][0-9]*)"
+_ROUTES = (
+    ("organisations", re.compile(r"/admin/organisations")),
+    ("runs", re.compile(r"/admin/organisations/(?P<org>[^/]+)/runs")),
+    ("run_details", re.compile(_RUN)),
+    ("dashboard", re.compile(_RUN + r"/stats-dashboard")),
+    ("dataset", re.compile(_RUN + r"/stats-dashboard/data/(?P<dataset>[^/]+)")),
+    ("subdivisions", re.compile(_RUN + r"/demographics/countries/country-subdivisions-dataset")),
+)
+_HTML = "text/html; charset=utf-8"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # without the query
+    query: dict[str, list[str]]
+    headers: Message
+    session_id: str | None
+    form: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    file: DatasetFile | None = None  # streamed instead of body
+    truncate: bool = False  # send about half of the file, then drop the connection
+    # For a 304: the length the 200 would have had (RFC 9110 allows only that one).
+    declared_length: int | None = None
+
+    @property
+    def length(self) -> int:
+        if self.declared_length is not None:
+            return self.declared_length
+        return self.file.size if self.file else len(self.body)
+
+
+@dataclass
+class Session:
+    token: str | None = None  # the authenticity token of the last sign-in form shown
+    email: str | None = None  # signed in as
+    admin_requests: int = 0
+
+
+def route(method: str, path: str) -> tuple[str, dict[str, str]]:
+    """The request's kind (as counted in the stats) and the parameters of its path."""
+    if path == SIGN_IN_PATH:
+        return ("sign_in_post" if method == "POST" else "sign_in_get"), {}
+    for kind, pattern in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match:
+            return kind, match.groupdict()
+    return "other", {}
+
+
+class App:
+    def __init__(self, data: SiteData, faults: Faults) -> None:
+        self.data = data
+        self.faults = faults
+        self.files = DatasetStore(data)
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, request: Request) -> Reply:
+        failure = self.faults.take_failure(request.path)
+        if failure:
+            return self._failure(failure)
+        kind, params = route(request.method, request.path)
+        if request.path.startswith("/admin/") or request.path == "/admin":
+            if request.method not in ("GET", "HEAD"):
+                return _html(405, pages.error_page(405, "Method not allowed"))
+            return self._admin(request, kind, params)
+        if kind == "sign_in_post":
+            return self._sign_in(request)
+        if request.method not in ("GET", "HEAD"):
+            return _html(405, pages.error_page(405, "Method not allowed"))
+        if kind == "sign_in_get":
+            return self._sign_in_form(request)
+        if request.path == "/your-courses":
+            session = self._session(request.session_id)
+            if session is None or session.email is None:
+                return _redirect(SIGN_IN_PATH)
+            return _html(200, pages.your_courses_page(session.email))
+        if request.path == "/":
+            return _html(200, pages.home_page())
+        return _not_found()
+
+    # Sign-in
+
+    def _sign_in_form(self, request: Request, *, failed: bool = False, email: str = "") -> Reply:
+        session_id, session = self._session_or_new(request.session_id)
+        session.token = secrets.token_urlsafe(32)
+        reply = _html(200, pages.sign_in_page(session.token, failed=failed, email=email))
+        if session_id != request.session_id:
+            reply.headers.append(_set_cookie(session_id))
+        return reply
+
+    def _sign_in(self, request: Request) -> Reply:
+        session = self._session(request.session_id)
+        token = _field(request.form, "authenticity_token")
+        if session is None or not session.token or not secrets.compare_digest(token, session.token):
+            return _html(422, pages.error_page(422, "The change you wanted was rejected."))
+        session.token = None  # a token serves once
+        if _field(request.form, "utf8") != "✓":
+            return _html(422, pages.error_page(422, "The change you wanted was rejected."))
+        email = _field(request.form, "email").strip().lower()
+        if ACCOUNTS.get(email) != _field(request.form, "password"):
+            return self._sign_in_form(request, failed=True, email=email)
+        # A new session id on sign-in, as a real site does against session fixation.
+        with self._lock:
+            self._sessions.pop(request.session_id or "", None)
+            session_id = secrets.token_urlsafe(32)
+            self._sessions[session_id] = Session(email=email)
+        reply = _redirect("/your-courses")
+        reply.headers.append(_set_cookie(session_id))
+        return reply
+
+    def _session(self, session_id: str | None) -> Session | None:
+        with self._lock:
+            return self._sessions.get(session_id or "")
+
+    def _session_or_new(self, session_id: str | None) -> tuple[str, Session]:
+        with self._lock:
+            if session_id and session_id in self._sessions:
+                return session_id, self._sessions[session_id]
+            new_id = secrets.token_urlsafe(32)
+            self._sessions[new_id] = session = Session()
+            return new_id, session
+
+    # Admin area
+
+    def _admin(self, request: Request, kind: str, params: dict[str, str]) -> Reply:
+        session = self._session(request.session_id)
+        if session is None or session.email is None:
+            return self._signed_out(request, kind)
+        if not self._spend(session):
+            return self._signed_out(request, kind)
+        administered = self.data.administered_by(session.email)
+        if not administered:
+            return _html(403, pages.error_page(403, "You are not allowed to see this page."))
+        if kind == "organisations":
+            organisations = [o for o in self.data.organisations if o.slug in administered]
+            return _html(200, pages.organisations_page(organisations, session.email))
+        if kind == "runs":
+            return self._runs(request, params["org"], administered, session.email)
+        if kind == "other":
+            return _not_found(session.email)
+        run = self.data.run(params["course"], int(params["run"]))
+        if run is None:
+            return _not_found(session.email)
+        if run.organisation_slug not in administered:
+            return _html(403, pages.error_page(403, "You are not allowed to see this page."))
+        return self._run_page(request, kind, run, params, session.email)
+
+    def _spend(self, session: Session) -> bool:
+        """Count an /admin request against the session; False once it has expired."""
+        limit = self.faults.expire_session_after
+        with self._lock:
+            if limit is not None and session.admin_requests >= limit:
+                session.email = None
+                return False
+            session.admin_requests += 1
+            return True
+
+    def _signed_out(self, request: Request, kind: str) -> Reply:
+        if kind in DATASET_KINDS and self.faults.expiry_answer == "html":
+            return self._sign_in_form(request)
+        return _redirect(SIGN_IN_PATH)
+
+    def _runs(
+        self, request: Request, slug: str, administered: tuple[str, ...], email: str
+    ) -> Reply:
+        organisation = self.data.organisation(slug)
+        if organisation is None:
+            return _not_found(email)
+        if slug not in administered:
+            return _html(403, pages.error_page(403, "You are not allowed to see this page."))
+        page_text = request.query.get("page", ["1"])[-1]
+        page = int(page_text) if page_text.isdigit() else 0
+        if not 1 <= page <= organisation.page_count():
+            return _not_found(email)
+        return _html(200, pages.runs_page(organisation, page, date.today(), email))
+
+    def _run_page(
+        self, request: Request, kind: str, run: Run, params: dict[str, str], email: str
+    ) -> Reply:
+        organisation = self.data.organisation(run.organisation_slug)
+        assert organisation is not None
+        started = run.started_on(date.today())
+        if kind == "run_details":
+            return _html(200, pages.run_details_page(run, organisation, date.today(), email))
+        if kind == "dashboard":
+            return _html(200, pages.dashboard_page(run, organisation, started, email))
+        dataset = params.get("dataset", SUBDIVISIONS)
+        if not started or (kind == "dataset" and dataset not in run.datasets):
+            return _not_found(email)
+        return self._csv(request, run, dataset)
+
+    def _csv(self, request: Request, run: Run, dataset: str) -> Reply:
+        file = self.files.get(run, dataset, self.faults.generation)
+        filename = f"{run.course_slug}-{run.number}_{dataset.replace('_', '-')}.csv"
+        validators = [
+            ("ETag", file.etag),
+            ("Last-Modified", format_datetime(file.last_modified, usegmt=True)),
+        ]
+        if self.faults.validators and _not_modified(request.headers, file):
+            return Reply(
+                304, [("Cache-Control", "private"), *validators], declared_length=file.size
+            )
+        headers = [
+            ("Content-Type", "text/csv; charset=utf-8"),
+            ("Content-Disposition", f'attachment; filename="{filename}"'),
+            ("Cache-Control", "private"),
+            *(validators if self.faults.validators else []),
+        ]
+        truncate = request.method == "GET" and self.faults.take_truncation()
+        return Reply(200, headers, file=file, truncate=truncate)
+
+    def _failure(self, status: int) -> Reply:
+        message = "Too many requests" if status == 429 else "Service unavailable"
+        reply = _html(status, pages.error_page(status, message))
+        if self.faults.retry_after is not None:
+            reply.headers.append(("Retry-After", self.faults.retry_after))
+        return reply
+
+
+def _not_modified(headers: Message, file: DatasetFile) -> bool:
+    """RFC 9110 13.2.2: If-None-Match decides when present, else If-Modified-Since."""
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or file.etag in tags
+    if_modified_since = headers.get("If-Modified-Since")
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+        return since.tzinfo is not None and file.last_modified <= since
+    return False
+
+
+def _field(form: dict[str, list[str]], name: str) -> str:
+    return form.get(name, [""])[-1]
+
+
+def _set_cookie(session_id: str) -> tuple[str, str]:
+    return ("Set-Cookie", f"{SESSION_COOKIE}={session_id}; path=/; HttpOnly; SameSite=Lax")
+
+
+def _html(status: int, body: bytes) -> Reply:
+    return Reply(
+        status,
+        [("Content-Type", _HTML), ("Cache-Control", "max-age=0, private, must-revalidate")],
+        body,
+    )
+
+
+def _redirect(location: str) -> Reply:
+    reply = _html(302, pages.redirect_page(location))
+    reply.headers.append(("Location", location))
+    return reply
+
+
+def _not_found(email: str | None = None) -> Reply:
+    return _html(404, pages.error_page(404, "The page you were looking for doesn't exist.", email))

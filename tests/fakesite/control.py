@@ -1,0 +1,133 @@
+"""The fault knobs and request counters of a running site, shared by its server threads."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+KINDS = (
+    "sign_in_get",
+    "sign_in_post",
+    "organisations",
+    "runs",
+    "run_details",
+    "dashboard",
+    "dataset",
+    "subdivisions",
+    "other",
+)
+DATASET_KINDS = ("dataset", "subdivisions")
+
+
+@dataclass
+class Faults:
+    """What the site does wrong, and how. Set attributes directly or through ``update``."""
+
+    expire_session_after: int | None = None  # /admin requests a signed-in session may make
+    expiry_answer: str = "redirect"  # or "html": 200 sign-in page on dataset URLs
+    fail_with: int = 503
+    fail_next: int = 0
+    fail_path: str = r"^/admin(/|$)"
+    retry_after: str | None = None
+    latency_ms: float = 0.0
+    truncate_next: int = 0
+    validators: bool = True
+    generation: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def take_failure(self, path: str) -> int | None:
+        """The status to fail this request with, counting it down, or None."""
+        with self._lock:
+            if self.fail_next > 0 and re.search(self.fail_path, path):
+                self.fail_next -= 1
+                return self.fail_with
+        return None
+
+    def take_truncation(self) -> bool:
+        with self._lock:
+            if self.truncate_next > 0:
+                self.truncate_next -= 1
+                return True
+        return False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set knobs by name, checking every value first; ValueError names the bad one."""
+        for name, value in values.items():
+            _check(name, value)
+        with self._lock:
+            for name, value in values.items():
+                setattr(self, name, value)
+
+
+def _check(name: str, value: Any) -> None:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = {
+        "expire_session_after": value is None or (is_int(value) and value >= 0),
+        "expiry_answer": value in ("redirect", "html"),
+        "fail_with": is_int(value) and 400 <= value <= 599,
+        "fail_next": is_int(value) and value >= 0,
+        "fail_path": isinstance(value, str) and _compiles(value),
+        "retry_after": value is None or isinstance(value, str),
+        "latency_ms": (is_int(value) or isinstance(value, float)) and value >= 0,
+        "truncate_next": is_int(value) and value >= 0,
+        "validators": isinstance(value, bool),
+        "generation": is_int(value) and value >= 1,
+    }
+    if name not in checks:
+        raise ValueError(f"unknown knob {name!r}")
+    if not checks[name]:
+        raise ValueError(f"bad value for {name}: {value!r}")
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+class Stats:
+    """Counters of the requests served (the control endpoints are not counted)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._kinds: Counter[str] = Counter()
+            self._statuses: Counter[int] = Counter()
+            self._dataset_bytes = 0
+            self._log: list[tuple[str, str, int]] = []
+
+    def record(self, method: str, path: str, kind: str, status: int) -> None:
+        with self._lock:
+            self._kinds[kind] += 1
+            self._statuses[status] += 1
+            self._log.append((method, path, status))
+
+    def add_dataset_bytes(self, count: int) -> None:
+        """Body bytes of dataset and subdivision answers (negative: taken back, unsent)."""
+        with self._lock:
+            self._dataset_bytes += count
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters; status keys are strings, as in the JSON of /_fakesite/stats."""
+        with self._lock:
+            return {
+                "requests": len(self._log),
+                "by_kind": {kind: self._kinds[kind] for kind in KINDS},
+                "by_status": {str(s): n for s, n in sorted(self._statuses.items())},
+                "dataset_bytes": self._dataset_bytes,
+                "not_modified": self._statuses[304],
+                "log": list(self._log),
+            }

@@ -1,0 +1,305 @@
+"""The imitation site over real HTTP/1.1 (keep-alive), and ``FakeSite`` to run it from tests.
+
+Besides the site's own paths it answers ``/_fakesite/...`` (control, stats, reset-stats, data)
+so that a site running in another process can be steered; those requests are neither
+counted, delayed nor failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from contextlib import suppress
+from datetime import date
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, route
+from tests.fakesite.control import DATASET_KINDS, Faults, Stats
+from tests.fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
+from tests.fakesite.datasets import DatasetFile
+
+logger = logging.getLogger(__name__)
+CONTROL_PREFIX = "/_fakesite/"
+
+
+class FakeSite:
+    """The site on a port of its own, served from a background thread.
+
+    ``with FakeSite(SiteOptions(...)) as site:`` starts it (port 0 picks a free port) and
+    stops it at the end; ``site.faults`` can be changed at any time.
+    """
+
+    def __init__(
+        self,
+        options: SiteOptions | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_requests: bool = False,
+    ) -> None:
+        self.options = options or SiteOptions()
+        self.data: SiteData = build_site_data(self.options, date.today())
+        self.faults = Faults()
+        self._stats = Stats()
+        self._app = App(self.data, self.faults)
+        self._address = (host, port)
+        self._log_requests = log_requests
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeSite:
+        self._server = _Server(self._address, self._app, self._stats, self._log_requests)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeSite:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the site is not running")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._address[0]}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self._stats.reset()
+
+    def dataset_file(
+        self, course_slug: str, run_number: int, dataset: str, generation: int | None = None
+    ) -> DatasetFile:
+        """The file as served now (or for another generation): size, chunks(), etag...
+
+        ``dataset`` is a dashboard name or ``country-subdivisions``; KeyError if the run has
+        no such file.
+        """
+        run = self.data.run(course_slug, run_number)
+        if run is None or not run.started_on(self.data.today):
+            raise KeyError((course_slug, run_number))
+        if dataset not in (*run.datasets, SUBDIVISIONS):
+            raise KeyError((course_slug, run_number, dataset))
+        return self._app.files.get(run, dataset, generation or self.faults.generation)
+
+    def dataset_bytes(
+        self, course_slug: str, run_number: int, dataset: str, generation: int | None = None
+    ) -> bytes:
+        """The whole file; for a big file prefer ``dataset_file(...).chunks()``."""
+        return self.dataset_file(course_slug, run_number, dataset, generation).content()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], app: App, stats: Stats, log_requests: bool
+    ) -> None:
+        self.app = app
+        self.stats = stats
+        self.log_requests = log_requests
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections, whose threads would otherwise wait for a request."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer is normal (and tested); anything else is a bug.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        logger.exception("fakesite: error while serving %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # seconds an idle kept-alive connection stays open
+    # Headers and body go out in separate writes; with Nagle on, each answer would wait for
+    # the client's delayed ACK.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def version_string(self) -> str:
+        return "nginx"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.log_requests:
+            super().log_message(format, *args)
+
+    def _serve(self) -> None:
+        self._body_sent = 0
+        self._count_bytes = False
+        body = self._read_body()
+        if body is None:
+            return
+        url = urlsplit(self.path)
+        if url.path.startswith(CONTROL_PREFIX):
+            self._send(_control(self.server, self.command, url.path, body))
+            return
+        kind, _ = route(self.command, url.path)
+        time.sleep(self.server.app.faults.latency_ms / 1000)
+        reply = self._answer(url.path, url.query, body)
+        # Counted before sending, so a client that has its answer also sees it counted.
+        self.server.stats.record(self.command, self.path, kind, reply.status)
+        self._count_bytes = kind in DATASET_KINDS
+        self._send(reply)
+        self._count_bytes = False
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering a body that cannot be read."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self.send_error(411, "Length Required")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self.send_error(400, "Bad Content-Length")
+            return None
+        return self.rfile.read(length)
+
+    def _answer(self, path: str, query: str, body: bytes) -> Reply:
+        form: dict[str, list[str]] = {}
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            text = body.decode("utf-8", "replace")
+            form = parse_qs(text, keep_blank_values=True, encoding="utf-8", errors="replace")
+        request = Request(
+            method=self.command,
+            path=path,
+            query=parse_qs(query),
+            headers=self.headers,
+            session_id=self._session_id(),
+            form=form,
+        )
+        try:
+            return self.server.app.handle(request)
+        except Exception:
+            logger.exception("fakesite: error answering %s %s", self.command, self.path)
+            return Reply(500, [("Content-Type", "text/plain; charset=utf-8")], b"Server error\n")
+
+    def _session_id(self) -> str | None:
+        cookies = SimpleCookie()
+        try:
+            cookies.load("; ".join(self.headers.get_all("Cookie") or []))
+        except CookieError:
+            return None
+        morsel = cookies.get(SESSION_COOKIE)
+        return morsel.value if morsel else None
+
+    def _send(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(reply.length))
+        self.end_headers()
+        if self.command == "HEAD" or reply.status == 304:
+            return
+        if reply.file is None:
+            self._write(reply.body)
+            return
+        limit = reply.file.size // 2 if reply.truncate else reply.file.size
+        for chunk in reply.file.chunks():
+            room = limit - self._body_sent
+            self._write(chunk if len(chunk) <= room else memoryview(chunk)[:room])
+            if self._body_sent >= limit:
+                break
+        if reply.truncate:
+            # Hanging up short of Content-Length is what the client is meant to notice.
+            self.close_connection = True
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._count_bytes:
+            self.server.stats.add_dataset_bytes(len(data))
+        try:
+            self.wfile.write(data)
+        except OSError:
+            if self._count_bytes:
+                self.server.stats.add_dataset_bytes(-len(data))
+            raise
+        self._body_sent += len(data)
+
+
+def _control(server: _Server, method: str, path: str, body: bytes) -> Reply:
+    app = server.app
+    if path == "/_fakesite/stats" and method == "GET":
+        return _json(200, server.stats.snapshot())
+    if path == "/_fakesite/reset-stats" and method == "POST":
+        server.stats.reset()
+        return _json(200, {"ok": True})
+    if path == "/_fakesite/data" and method == "GET":
+        return _json(200, app.data.as_json())
+    if path == "/_fakesite/control" and method in ("GET", "POST"):
+        if method == "POST":
+            try:
+                values = json.loads(body or b"{}")
+                if not isinstance(values, dict):
+                    raise ValueError("expected a JSON object")
+                app.faults.update(values)
+            except ValueError as error:
+                return _json(400, {"error": str(error)})
+        return _json(200, app.faults.as_dict())
+    return _json(404, {"error": f"no control endpoint {method} {path}"})
+
+
+def _json(status: int, value: Any) -> Reply:
+    body = json.dumps(value, ensure_ascii=False).encode()
+    return Reply(status, [("Content-Type", "application/json; charset=utf-8")], body)

@@ -1,0 +1,691 @@
+"""The imitation site, over real HTTP on 127.0.0.1, against the site model it stands for."""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import format_datetime
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from parsel import Selector
+
+from tests.fakesite import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    LEARNER_EMAIL,
+    LEARNER_PASSWORD,
+    PARTIAL_EMAIL,
+    PARTIAL_PASSWORD,
+    FakeSite,
+    SiteOptions,
+)
+from tests.fakesite.datasets import HEADERS, OLD_HEADERS
+
+ROOT = Path(__file__).resolve().parent.parent
+SERIES = "foundations-of-data-science"  # the tricky course with 22 runs
+DATASET = f"/admin/courses/{SERIES}/19/stats-dashboard/data/comments"
+SUBDIVISIONS_PATH = "/demographics/countries/country-subdivisions-dataset"
+# The first lines of the site model, verbatim.
+CONTRACT_HEADERS = {
+    "enrolments": (
+        "learner_id,enrolled_at,unenrolled_at,role,fully_participated_at,purchased_statement_at,"
+        "gender,country,age_range,highest_education_level,employment_status,employment_area,"
+        "detected_country,unlimited,statement_tier"
+    ),
+    "comments": (
+        "id,author_id,parent_id,step,week_number,step_number,text,timestamp,moderated,likes"
+    ),
+    "step_activity": ("learner_id,step,week_number,step_number,first_visited_at,last_completed_at"),
+    "question_response": (
+        "learner_id,quiz_question,question_type,week_number,step_number,question_number,"
+        "response,cloze_response,submitted_at,correct"
+    ),
+    "peer_review_assignments": (
+        "id,step,step_number,week_number,author_id,text,first_viewed_at,submitted_at,moderated,"
+        "review_count"
+    ),
+    "peer_review_reviews": (
+        "id,step,week_number,step_number,reviewer_id,assignment_id,guideline_one_feedback,"
+        "guideline_two_feedback,guideline_three_feedback,created_at"
+    ),
+    "team_members": "id,first_name,last_name,team_role,user_role",
+    "video_stats": (
+        "step_position,title,video_duration,total_views,total_downloads,total_caption_views,"
+        "total_transcript_views,viewed_hd,viewed_five_percent,viewed_ten_percent,"
+        "viewed_twentyfive_percent,viewed_fifty_percent,viewed_seventyfive_percent,"
+        "viewed_ninetyfive_percent,viewed_onehundred_percent,console_device_percentage,"
+        "desktop_device_percentage,mobile_device_percentage,tv_device_percentage,"
+        "tablet_device_percentage,unknown_device_percentage,europe_views_percentage,"
+        "oceania_views_percentage,asia_views_percentage,north_america_views_percentage,"
+        "south_america_views_percentage,africa_views_percentage,antarctica_views_percentage"
+    ),
+    "archetype_survey_responses": "id,learner_id,responded_at,archetype",
+    "leaving_survey_responses": (
+        "id,learner_id,left_at,leaving_reason,last_completed_step_at,last_completed_step,"
+        "last_completed_week_number,last_completed_step_number"
+    ),
+    "weekly_sentiment_survey_responses": "id,responded_at,week_number,experience_rating,reason",
+    "country-subdivisions": (
+        "subdivision_first,subdivision_first_code,country_name,country_code,country_continent,"
+        "joiner_count,active_learner_count"
+    ),
+}
+
+
+@dataclass
+class Page:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    @property
+    def sel(self) -> Selector:
+        return Selector(text=self.text)
+
+
+class Browser:
+    """One kept-alive connection with a cookie jar; redirects are not followed."""
+
+    def __init__(self, site: FakeSite) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ) -> Page:
+        headers = {**(self.cookie_header() if self.cookies else {}), **(headers or {})}
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        page = Page(response.status, response.headers, response.read())
+        for header in response.headers.get_all("Set-Cookie") or []:
+            cookie = SimpleCookie(header)
+            self.cookies.update({name: morsel.value for name, morsel in cookie.items()})
+        return page
+
+    def get(self, path: str, **headers: str) -> Page:
+        """GET with headers given as If_None_Match="..." and so on."""
+        return self.request(
+            "GET", path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+        )
+
+    def cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    def post_form(self, path: str, fields: dict[str, str]) -> Page:
+        content_type = {"Content-Type": "application/x-www-form-urlencoded"}
+        return self.request("POST", path, urlencode(fields).encode(), content_type)
+
+    def sign_in_fields(self, page: Page | None = None) -> dict[str, str]:
+        """The hidden fields of the sign-in form on ``page`` (by default a fresh one)."""
+        form = (page or self.get("/sign-in")).sel.css('form[action="/sign-in"]')
+        return {i.attrib["name"]: i.attrib.get("value", "") for i in form.css("input[type=hidden]")}
+
+    def sign_in(
+        self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD, page: Page | None = None
+    ) -> Page:
+        fields = {**self.sign_in_fields(page), "email": email, "password": password}
+        return self.post_form("/sign-in", fields)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def browser(fakesite: FakeSite) -> Iterator[Browser]:
+    client = Browser(fakesite)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def admin(browser: Browser) -> Browser:
+    assert browser.sign_in().status == 302
+    return browser
+
+
+def runs_listed(browser: Browser, organisation: str) -> list[tuple[str, int, str, str, bool]]:
+    rows, path = [], f"/admin/organisations/{organisation}/runs"
+    while path:
+        sel = browser.get(path).sel
+        for row in sel.css("tr.m-run"):
+            flags = row.css("td.m-run__status span::attr(class)").getall()
+            rows.append(
+                (
+                    row.css("td.m-run__course a::attr(href)").get().split("/")[3],
+                    int(row.css("td.m-run__number::text").get()),
+                    row.css("td.m-run__start::attr(data-order)").get(),
+                    flags[-1].removeprefix("flag flag--"),
+                    "flag flag--invite-only" in flags,
+                )
+            )
+        path = sel.css('nav.pagination a[rel="next"]::attr(href)').get()
+    return rows
+
+
+# Sign-in
+
+
+def test_sign_in_form_cookie_and_redirect(browser: Browser) -> None:
+    page = browser.get("/sign-in")
+    assert page.status == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    set_cookie = page.headers["Set-Cookie"]
+    assert set_cookie.startswith("_future_learn_session=")
+    assert "HttpOnly" in set_cookie and "path=/" in set_cookie.lower()
+    form = page.sel.css('form[action="/sign-in"][method="post"]')
+    assert len(form) == 1
+    assert form.css('input[name="utf8"]::attr(value)').get() == "✓"
+    assert len(form.css('input[name="authenticity_token"]::attr(value)').get()) >= 32
+    assert form.css('input[name="email"]') and form.css('input[name="password"]')
+    assert form.css('[type="submit"]')
+    first_session = browser.cookies["_future_learn_session"]
+
+    fields = browser.sign_in_fields()
+    assert browser.cookies["_future_learn_session"] == first_session  # kept, not set again
+    signed_in = browser.post_form(
+        "/sign-in", {**fields, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    assert signed_in.status == 302
+    assert signed_in.headers["Location"] == "/your-courses"
+    assert browser.cookies["_future_learn_session"] != first_session
+    assert browser.get("/your-courses").status == 200
+    names = browser.get("/admin/organisations").sel.css("ul.m-organisation-list li a::text")
+    assert names.getall() == ["University of Exampleton", "Institut für Données & “Tests”"]
+
+
+def test_wrong_password_shows_the_flash_and_a_fresh_form(browser: Browser) -> None:
+    fields = browser.sign_in_fields()
+    page = browser.post_form("/sign-in", {**fields, "email": ADMIN_EMAIL, "password": "nope"})
+    assert page.status == 200
+    flash = page.sel.css("div.m-flash.m-flash--error::text").get()
+    assert flash == "Invalid email or password."
+    token = page.sel.css('input[name="authenticity_token"]::attr(value)').get()
+    assert token != fields["authenticity_token"]
+    assert browser.get("/admin/organisations").status == 302
+    retry = {
+        **fields,
+        "authenticity_token": token,
+        "email": ADMIN_EMAIL,
+        "password": ADMIN_PASSWORD,
+    }
+    assert browser.post_form("/sign-in", retry).status == 302
+
+
+def test_stale_used_or_foreign_token_is_refused(fakesite: FakeSite, browser: Browser) -> None:
+    stale = browser.sign_in_fields()
+    fresh = browser.sign_in_fields()
+    credentials = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    assert browser.post_form("/sign-in", {**stale, **credentials}).status == 422
+    other = Browser(fakesite)
+    foreign = other.sign_in_fields()
+    assert browser.post_form("/sign-in", {**foreign, **credentials}).status == 422
+    other.close()
+    assert browser.post_form("/sign-in", {**fresh, **credentials}).status == 302
+    assert browser.post_form("/sign-in", {**fresh, **credentials}).status == 422  # used once
+    no_token = {k: v for k, v in browser.sign_in_fields().items() if k != "authenticity_token"}
+    assert browser.post_form("/sign-in", {**no_token, **credentials}).status == 422
+
+
+def test_hidden_field_missing_or_changed_is_refused(browser: Browser) -> None:
+    credentials = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    fields = browser.sign_in_fields()
+    del fields["utf8"]
+    assert browser.post_form("/sign-in", {**fields, **credentials}).status == 422
+    fields = browser.sign_in_fields()
+    assert browser.post_form("/sign-in", {**fields, **credentials, "utf8": "x"}).status == 422
+    fields = browser.sign_in_fields()
+    assert browser.post_form("/sign-in", {**fields, **credentials}).status == 302
+
+
+def test_admin_without_session_redirects_to_sign_in(browser: Browser) -> None:
+    for path in ("/admin/organisations", "/admin/organisations/exampleton/runs", DATASET):
+        page = browser.get(path)
+        assert page.status == 302
+        assert page.headers["Location"] == "/sign-in"
+        assert int(page.headers["Content-Length"]) == len(page.body)
+
+
+def test_learner_gets_403(browser: Browser) -> None:
+    assert browser.sign_in(LEARNER_EMAIL, LEARNER_PASSWORD).status == 302
+    assert browser.get("/admin/organisations").status == 403
+    assert browser.get("/admin/organisations/exampleton/runs").status == 403
+    assert browser.get(DATASET).status == 403
+
+
+def test_partial_admin_sees_only_the_first_organisation(browser: Browser) -> None:
+    assert browser.sign_in(PARTIAL_EMAIL, PARTIAL_PASSWORD).status == 302
+    links = browser.get("/admin/organisations").sel.css("ul.m-organisation-list a::attr(href)")
+    assert links.getall() == ["/admin/organisations/exampleton/runs"]
+    assert browser.get("/admin/organisations/exampleton/runs").status == 200
+    assert browser.get("/admin/organisations/tricky-institute/runs").status == 403
+    assert browser.get("/admin/organisations/no-such-org/runs").status == 404
+
+
+# Pages
+
+
+def test_runs_pages_list_every_run_newest_first(fakesite: FakeSite, admin: Browser) -> None:
+    first = admin.get("/admin/organisations/exampleton/runs").sel
+    assert first.css("h1.m-action-bar__title::text").get() == "University of Exampleton"
+    assert len(first.css("table.m-table.m-table--runs tbody tr.m-run")) == 25
+    next_href = first.css('nav.pagination a[rel="next"]::attr(href)').get()
+    assert next_href == "/admin/organisations/exampleton/runs?page=2"
+    last = admin.get(next_href).sel
+    assert len(last.css("tr.m-run")) == 11
+    assert not last.css('nav.pagination a[rel="next"]')
+    assert admin.get("/admin/organisations/exampleton/runs?page=3").status == 404
+    single = admin.get("/admin/organisations/tricky-institute/runs").sel
+    assert len(single.css("tr.m-run")) == 9 and not single.css("nav.pagination")
+
+    for organisation in fakesite.data.organisations:
+        expected = [
+            (r.course_slug, r.number, str(r.start_date or ""), r.status, r.invite_only)
+            for r in organisation.runs
+        ]
+        assert runs_listed(admin, organisation.slug) == expected
+    starts = [row[2] for row in runs_listed(admin, "exampleton")]
+    assert starts[0] == "" and starts[1:] == sorted(starts[1:], reverse=True)
+
+
+def test_runs_page_covers_the_edge_cases(fakesite: FakeSite, admin: Browser) -> None:
+    rows = runs_listed(admin, "exampleton")
+    statuses = {row[3] for row in rows}
+    assert statuses == {"upcoming", "in-progress", "finished"}
+    assert any(row[4] for row in rows)
+    assert any(row[1] >= 10 for row in rows)
+    page = admin.get("/admin/organisations/exampleton/runs").sel
+    titles = page.css("td.m-run__course a::attr(title)").getall()
+    tricky = next(t for t in titles if "/" in t)
+    assert all(c in tricky for c in ':&"“\u2019é📊')
+    assert max(map(len, titles)) > 200
+    not_set = page.xpath('//td[@class="m-run__start"][@data-order=""]/text()').get()
+    assert not_set == "Not set"
+    assert re.search(r'data-order="2024-06-17">17 Jun 2024<', page.get())
+
+
+def test_run_details(admin: Browser) -> None:
+    def details(run: int) -> dict[str, str]:
+        sel = admin.get(f"/admin/courses/{SERIES}/{run}").sel
+        return {
+            dt.css("::text").get(): dt.xpath("following-sibling::dd[1]/text()").get()
+            for dt in sel.css("dl.m-metadata dt")
+        }
+
+    assert details(3)["Start date"] == "19 Dec 2016"
+    assert details(3)["Duration"] == "6 weeks"
+    assert "End date" not in details(3)
+    assert details(12)["End date"] == "1 Feb 2021"
+    assert details(22)["Start date"] == "Not set"
+    assert admin.get(f"/admin/courses/{SERIES}/99").status == 404
+    assert admin.get("/admin/courses/no-such-course/1").status == 404
+
+
+def test_dashboard_lists_datasets_only_for_started_runs(fakesite: FakeSite, admin: Browser) -> None:
+    sel = admin.get(f"/admin/courses/{SERIES}/19/stats-dashboard").sel
+    hrefs = sel.css("ul.m-datasets li a.m-datasets__link::attr(href)").getall()
+    prefix = f"/admin/courses/{SERIES}/19/stats-dashboard/data/"
+    assert [h.removeprefix(prefix) for h in hrefs] == list(fakesite.data.run(SERIES, 19).datasets)
+    assert "learner_outcomes_survey_responses" in hrefs[-1]
+    for run in (21, 22):  # upcoming, not set
+        empty = admin.get(f"/admin/courses/{SERIES}/{run}/stats-dashboard").sel
+        assert empty.css("ul.m-datasets") and not empty.css("ul.m-datasets li")
+        assert (
+            admin.get(f"/admin/courses/{SERIES}/{run}/stats-dashboard/data/comments").status == 404
+        )
+        assert admin.get(f"/admin/courses/{SERIES}/{run}{SUBDIVISIONS_PATH}").status == 404
+    assert admin.get(f"{prefix}no_such_dataset").status == 404
+
+
+# Datasets
+
+
+def test_dataset_response(fakesite: FakeSite, admin: Browser) -> None:
+    page = admin.get(DATASET)
+    assert page.status == 200
+    assert page.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert page.headers["Content-Disposition"] == (
+        f'attachment; filename="{SERIES}-19_comments.csv"'
+    )
+    assert int(page.headers["Content-Length"]) == len(page.body)
+    assert page.body == fakesite.dataset_bytes(SERIES, 19, "comments")
+    assert re.fullmatch(r'"[^"]+"', page.headers["ETag"])
+    assert page.headers["Last-Modified"].endswith(" GMT")
+    subdivisions = admin.get(f"/admin/courses/{SERIES}/19{SUBDIVISIONS_PATH}")
+    assert subdivisions.headers["Content-Disposition"] == (
+        f'attachment; filename="{SERIES}-19_country-subdivisions.csv"'
+    )
+    assert subdivisions.body == fakesite.dataset_bytes(SERIES, 19, "country-subdivisions")
+
+
+def test_conditional_requests(fakesite: FakeSite, admin: Browser) -> None:
+    page = admin.get(DATASET)
+    etag, last_modified = page.headers["ETag"], page.headers["Last-Modified"]
+    not_modified = admin.get(DATASET, If_None_Match=etag)
+    assert not_modified.status == 304 and not_modified.body == b""
+    assert not_modified.headers["ETag"] == etag
+    assert admin.get(DATASET, If_None_Match=f'"other", W/{etag}').status == 304
+    assert admin.get(DATASET, If_Modified_Since=last_modified).status == 304
+    fakesite.reset_stats()
+    modified = fakesite.dataset_file(SERIES, 19, "comments").last_modified
+    earlier = format_datetime(modified - timedelta(seconds=1), usegmt=True)
+    assert admin.get(DATASET, If_Modified_Since=earlier).status == 200
+    # If-None-Match decides when both are sent (RFC 9110 13.2.2).
+    both = admin.get(DATASET, If_None_Match='"other"', If_Modified_Since=last_modified)
+    assert both.status == 200 and both.body == page.body
+    assert admin.get(DATASET, If_None_Match=etag, If_Modified_Since=earlier).status == 304
+    stats = fakesite.stats()
+    assert stats["not_modified"] == 1 and stats["by_status"] == {"200": 2, "304": 1}
+
+
+def test_validators_off(fakesite: FakeSite, admin: Browser) -> None:
+    etag = admin.get(DATASET).headers["ETag"]
+    fakesite.faults.validators = False
+    page = admin.get(DATASET, If_None_Match=etag)
+    assert page.status == 200 and page.body
+    assert "ETag" not in page.headers and "Last-Modified" not in page.headers
+
+
+def test_generation_bump_changes_every_file(fakesite: FakeSite, admin: Browser) -> None:
+    before = admin.get(DATASET)
+    fakesite.faults.generation = 2
+    after = admin.get(DATASET, If_None_Match=before.headers["ETag"])
+    assert after.status == 200
+    assert after.body != before.body and after.headers["ETag"] != before.headers["ETag"]
+    assert after.body == fakesite.dataset_bytes(SERIES, 19, "comments")
+    assert before.body == fakesite.dataset_bytes(SERIES, 19, "comments", generation=1)
+    old = fakesite.dataset_file(SERIES, 19, "comments", generation=1).last_modified
+    assert fakesite.dataset_file(SERIES, 19, "comments").last_modified > old
+    assert admin.get(DATASET, If_Modified_Since=before.headers["Last-Modified"]).status == 200
+    for run in fakesite.data.runs:
+        for dataset in run.datasets:
+            if dataset not in run.header_only:
+                one = fakesite.dataset_bytes(run.course_slug, run.number, dataset, generation=1)
+                assert one != fakesite.dataset_bytes(run.course_slug, run.number, dataset)
+
+
+# Faults
+
+
+def test_session_expires_after_n_requests(fakesite: FakeSite, browser: Browser) -> None:
+    fakesite.faults.expire_session_after = 3
+    browser.sign_in()
+    assert [browser.get("/admin/organisations").status for _ in range(3)] == [200] * 3
+    for path in ("/admin/organisations", DATASET):
+        page = browser.get(path)
+        assert (page.status, page.headers["Location"]) == (302, "/sign-in")
+    browser.sign_in()  # a fresh budget
+    statuses = [browser.get(DATASET).status for _ in range(4)]
+    assert statuses == [200, 200, 200, 302]
+
+
+def test_expired_session_answers_html_on_dataset_urls(fakesite: FakeSite, browser: Browser) -> None:
+    fakesite.faults.update({"expire_session_after": 1, "expiry_answer": "html"})
+    browser.sign_in()
+    assert browser.get(DATASET).status == 200
+    page = browser.get(DATASET)
+    assert page.status == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.sel.css('form[action="/sign-in"] input[name="authenticity_token"]')
+    assert browser.get("/admin/organisations").status == 302
+    assert browser.sign_in(page=page).status == 302  # the form served in place of the CSV
+    assert browser.get(DATASET).headers["Content-Type"] == "text/csv; charset=utf-8"
+
+
+def test_failures_with_retry_after(fakesite: FakeSite, admin: Browser) -> None:
+    fakesite.faults.update({"fail_next": 2, "retry_after": "1"})
+    for _ in range(2):
+        page = admin.get(DATASET)
+        assert page.status == 503 and page.headers["Retry-After"] == "1"
+    assert admin.get(DATASET).status == 200
+    fakesite.faults.update({"fail_with": 429, "fail_next": 1, "fail_path": r"/data/"})
+    assert admin.get("/admin/organisations").status == 200
+    assert admin.get(DATASET).status == 429
+    assert admin.get(DATASET).status == 200
+    assert fakesite.faults.fail_next == 0
+
+
+def test_latency_is_per_response_and_overlaps(fakesite: FakeSite) -> None:
+    fakesite.faults.latency_ms = 300
+    started = time.monotonic()
+    statuses = []
+
+    def fetch() -> None:
+        client = Browser(fakesite)
+        statuses.append(client.get("/sign-in").status)
+        client.close()
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 4
+    assert 0.3 <= elapsed < 1.0
+
+
+def test_truncated_download(fakesite: FakeSite, admin: Browser) -> None:
+    fakesite.faults.truncate_next = 1
+    admin.conn.request("GET", DATASET, headers=admin.cookie_header())
+    response = admin.conn.getresponse()
+    length = int(response.headers["Content-Length"])
+    with pytest.raises(http.client.IncompleteRead) as raised:
+        response.read()
+    assert 0 < len(raised.value.partial) < length
+    admin.conn.close()
+    page = admin.get(DATASET)
+    assert page.status == 200 and len(page.body) == length
+    assert fakesite.stats()["dataset_bytes"] == len(raised.value.partial) + length
+
+
+def test_dropped_connection_leaves_the_site_serving() -> None:
+    with FakeSite(SiteOptions(big_file_mb=4)) as site:
+        client = Browser(site)
+        client.sign_in()
+        course, run = site.data.big_file
+        request = (
+            f"GET /admin/courses/{course}/{run}/stats-dashboard/data/step_activity HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nCookie: {client.cookie_header()['Cookie']}\r\n\r\n"
+        )
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", site.port))
+            sock.sendall(request.encode())
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            # Linger 0: close with a reset while the server is still sending.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        assert client.get("/admin/organisations").status == 200
+        assert len(site.stats()["log"]) == 6
+        client.close()
+
+
+def test_big_file_is_exact_and_streamed() -> None:
+    with FakeSite(SiteOptions(big_file_mb=3)) as site:
+        client = Browser(site)
+        client.sign_in()
+        course, run = site.data.big_file
+        page = client.get(f"/admin/courses/{course}/{run}/stats-dashboard/data/step_activity")
+        client.close()
+        file = site.dataset_file(course, run, "step_activity")
+    assert page.status == 200
+    assert int(page.headers["Content-Length"]) == len(page.body) == 3 * 1024 * 1024 == file.size
+    assert page.body == b"".join(file.chunks())
+    rows = list(csv.reader(io.StringIO(page.text, newline="")))
+    assert rows[0] == CONTRACT_HEADERS["step_activity"].split(",")
+    assert len(rows) > 30_000 and all(len(row) == 6 for row in rows)
+    assert page.body.endswith(b"\n")
+
+
+# Control and stats
+
+
+def test_control_endpoint_over_http(fakesite: FakeSite, browser: Browser) -> None:
+    def control(method: str, path: str, value: object = None) -> tuple[int, object]:
+        body = json.dumps(value).encode() if value is not None else None
+        page = browser.request(method, path, body, {"Content-Type": "application/json"})
+        return page.status, json.loads(page.body)
+
+    knobs = {"fail_next": 1, "fail_with": 429, "latency_ms": 5}
+    status, knobs = control("POST", "/_fakesite/control", knobs)
+    assert status == 200 and knobs["fail_next"] == 1 and knobs["latency_ms"] == 5
+    assert fakesite.faults.fail_with == 429
+    assert browser.get("/admin/organisations").status == 429
+    assert control("GET", "/_fakesite/control")[1]["fail_next"] == 0
+    assert control("POST", "/_fakesite/control", {"no_such_knob": 1})[0] == 400
+    assert control("POST", "/_fakesite/control", {"expiry_answer": "maybe"})[0] == 400
+    status, data = control("GET", "/_fakesite/data")
+    assert [o["slug"] for o in data["organisations"]] == ["exampleton", "tricky-institute"]
+    status, stats = control("GET", "/_fakesite/stats")
+    assert stats["requests"] == 1 and stats["by_status"] == {"429": 1}
+    assert control("POST", "/_fakesite/reset-stats")[0] == 200
+    assert fakesite.stats()["requests"] == 0
+
+
+def test_stats_counters(fakesite: FakeSite, browser: Browser) -> None:
+    browser.get("/admin/organisations")
+    browser.sign_in()
+    browser.get("/admin/organisations")
+    browser.get("/admin/organisations/exampleton/runs?page=2")
+    browser.get(f"/admin/courses/{SERIES}/19")
+    browser.get(f"/admin/courses/{SERIES}/19/stats-dashboard")
+    body = browser.get(DATASET).body
+    etag = fakesite.dataset_file(SERIES, 19, "comments").etag
+    browser.get(DATASET, If_None_Match=etag)
+    sub = browser.get(f"/admin/courses/{SERIES}/19{SUBDIVISIONS_PATH}").body
+    browser.get("/nowhere")
+    stats = fakesite.stats()
+    assert stats["requests"] == 11
+    assert stats["by_kind"] == {
+        "sign_in_get": 1, "sign_in_post": 1, "organisations": 2, "runs": 1, "run_details": 1,
+        "dashboard": 1, "dataset": 2, "subdivisions": 1, "other": 1,
+    }  # fmt: skip
+    assert stats["by_status"] == {"200": 7, "302": 2, "304": 1, "404": 1}
+    assert stats["not_modified"] == 1
+    assert stats["dataset_bytes"] == len(body) + len(sub)
+    assert stats["log"][0] == ("GET", "/admin/organisations", 302)
+    assert stats["log"][4] == ("GET", "/admin/organisations/exampleton/runs?page=2", 200)
+    fakesite.reset_stats()
+    assert fakesite.stats()["log"] == [] and fakesite.stats()["by_kind"]["dataset"] == 0
+
+
+# Data
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
+    def snapshot(seed: int) -> list[bytes]:
+        with FakeSite(SiteOptions(seed=seed)) as site:
+            client = Browser(site)
+            client.sign_in()
+            listing = client.get("/admin/organisations/tricky-institute/runs")
+            pages = [listing.sel.css("tbody").get().encode()]
+            run = site.data.organisations[1].runs[0]
+            for dataset in (*run.datasets, "country-subdivisions"):
+                pages.append(site.dataset_bytes(run.course_slug, run.number, dataset))
+            client.close()
+            return pages
+
+    assert snapshot(7) == snapshot(7)
+    assert snapshot(7)[1:] != snapshot(8)[1:]
+
+
+def test_csv_files_follow_the_site_model(fakesite: FakeSite) -> None:
+    steps, texts = set(), []
+    for run in fakesite.data.runs:
+        if not run.started_on(fakesite.data.today):
+            assert run.datasets == ()
+            continue
+        for dataset in (*run.datasets, "country-subdivisions"):
+            body = fakesite.dataset_bytes(run.course_slug, run.number, dataset)
+            assert body.endswith(b"\n")
+            rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
+            header = ",".join(rows[0])
+            if run.old_headers and dataset in OLD_HEADERS:
+                assert header == ",".join(OLD_HEADERS[dataset])
+            else:
+                assert header == CONTRACT_HEADERS.get(dataset, ",".join(HEADERS[dataset]))
+            expected_rows = 0 if dataset in run.header_only else fakesite.options.rows
+            assert len(rows) - 1 == expected_rows
+            assert all(len(row) == len(rows[0]) for row in rows)
+            if dataset == "step_activity":
+                steps.update(row[1] for row in rows[1:])
+            if dataset == "comments":
+                texts += [row[rows[0].index("text")] for row in rows[1:]]
+    assert {"1.1", "1.10"} <= steps
+    for needle in (",", '"', "\n", "“", "😀"):
+        assert any(needle in text for text in texts), needle
+    old = fakesite.data.run(SERIES, 1)
+    columns = {
+        d: fakesite.dataset_bytes(SERIES, 1, d).split(b"\n", 1)[0].count(b",") + 1
+        for d in old.datasets
+    }
+    assert columns == {"enrolments": 13, "comments": 8, "step_activity": 4, "question_response": 8}
+    enrolments = fakesite.dataset_bytes(SERIES, 19, "enrolments").decode()
+    assert re.search(r",\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC,", enrolments)
+    assert ",organisation_admin," in enrolments and ",learner," in enrolments
+    empty = fakesite.dataset_bytes("data-society-ethics", 1, "weekly_sentiment_survey_responses")
+    assert empty == (CONTRACT_HEADERS["weekly_sentiment_survey_responses"] + "\n").encode()
+
+
+def test_cli_serves_until_terminated() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        match = re.fullmatch(
+            r"FakeSite serving (http://127\.0\.0\.1:(\d+)) "
+            r"\(sign in as demo@example\.org / demo-password\)\n",
+            line,
+        )
+        assert match, line
+        connection = http.client.HTTPConnection("127.0.0.1", int(match[2]), timeout=10)
+        connection.request("GET", "/sign-in")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_saved_pages_are_there() -> None:
+    pages = ROOT / "tests" / "pages"
+    markers = {
+        "sign_in.html": 'name="authenticity_token"',
+        "sign_in_failed.html": "m-flash m-flash--error",
+        "organisations.html": "m-organisation-list",
+        "runs_page1.html": 'rel="next"',
+        "runs_last_page.html": "m-table--runs",
+        "run_details.html": "<dt>Duration</dt>",
+        "run_details_end_date.html": "<dt>End date</dt>",
+        "run_details_not_set.html": "<dd>Not set</dd>",
+        "stats_dashboard.html": "m-datasets__link",
+        "stats_dashboard_empty.html": 'class="m-datasets"',
+    }
+    readme = (pages / "README.md").read_text()
+    for name, marker in markers.items():
+        assert marker in (pages / name).read_text(), name
+        assert f"`{name}`" in readme
+    assert 'rel="next"' not in (pages / "runs_last_page.html").read_text()
+    assert "End date" not in (pages / "run_details.html").read_text()

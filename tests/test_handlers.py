@@ -1,0 +1,443 @@
+"""Tests for flsync.handlers.StreamingDownloadHandler, against a local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import pytest_twisted
+from scrapy import Request, Spider
+from scrapy.crawler import CrawlerRunner
+from scrapy.exceptions import (
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+    ResponseDataLossError,
+)
+from scrapy.http import HtmlResponse, Response
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.test import get_crawler
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from flsync.handlers import STREAM_DIR_META, StreamedResponse, StreamingDownloadHandler
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from twisted.internet.defer import Deferred
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+CSV = b"learner_id,step,visited_at\n" + b"".join(
+    b"%032x,1.%d,2024-01-01 00:00:00 UTC\n" % (i, i % 9) for i in range(2000)
+)
+BLOCK = bytes(range(256)) * 4096  # 1 MiB
+PAGE = b"<html><body><p>Your courses</p></body></html>"
+SETTINGS: dict[str, Any] = {
+    "DOWNLOAD_HANDLERS": {
+        "http": "flsync.handlers.StreamingDownloadHandler",
+        "https": "flsync.handlers.StreamingDownloadHandler",
+    },
+    "LOG_LEVEL": "INFO",
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so pooled connections are used
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: float(v[0]) for k, v in parse_qs(url.query).items()}
+        self.server.seen.append((url.path, dict(self.headers)))  # type: ignore[attr-defined]
+        try:
+            self._route(url.path, query)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up, as meant
+            self.close_connection = True
+
+    def _route(self, path: str, query: dict[str, float]) -> None:
+        if path == "/page":
+            self._send(200, PAGE, Content_Type="text/html", Set_Cookie="fl_session=s3cret; Path=/")
+        elif path == "/data.csv":
+            self._send(200, CSV, Content_Type="text/csv")
+        elif path == "/big":
+            self.send_response(200)
+            self.send_header("Content-Length", str(int(query["mib"]) * MIB))
+            self.end_headers()
+            for _ in range(int(query["mib"])):
+                self.wfile.write(BLOCK)
+        elif path == "/cut":  # says len(CSV), sends half, closes
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(CSV)))
+            self.end_headers()
+            self.wfile.write(CSV[: len(CSV) // 2])
+            self.close_connection = True
+        elif path == "/no-length":  # ends with the connection: completeness unknowable
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(CSV)
+            self.close_connection = True
+        elif path == "/redirect":
+            self._send(302, b"moved", Location="/data.csv")
+        elif path == "/not-modified":
+            self.send_response(304)
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+        elif path == "/unavailable":
+            self._send(503, b"<html><body>Busy</body></html>", Content_Type="text/html")
+        elif path == "/trickle":  # 10-byte chunks every `every` s, after a `stall` s pause
+            chunks = int(query.get("chunks", 8))
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 * chunks))
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            time.sleep(query.get("stall", 0))
+            for _ in range(chunks - 1):
+                time.sleep(query.get("every", 0))
+                self.wfile.write(b"0123456789")
+                self.wfile.flush()
+        else:
+            self._send(404, b"not found")
+
+
+@pytest.fixture(scope="module")
+def server() -> Generator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def base(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}"
+
+
+@pytest.fixture
+def crawler() -> Any:
+    return get_crawler(Spider, SETTINGS)
+
+
+@pytest.fixture
+def handler(crawler: Any) -> Generator[StreamingDownloadHandler]:
+    handler = build_from_crawler(StreamingDownloadHandler, crawler)
+    yield handler
+    pytest_twisted.blockon(deferred_from_coro(handler.close()))
+
+
+def download(handler: StreamingDownloadHandler, request: Request) -> Deferred[Response]:
+    return deferred_from_coro(handler.download_request(request))
+
+
+def streamed(url: str, directory: Path, **meta: Any) -> Request:
+    return Request(url, meta={STREAM_DIR_META: str(directory), **meta})
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest_twisted.inlineCallbacks
+def test_streams_body_to_disk(handler, crawler, base, tmp_path):
+    request = streamed(f"{base}/data.csv", tmp_path)
+    response = yield download(handler, request)
+
+    assert isinstance(response, StreamedResponse)
+    assert response.status == 200
+    assert response.body == b""
+    assert response.flags == ["streamed"]
+    assert response.protocol == "HTTP/1.1"
+    assert response.headers[b"Content-Length"] == str(len(CSV)).encode()
+    assert response.headers[b"Content-Type"] == b"text/csv"
+    assert Path(response.body_path).read_bytes() == CSV
+    assert Path(response.body_path).parent == tmp_path
+    assert Path(response.body_path).name.startswith(".flsync-")
+    assert response.body_path.endswith(".part")
+    assert response.body_size == len(CSV)
+    assert response.body_md5 == hashlib.md5(CSV).hexdigest()
+    assert request.meta["download_latency"] > 0
+    assert crawler.stats.get_value("flsync/stream/files") == 1
+    assert crawler.stats.get_value("flsync/stream/bytes") == len(CSV)
+
+
+@pytest_twisted.inlineCallbacks
+def test_large_body(handler, crawler, base, tmp_path):
+    response = yield download(handler, streamed(f"{base}/big?mib=64", tmp_path))
+
+    expected = hashlib.md5()
+    for _ in range(64):
+        expected.update(BLOCK)
+    assert response.body_size == os.path.getsize(response.body_path) == 64 * MIB
+    assert response.body_md5 == expected.hexdigest()
+    assert crawler.stats.get_value("flsync/stream/bytes") == 64 * MIB
+    os.unlink(response.body_path)
+
+
+@pytest_twisted.inlineCallbacks
+def test_streamed_request_asks_for_identity_encoding(handler, server, base, tmp_path):
+    request = streamed(f"{base}/data.csv", tmp_path)
+    request.headers["Accept-Encoding"] = "gzip, deflate"
+    request.headers["X-Probe"] = "kept"
+    yield download(handler, request)
+
+    path, headers = server.seen[-1]
+    assert path == "/data.csv"
+    assert headers["Accept-Encoding"] == "identity"
+    assert headers["X-Probe"] == "kept"
+
+
+def test_replace_keeps_file_attributes():
+    response = StreamedResponse(
+        "http://example.org/a.csv", body_path="/tmp/x.part", body_size=3, body_md5="abc"
+    )
+    copy = response.replace(status=203)
+
+    assert type(copy) is StreamedResponse
+    assert (copy.status, copy.body_path, copy.body_size, copy.body_md5) == (
+        203,
+        "/tmp/x.part",
+        3,
+        "abc",
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_requests_without_stream_dir_are_delegated(handler, crawler, base, tmp_path):
+    response = yield download(handler, Request(f"{base}/page"))
+
+    assert type(response) is HtmlResponse
+    assert response.body == PAGE
+    assert crawler.stats.get_value("flsync/stream/files") is None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("/redirect", 302, b"moved"),
+        ("/not-modified", 304, b""),
+        ("/unavailable", 503, b"<html><body>Busy</body></html>"),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_other_statuses_are_read_into_memory(handler, crawler, base, tmp_path, case):
+    path, status, body = case
+    response = yield download(handler, streamed(base + path, tmp_path))
+
+    assert not isinstance(response, StreamedResponse)
+    assert response.status == status
+    assert response.body == body
+    assert files_in(tmp_path) == []
+    assert crawler.stats.get_value("flsync/stream/files") is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_cut_off_body_is_data_loss(handler, crawler, base, tmp_path, caplog):
+    with pytest.raises(ResponseDataLossError):
+        yield download(handler, streamed(f"{base}/cut", tmp_path))
+
+    assert files_in(tmp_path) == []
+    assert crawler.stats.get_value("flsync/stream/failed/dataloss") == 1
+    assert caplog.record_tuples[-1] == (
+        "flsync.handlers",
+        logging.WARNING,
+        f"Stream (dataloss): {base}/cut, {len(CSV) // 2} of {len(CSV)} bytes",
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_body_without_length_is_data_loss(handler, base, tmp_path):
+    # Twisted cannot tell a complete body from a cut one here (PotentialDataLoss).
+    with pytest.raises(ResponseDataLossError):
+        yield download(handler, streamed(f"{base}/no-length", tmp_path))
+
+    assert files_in(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_idle_timeout(handler, crawler, base, tmp_path):
+    request = streamed(f"{base}/trickle?stall=3", tmp_path, download_timeout=0.5)
+    with pytest.raises(DownloadTimeoutError):
+        yield download(handler, request)
+
+    assert files_in(tmp_path) == []
+    assert crawler.stats.get_value("flsync/stream/failed/timeout") == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_timeout_is_reset_by_each_chunk(handler, base, tmp_path):
+    # 8 chunks 0.15 s apart take longer than the 0.6 s timeout, but never idle that long.
+    request = streamed(f"{base}/trickle?every=0.15", tmp_path, download_timeout=0.6)
+    response = yield download(handler, request)
+
+    assert Path(response.body_path).read_bytes() == b"0123456789" * 8
+
+
+@pytest_twisted.inlineCallbacks
+def test_cancel_deletes_temp_file(handler, base, tmp_path):
+    d = download(handler, streamed(f"{base}/trickle?stall=5", tmp_path))
+    d.addErrback(lambda _: None)
+    while not any(p.stat().st_size for p in tmp_path.iterdir()):  # first bytes on disk
+        yield deferLater(reactor, 0.02)
+    d.cancel()
+    while files_in(tmp_path):
+        yield deferLater(reactor, 0.02)
+    assert files_in(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_connection_refused_is_a_scrapy_error(handler, tmp_path):
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(DownloadConnectionRefusedError):
+        yield download(handler, streamed(f"http://127.0.0.1:{port}/a.csv", tmp_path))
+
+    assert files_in(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_missing_directory_fails_before_connecting(handler, server, base, tmp_path):
+    requests_seen = len(server.seen)
+    with pytest.raises(FileNotFoundError):
+        yield download(handler, streamed(f"{base}/data.csv", tmp_path / "missing"))
+
+    assert len(server.seen) == requests_seen
+
+
+class _MixedSpider(Spider):
+    name = "mixed"
+    custom_settings = {"RETRY_TIMES": 1, "LOG_LEVEL": "INFO"}  # noqa: RUF012
+
+    def __init__(self, base: str, directory: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base = base
+        self.directory = directory
+        self.responses: list[Response] = []
+        self.failures: list[Any] = []
+
+    async def start(self) -> Any:
+        yield Request(f"{self.base}/page", callback=self.parse_page)
+
+    def parse_page(self, response: Response) -> Any:
+        self.responses.append(response)
+        meta = {STREAM_DIR_META: self.directory}
+        yield Request(f"{self.base}/redirect", meta=meta, callback=self.parse_file)
+        yield Request(f"{self.base}/cut", meta=meta, errback=self.failures.append)
+
+    def parse_file(self, response: Response) -> None:
+        self.responses.append(response)
+
+
+@pytest_twisted.inlineCallbacks
+def test_crawl_through_middlewares(server, base, tmp_path):
+    runner = CrawlerRunner(SETTINGS)
+    crawler = runner.create_crawler(_MixedSpider)
+    yield runner.crawl(crawler, base=base, directory=str(tmp_path))
+
+    spider = crawler.spider
+    page, dataset = spider.responses
+    assert page.body == PAGE
+    assert isinstance(dataset, StreamedResponse)
+    assert dataset.url == f"{base}/data.csv"  # RedirectMiddleware kept the meta key
+    assert Path(dataset.body_path).read_bytes() == CSV
+    assert files_in(tmp_path) == [Path(dataset.body_path).name]  # nothing from /cut
+    [failure] = spider.failures
+    assert failure.check(ResponseDataLossError)
+    # CookiesMiddleware sent the page's cookie with the streamed requests.
+    cookies = {path: headers.get("Cookie") for path, headers in server.seen}
+    assert cookies["/data.csv"] == "fl_session=s3cret"
+    assert cookies["/cut"] == "fl_session=s3cret"
+    stats = crawler.stats.get_stats()
+    assert stats["flsync/stream/files"] == 1
+    assert stats["flsync/stream/bytes"] == len(CSV)
+    assert stats["flsync/stream/failed/dataloss"] == 2
+    assert stats["retry/reason_count/scrapy.exceptions.ResponseDataLossError"] == 1
+    assert stats["downloader/response_status_count/302"] == 1
+    assert stats["downloader/response_status_count/200"] == 2
+    assert stats["finish_reason"] == "finished"
+
+
+_RSS_SCRIPT = """
+import os, resource, sys
+from scrapy.utils.reactor import install_reactor
+install_reactor("twisted.internet.asyncioreactor.AsyncioSelectorReactor")
+from twisted.internet import reactor
+from scrapy import Request
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.test import get_crawler
+from flsync.handlers import StreamingDownloadHandler
+
+def peak_kib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+async def main():
+    handler = build_from_crawler(StreamingDownloadHandler, get_crawler())
+    before = peak_kib()
+    request = Request(sys.argv[1], meta={"flsync_stream_dir": sys.argv[2]})
+    response = await handler.download_request(request)
+    await handler.close()
+    os.unlink(response.body_path)
+    print(response.body_size, before, peak_kib())
+
+def run():
+    d = deferred_from_coro(main())
+    d.addErrback(lambda f: (f.printTraceback(), sys.exit(1)))
+    d.addBoth(lambda _: reactor.stop())
+
+reactor.callWhenRunning(run)
+reactor.run()
+"""
+
+
+def peak_rss_kib(url: str, directory: Path) -> tuple[int, int]:
+    """Stream *url* in a fresh process; return its peak RSS (KiB) before and after."""
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, url, str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    size, before, after = map(int, result.stdout.split())
+    assert size == int(parse_qs(urlsplit(url).query)["mib"][0]) * MIB
+    return before, after
+
+
+def test_memory_does_not_grow_with_body_size(base, tmp_path):
+    start_32, peak_32 = peak_rss_kib(f"{base}/big?mib=32", tmp_path)
+    start_256, peak_256 = peak_rss_kib(f"{base}/big?mib=256", tmp_path)
+
+    print(f"peak RSS KiB: 32 MiB {start_32} -> {peak_32}, 256 MiB {start_256} -> {peak_256}")  # noqa: T201
+    assert files_in(tmp_path) == []
+    assert peak_256 < peak_32 + 40 * 1024

@@ -1,0 +1,146 @@
+"""The whole sync, end to end: `scrapy crawl futurelearn` against the imitation site."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+
+from flsync import tree
+from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, SUBDIVISIONS, FakeSite, SiteOptions
+
+SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
+UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
+
+
+def expected_tree(site: FakeSite) -> dict[str, bytes]:
+    """Every dataset file and metadata.csv the site's started runs should give, by path."""
+    files = {}
+    for organisation in site.data.organisations:
+        for run in organisation.runs:
+            if not run.started_on(site.data.today):
+                continue
+            folder = tree.run_dir(
+                organisation.name, run.course_title, run.number, run.start_date, run.end_date
+            )
+            for dataset in (*run.datasets, SUBDIVISIONS):
+                name = tree.dataset_file_name(dataset)
+                files[f"{folder}/{name}"] = site.dataset_bytes(run.course_slug, run.number, dataset)
+            files[f"{folder}/metadata.csv"] = None  # content checked on its own
+    return files
+
+
+def data_files(result) -> dict[str, bytes]:
+    """The synced data files, without update.txt and the state files."""
+    return {
+        path: content
+        for path, content in result.files().items()
+        if not path.endswith((tree.UPDATE_FILE, tree.STATE_FILE))
+    }
+
+
+@pytest.fixture
+def small_site():
+    with FakeSite(SMALL) as site:
+        yield site
+
+
+def test_full_tree_byte_for_byte(fakesite, sync):
+    result = sync()
+    assert result.returncode == 0, result.output
+    expected = expected_tree(fakesite)
+    files = data_files(result)
+    assert sorted(files) == sorted(expected)
+    for path, content in expected.items():
+        if content is not None:
+            assert files[path] == content, path
+    for organisation in fakesite.data.organisations:
+        assert UPDATE_LINE.fullmatch(result.files()[f"{organisation.name}/update.txt"])
+    assert "Sync complete: 471 downloaded, 0 unchanged" in result.output
+
+
+def test_metadata_keeps_names_exactly_as_shown(fakesite, sync):
+    result = sync()
+    run = next(r for r in fakesite.data.runs if r.course_slug == "data-society-ethics")
+    folder = tree.run_dir(
+        "University of Exampleton", run.course_title, run.number, run.start_date, run.end_date
+    )
+    metadata = result.files()[f"{folder}/metadata.csv"].decode()
+    title = run.course_title.replace('"', '""')
+    assert metadata == (
+        "uni_name,course_name,run,start_date,end_date,duration_weeks\n"
+        f'University of Exampleton,"{title}",{run.number},{run.start_date},{run.end_date},'
+        f"{run.duration_weeks}\n"
+    )
+
+
+def test_names_are_made_safe_and_readable(sync):
+    result = sync()
+    folders = {path.split("/")[1] for path in data_files(result)}
+    assert 'Data-Society: Ethics & "Open" Data — the “Learner’s” Café ☕ 📊' in folders
+    long_title = next(f for f in folders if f.startswith("Understanding the Long-Term"))
+    assert len(long_title) == 120
+    assert "Institut für Données & “Tests”" in {path.split("/")[0] for path in data_files(result)}
+
+
+def test_runs_not_started_have_no_folder(fakesite, sync):
+    result = sync()
+    runs = {path.rsplit("/", 2)[0] + "/" + path.split("/")[2].split("-")[0] for path in data_files(result)}
+    for run in fakesite.data.runs:
+        key = f"{tree.organisation_dir('University of Exampleton')}/{tree.safe_name(run.course_title)}/{run.number}"
+        if run.start_date is None or run.start_date > date.today():
+            assert key not in runs
+
+
+def test_every_runs_page_is_walked(fakesite, sync):
+    result = sync()
+    assert len(fakesite.data.organisations[0].runs) > 25
+    pages = [path for method, path, status in fakesite.stats()["log"] if "/runs" in path]
+    assert "/admin/organisations/exampleton/runs?page=2" in pages
+    started = [r for r in fakesite.data.organisations[0].runs if r.started_on(date.today())]
+    synced = {p.rsplit("/", 1)[0] for p in data_files(result) if p.startswith("University")}
+    assert len(synced) == len(started)
+
+
+@pytest.mark.parametrize("answer", ["redirect", "html"])
+def test_signs_in_again_when_the_session_expires(fakesite, sync, answer):
+    fakesite.faults.update({"expire_session_after": 40, "expiry_answer": answer})
+    result = sync()
+    assert result.returncode == 0, result.output
+    assert fakesite.stats()["by_kind"]["sign_in_post"] > 2
+    files = data_files(result)
+    expected = expected_tree(fakesite)
+    assert sorted(files) == sorted(expected)
+    assert all(files[p] == c for p, c in expected.items() if c is not None)
+    assert not any(b"<html" in content.lower() for content in files.values())
+
+
+def test_retries_after_503_and_429(small_site, tmp_path):
+    from tests.conftest import Sync
+
+    small_site.faults.update({"fail_with": 503, "fail_next": 3, "retry_after": "1"})
+    result = Sync(small_site.base_url, tmp_path)()
+    assert result.returncode == 0, result.output
+    assert small_site.stats()["by_status"]["503"] == 3
+    small_site.faults.update({"fail_with": 429, "fail_next": 2, "retry_after": None})
+    result = Sync(small_site.base_url, tmp_path)("--full")
+    assert result.returncode == 0, result.output
+    assert small_site.stats()["by_status"]["429"] == 2
+
+
+def test_wrong_password_writes_nothing(sync):
+    result = sync(password="not-the-password")
+    assert result.returncode == 1
+    assert result.error_lines()[0].endswith(
+        "Sign-in refused for demo@example.org: Invalid email or password."
+    )
+    assert result.files() == {}
+    assert "not-the-password" not in result.output
+
+
+def test_account_without_admin_rights_writes_nothing(sync):
+    result = sync(username=LEARNER_EMAIL, password=LEARNER_PASSWORD)
+    assert result.returncode == 1
+    assert "has no admin rights" in result.error_lines()[0]
+    assert result.files() == {}
