@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 
 from flsync import tree
+from tests.conftest import Sync
 from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, SUBDIVISIONS, FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
@@ -117,8 +118,6 @@ def test_signs_in_again_when_the_session_expires(fakesite, sync, answer):
 
 
 def test_retries_after_503_and_429(small_site, tmp_path):
-    from tests.conftest import Sync
-
     small_site.faults.update({"fail_with": 503, "fail_next": 3, "retry_after": "1"})
     result = Sync(small_site.base_url, tmp_path)()
     assert result.returncode == 0, result.output
@@ -144,3 +143,96 @@ def test_account_without_admin_rights_writes_nothing(sync):
     assert result.returncode == 1
     assert "has no admin rights" in result.error_lines()[0]
     assert result.files() == {}
+
+
+def test_cut_off_download_keeps_the_good_file(small_site, tmp_path):
+    sync = Sync(small_site.base_url, tmp_path)
+    first = sync()
+    assert first.returncode == 0, first.output
+    before = first.files()
+    small_site.faults.update({"generation": 2, "truncate_next": 10_000})
+    cut = sync("--full")
+    assert cut.returncode == 1
+    assert "datasets/failed" in cut.error_lines()[-1]
+    assert cut.files() == before  # nothing replaced, update.txt and state as they were
+    assert not list(tmp_path.rglob("*.part"))
+    small_site.faults.update({"truncate_next": 0})
+    again = sync("--full")
+    assert again.returncode == 0, again.output
+    run = small_site.data.runs[0]
+    folder = tree.run_dir(
+        small_site.data.organisations[0].name,
+        run.course_title,
+        run.number,
+        run.start_date,
+        run.end_date,
+    )
+    assert again.files()[f"{folder}/comments.csv"] == small_site.dataset_bytes(
+        run.course_slug, run.number, "comments", generation=2
+    )
+
+
+def test_no_credential_in_the_log(fakesite, sync):
+    fakesite.faults.update({"expire_session_after": 60})
+    result = sync("-s", "LOG_LEVEL=DEBUG", password=None, env={"FLSYNC_PASSWORD": "demo-password"})
+    assert result.returncode == 0, result.output
+    assert "Session expired: signing in again" in result.output
+    assert "demo-password" not in result.output
+    assert "authenticity_token" not in result.output
+    assert "_future_learn_session=" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"username": ""}, "has no 'username'"),
+        ({"organisations": "exampleton"}, "'organisations' in config file"),
+    ],
+)
+def test_bad_config_stops_before_any_request(fakesite, sync, config, message):
+    result = sync(**config)
+    assert result.returncode == 2
+    [line] = result.error_lines()
+    assert message in line
+    assert "Traceback" not in result.output
+    assert fakesite.stats()["requests"] == 0
+    assert not sync.data_dir.exists()
+
+
+def test_missing_config_file(tmp_path):
+    result = Sync("http://127.0.0.1:9", tmp_path)("-s", f"FLSYNC_CONFIG={tmp_path}/nope.json")
+    assert result.returncode == 2
+    assert f"config file {tmp_path}/nope.json not found" in result.error_lines()[0]
+
+
+def test_only_the_configured_organisations(fakesite, sync):
+    result = sync(organisations=["tricky-institute"])
+    assert result.returncode == 0, result.output
+    assert {path.split("/")[0] for path in result.files()} == {"Institut für Données & “Tests”"}
+
+
+def test_unknown_organisation_is_a_failure(sync):
+    result = sync(organisations=["tricky-institute", "no-such-org"])
+    assert result.returncode == 1
+    assert "Organisation no-such-org is not administered by demo@example.org" in result.output
+
+
+def test_only_the_configured_datasets(sync):
+    result = sync(datasets=["comments", "country-subdivisions"])
+    assert result.returncode == 0, result.output
+    names = {path.rsplit("/", 1)[1] for path in data_files(result)}
+    assert names == {"comments.csv", "country-subdivisions.csv", "metadata.csv"}
+
+
+def test_empty_listing_where_runs_were_is_a_layout_change(tmp_path):
+    with FakeSite(SMALL) as site:
+        assert Sync(site.base_url, tmp_path)().returncode == 0
+    with FakeSite(SiteOptions(organisations=1, courses=0, tricky=False)) as emptied:
+        result = Sync(emptied.base_url, tmp_path)()
+    assert result.returncode == 1
+    assert "page layout has probably changed" in result.error_lines()[0]
+
+
+def test_unknown_datasets_are_fetched_too(fakesite, sync):
+    result = sync()
+    assert any(p.endswith("/learner-outcomes-survey-responses.csv") for p in result.files())
