@@ -1,0 +1,149 @@
+"""Incremental sync: conditional requests, unchanged files kept, frozen runs, the state cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flsync import tree
+from flsync.storage import LocalStore
+from tests.conftest import Sync
+from tests.fakesite import FakeSite, SiteOptions
+
+SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
+
+
+@pytest.fixture
+def site():
+    with FakeSite(SMALL) as site:
+        yield site
+
+
+@pytest.fixture
+def sync(site, tmp_path):
+    return Sync(site.base_url, tmp_path)
+
+
+def file_ids(data_dir) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every data file: a rewrite by rename changes both."""
+    return {
+        str(p.relative_to(data_dir)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in data_dir.rglob("*.csv")
+    }
+
+
+def dataset_count(site: FakeSite) -> int:
+    return site.stats()["by_kind"]["dataset"] + site.stats()["by_kind"]["subdivisions"]
+
+
+def test_no_change_sync_transfers_and_rewrites_nothing(site, sync):
+    assert sync().returncode == 0
+    before = file_ids(sync.data_dir)
+    site.reset_stats()
+    result = sync("--full")
+    assert result.returncode == 0, result.output
+    stats = site.stats()
+    assert stats["dataset_bytes"] == 0
+    assert stats["not_modified"] == dataset_count(site) > 0
+    assert file_ids(sync.data_dir) == before
+    assert "0 downloaded, 0 unchanged," in result.output
+
+
+@pytest.mark.parametrize("validator", ["etag", "last_modified"])
+def test_each_validator_alone_gives_304(site, sync, validator):
+    assert sync().returncode == 0
+    state_file = sync.data_dir / "University of Exampleton" / tree.STATE_FILE
+    other = "last_modified" if validator == "etag" else "etag"
+    state_file.write_text(state_file.read_text().replace(f'"{other}"', f'"unused_{other}"'))
+    site.reset_stats()
+    assert sync("--full").returncode == 0
+    assert site.stats()["not_modified"] == dataset_count(site) > 0
+
+
+def test_unchanged_content_without_validators_is_not_rewritten(site, sync):
+    site.faults.update({"validators": False})
+    assert sync().returncode == 0
+    before = file_ids(sync.data_dir)
+    site.reset_stats()
+    result = sync("--full")
+    assert result.returncode == 0, result.output
+    assert site.stats()["dataset_bytes"] > 0  # the server gave no way to ask
+    assert site.stats()["not_modified"] == 0
+    assert file_ids(sync.data_dir) == before
+    assert "0 downloaded," in result.output
+
+
+def test_changed_content_replaces_the_file(site, sync):
+    assert sync().returncode == 0
+    site.faults.update({"generation": 2})
+    result = sync("--full")
+    assert result.returncode == 0, result.output
+    run = site.data.runs[0]
+    folder = tree.run_dir(
+        "University of Exampleton", run.course_title, run.number, run.start_date, run.end_date
+    )
+    stored = (sync.data_dir / folder / "enrolments.csv").read_bytes()
+    assert stored == site.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
+
+
+def test_frozen_runs_are_not_requested(fakesite, tmp_path):
+    sync = Sync(fakesite.base_url, tmp_path)
+    assert sync().returncode == 0
+    fakesite.reset_stats()
+    result = sync()
+    assert result.returncode == 0, result.output
+    # Only the in-progress run ended less than 30 days ago in the default data.
+    assert fakesite.stats()["by_kind"]["run_details"] == 1
+    assert "42 frozen runs skipped" in result.output
+    fakesite.reset_stats()
+    assert sync("-s", "FLSYNC_FULL=1").returncode == 0
+    assert fakesite.stats()["by_kind"]["run_details"] == 43
+    fakesite.reset_stats()
+    assert sync("-s", "FLSYNC_FROZEN_AFTER_DAYS=0").returncode == 0
+    assert fakesite.stats()["by_kind"]["run_details"] == 43
+
+
+def test_a_deleted_file_makes_its_run_fetched_again(site, sync):
+    assert sync().returncode == 0
+    victim = next(sync.data_dir.rglob("comments.csv"))
+    content = victim.read_bytes()
+    victim.unlink()
+    site.reset_stats()
+    assert sync().returncode == 0
+    assert victim.read_bytes() == content
+    assert site.stats()["by_kind"]["run_details"] == 1
+
+
+def test_a_deleted_state_file_means_a_full_sync_without_rewrites(site, sync):
+    assert sync().returncode == 0
+    before = file_ids(sync.data_dir)
+    (sync.data_dir / "University of Exampleton" / tree.STATE_FILE).unlink()
+    site.reset_stats()
+    result = sync()
+    assert result.returncode == 0, result.output
+    assert site.stats()["by_kind"]["run_details"] == len(site.data.runs)
+    assert site.stats()["not_modified"] == 0
+    assert file_ids(sync.data_dir) == before
+    assert (sync.data_dir / "University of Exampleton" / tree.STATE_FILE).exists()
+
+
+def test_a_corrupt_state_file_warns_and_syncs_fully(site, sync):
+    assert sync().returncode == 0
+    state_file = sync.data_dir / "University of Exampleton" / tree.STATE_FILE
+    state_file.write_text('{"version": 1, "files": ')
+    site.reset_stats()
+    result = sync()
+    assert result.returncode == 0, result.output
+    assert f"State file University of Exampleton/{tree.STATE_FILE} is unreadable" in result.output
+    assert site.stats()["by_kind"]["run_details"] == len(site.data.runs)
+
+
+def test_a_second_sync_on_the_same_folder_stops_at_once(site, sync):
+    os.makedirs(sync.data_dir)
+    with LocalStore(str(sync.data_dir)).lock():
+        result = sync()
+    assert result.returncode == 2
+    [line] = result.error_lines()
+    assert "Another sync is using the data folder" in line
+    assert site.stats()["requests"] == 0
