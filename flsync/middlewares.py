@@ -49,19 +49,19 @@ class RetryAfterMiddleware(RetryMiddleware):
     async def process_response(self, request: Request, response: Response) -> Request | Response:
         result = super().process_response(request, response)
         if isinstance(result, Request):
-            await asyncio.sleep(self._delay(request, response))
+            await asyncio.sleep(self.retry_delay(request, response))
         return result
 
     async def process_exception(self, request: Request, exception: Exception) -> Request | None:
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
-            await asyncio.sleep(self._delay(request, None))
+            await asyncio.sleep(self.retry_delay(request, None))
         return result
 
-    def _delay(self, request: Request, response: Response | None) -> float:
+    def retry_delay(self, request: Request, response: Response | None) -> float:
         retry_after = response.headers.get(b"Retry-After") if response is not None else None
         if retry_after:
-            seconds = _parse_retry_after(retry_after.decode("latin-1"))
+            seconds = parse_retry_after(retry_after.decode("latin-1"))
             if seconds is not None:
                 self.crawler.stats.inc_value("flsync/retry/retry_after")
                 return min(seconds, self.max_wait)
@@ -69,7 +69,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         return min(self.backoff_base * 2 ** request.meta.get("retry_times", 0), self.max_wait)
 
 
-def _parse_retry_after(value: str) -> float | None:
+def parse_retry_after(value: str) -> float | None:
     """Retry-After is delay-seconds or an HTTP date (RFC 9110, 10.2.3)."""
     value = value.strip()
     if value.isdigit():

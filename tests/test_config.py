@@ -92,7 +92,7 @@ def test_malformed_json_error_does_not_echo_the_document(tmp_path):
 
 def test_missing_file(tmp_path):
     path = str(tmp_path / "nope.json")
-    with pytest.raises(ConfigError, match="not found: copy config.json.template"):
+    with pytest.raises(ConfigError, match=r"not found: copy config\.json\.template"):
         load_config(path, {})
 
 

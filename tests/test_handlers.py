@@ -29,12 +29,13 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
 from flsync.handlers import STREAM_DIR_META, StreamedResponse, StreamingDownloadHandler
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
 
     from twisted.internet.defer import Deferred
 
@@ -301,16 +302,31 @@ def test_timeout_is_reset_by_each_chunk(handler, base, tmp_path):
     assert Path(response.body_path).read_bytes() == b"0123456789" * 8
 
 
+def wait_for(condition: Callable[[], bool]) -> Deferred[bool]:
+    """Poll *condition* every 20 ms for up to 10 s; fire with its last value."""
+
+    @inlineCallbacks
+    def poll() -> Generator[Deferred[None], None, bool]:
+        for _ in range(500):
+            if condition():
+                return True
+            yield deferLater(reactor, 0.02)
+        return condition()
+
+    return poll()
+
+
 @pytest_twisted.inlineCallbacks
 def test_cancel_deletes_temp_file(handler, base, tmp_path):
-    d = download(handler, streamed(f"{base}/trickle?stall=5", tmp_path))
+    request = streamed(f"{base}/trickle?stall=5", tmp_path)
+    d = download(handler, request)
     d.addErrback(lambda _: None)
-    while not any(p.stat().st_size for p in tmp_path.iterdir()):  # first bytes on disk
-        yield deferLater(reactor, 0.02)
+    # download_latency is set once the headers are in and the body is being written.
+    assert (yield wait_for(lambda: "download_latency" in request.meta))
+    assert len(files_in(tmp_path)) == 1
     d.cancel()
-    while files_in(tmp_path):
-        yield deferLater(reactor, 0.02)
-    assert files_in(tmp_path) == []
+
+    assert (yield wait_for(lambda: not files_in(tmp_path)))
 
 
 @pytest_twisted.inlineCallbacks

@@ -10,7 +10,9 @@ RUN = {"folder": "Org/C/1-2020-01-06-2020-02-03", "end_date": "2020-02-03", "fil
 
 def test_round_trip(tmp_path):
     store = LocalStore(str(tmp_path))
-    state = SyncState(files={"Org/C/1/a.csv": {"etag": '"x"', "checksum": "abc"}}, runs={"c/1": RUN})
+    state = SyncState(
+        files={"Org/C/1/a.csv": {"etag": '"x"', "checksum": "abc"}}, runs={"c/1": RUN}
+    )
     save_state(store, "Org", state)
     assert load_state(store, "Org") == state
 
@@ -21,7 +23,11 @@ def test_missing_state_is_empty(tmp_path):
 
 def test_corrupt_state_warns_and_is_empty(tmp_path, caplog):
     store = LocalStore(str(tmp_path))
-    for garbage in (b"{nope", b'{"version": 99}', b'{"version": 1, "files": {}, "runs": {"c/1": {}}}'):
+    for garbage in (
+        b"{nope",
+        b'{"version": 99}',
+        b'{"version": 1, "files": {}, "runs": {"c/1": {}}}',
+    ):
         store.persist_file("Org/.flsync-state.json", BytesIO(garbage))
         with caplog.at_level(logging.WARNING):
             assert load_state(store, "Org") == SyncState()

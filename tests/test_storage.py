@@ -52,9 +52,8 @@ def test_reads(tmp_path):
 
 def test_second_lock_on_the_same_folder_is_refused(tmp_path):
     first, second = LocalStore(str(tmp_path)), LocalStore(str(tmp_path))
-    with first.lock():
-        with pytest.raises(StoreLockedError), second.lock():
-            pass
+    with first.lock(), pytest.raises(StoreLockedError), second.lock():
+        pass
     with second.lock():
         pass
 
