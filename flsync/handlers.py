@@ -7,8 +7,8 @@ there as it arrives, so memory stays flat at any size. Every other request is pa
 to the handler named by ``FLSYNC_PAGE_DOWNLOAD_HANDLER``.
 
 A 200 becomes a :class:`StreamedResponse`: empty ``body``, plus ``body_path``, ``body_size``
-and ``body_md5``. The file then belongs to whoever gets the response (move it into place or
-delete it). Any other status is read into memory and returned as a plain response, so that
+and ``body_md5``. Whoever gets the response must move the file into place (or delete it)
+before the spider closes: files still there at ``spider_closed`` are deleted. Any other status is read into memory and returned as a plain response, so that
 redirect, retry and session middlewares work as usual.
 
 Settings: ``FLSYNC_PAGE_DOWNLOAD_HANDLER`` (class path of the handler for the other requests),
@@ -22,7 +22,8 @@ Streamed requests ask for ``Accept-Encoding: identity`` (HttpCompressionMiddlewa
 decode a body that is not in memory) and verify TLS certificates; ``meta["proxy"]`` is refused.
 A body that may be incomplete (short of ``Content-Length``, or ended by a closed connection
 with no length to check) raises ``ResponseDataLossError``, which RetryMiddleware retries.
-Stats: ``flsync/stream/files``, ``flsync/stream/bytes``, ``flsync/stream/failed/<reason>``.
+Stats: ``flsync/stream/files``, ``flsync/stream/bytes``, ``flsync/stream/failed/<reason>``
+(``dataloss``, ``timeout``), ``flsync/stream/unclaimed``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urldefrag
 
+from scrapy import signals
 from scrapy.exceptions import (
     CannotResolveHostError,
     DownloadCancelledError,
@@ -135,6 +137,10 @@ class StreamingDownloadHandler:
         self._tls_policy = BrowserLikePolicyForHTTPS()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
+        # Files handed out with a response; any still there when the spider closes (response
+        # dropped, spider closed mid-way) were never moved into place and are deleted.
+        self._handed_out: set[str] = set()
+        crawler.signals.connect(self._delete_unclaimed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -158,6 +164,7 @@ class StreamingDownloadHandler:
                     raise scrapy_cls(str(exc)) from exc
             raise
         if isinstance(response, StreamedResponse):
+            self._handed_out.add(response.body_path)
             assert self._crawler.stats
             self._crawler.stats.inc_value("flsync/stream/files")
             self._crawler.stats.inc_value("flsync/stream/bytes", response.body_size)
@@ -173,7 +180,21 @@ class StreamingDownloadHandler:
         result = self._page_handler.download_request(request, self._crawler.spider)
         return await maybe_deferred_to_future(result)
 
+    def _delete_unclaimed(self) -> None:
+        for path in self._handed_out:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+                assert self._crawler.stats
+                self._crawler.stats.inc_value("flsync/stream/unclaimed")
+                logger.warning(
+                    "Stream (unclaimed): deleted %(path)s",
+                    {"path": path},
+                    extra={"spider": self._crawler.spider},
+                )
+        self._handed_out.clear()
+
     async def close(self) -> None:
+        self._delete_unclaimed()
         if self._page_handler is not None and hasattr(self._page_handler, "close"):
             await ensure_awaitable(self._page_handler.close())
         d = self._pool.closeCachedConnections()

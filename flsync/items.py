@@ -11,6 +11,11 @@ from datetime import date
 from typing import Any
 
 
+def run_key(course_slug: str, run: int) -> str:
+    """How a run is known in the state file: by its place on the site, not in the tree."""
+    return f"{course_slug}/{run}"
+
+
 @dataclass
 class RunItem:
     organisation: str
@@ -24,11 +29,16 @@ class RunItem:
     # Dataset files this run has on the site this time (file names, e.g. "comments.csv").
     files: list[str] = field(default_factory=list)
 
+    @property
+    def key(self) -> str:
+        return run_key(self.course_slug, self.run)
+
 
 @dataclass
 class DatasetItem:
     organisation: str
     course: str
+    course_slug: str
     run: int
     dataset: str
     url: str
@@ -43,6 +53,10 @@ class DatasetItem:
     @property
     def path(self) -> str:
         return f"{self.folder}/{self.file_name}"
+
+    @property
+    def run_key(self) -> str:
+        return run_key(self.course_slug, self.run)
 
 
 @dataclass

@@ -187,6 +187,8 @@ class _OrganisationReport:
     failures: int = 0
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Runs with a file that could not be fetched: never frozen, so the next sync retries them.
+    failed_runs: set[str] = field(default_factory=set)
 
 
 class SyncStatePipeline:
@@ -210,7 +212,7 @@ class SyncStatePipeline:
         if isinstance(item, OrganisationItem):
             report.run_count = item.run_count
         elif isinstance(item, RunItem):
-            report.runs[f"{item.course_slug}/{item.run}"] = {
+            report.runs[item.key] = {
                 "folder": item.folder,
                 "end_date": item.end_date.isoformat(),
                 "files": sorted(item.files),
@@ -222,7 +224,10 @@ class SyncStatePipeline:
         return item
 
     def item_dropped(self, item: Any, response: Any, exception: Exception) -> None:
-        self.reports[item.organisation].failures += 1
+        report = self.reports[item.organisation]
+        report.failures += 1
+        if isinstance(item, DatasetItem):
+            report.failed_runs.add(item.run_key)
 
     def spider_closed(self, reason: str) -> None:
         for organisation, report in self.reports.items():
@@ -238,6 +243,8 @@ class SyncStatePipeline:
                 continue
             state.files.update(report.files)
             state.runs.update(report.runs)
+            for key in report.failed_runs:
+                del state.runs[key]
             save_state(self.store, folder, state)
             if reason == "finished" and report.failures == 0 and report.run_count is not None:
                 stamp = _now().strftime("%Y-%m-%d %H:%M") + "\n"

@@ -231,18 +231,40 @@ def test_wrong_password_shows_the_flash_and_a_fresh_form(browser: Browser) -> No
 
 
 def test_stale_used_or_foreign_token_is_refused(fakesite: FakeSite, browser: Browser) -> None:
-    stale = browser.sign_in_fields()
-    fresh = browser.sign_in_fields()
     credentials = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-    assert browser.post_form("/sign-in", {**stale, **credentials}).status == 422
+    before_sign_in = browser.sign_in_fields()
     other = Browser(fakesite)
     foreign = other.sign_in_fields()
-    assert browser.post_form("/sign-in", {**foreign, **credentials}).status == 422
     other.close()
-    assert browser.post_form("/sign-in", {**fresh, **credentials}).status == 302
-    assert browser.post_form("/sign-in", {**fresh, **credentials}).status == 422  # used once
+    assert browser.post_form("/sign-in", {**foreign, **credentials}).status == 422
+    used = browser.sign_in_fields()
+    assert browser.post_form("/sign-in", {**used, **credentials}).status == 302
+    assert browser.post_form("/sign-in", {**used, **credentials}).status == 422
+    # Signing in starts a new session: the forms shown before it are stale.
+    assert browser.post_form("/sign-in", {**before_sign_in, **credentials}).status == 422
+    fakesite.faults.expire_session_after = 1
+    browser.sign_in()
+    before_expiry = browser.sign_in_fields()
+    assert [browser.get("/admin/organisations").status for _ in range(2)] == [200, 302]
+    assert browser.post_form("/sign-in", {**before_expiry, **credentials}).status == 422
     no_token = {k: v for k, v in browser.sign_in_fields().items() if k != "authenticity_token"}
     assert browser.post_form("/sign-in", {**no_token, **credentials}).status == 422
+
+
+def test_every_form_shown_to_a_session_is_valid(browser: Browser) -> None:
+    # Concurrent requests may each get a sign-in form (an expired session on dataset URLs).
+    first, second = browser.sign_in_fields(), browser.sign_in_fields()
+    assert first["authenticity_token"] != second["authenticity_token"]
+    assert (
+        browser.post_form("/sign-in", {**first, "email": ADMIN_EMAIL, "password": "no"}).status
+        == 200
+    )
+    assert (
+        browser.post_form(
+            "/sign-in", {**second, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        ).status
+        == 302
+    )
 
 
 def test_hidden_field_missing_or_changed_is_refused(browser: Browser) -> None:

@@ -28,7 +28,6 @@ from scrapy.http import HtmlResponse, Response
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
@@ -304,6 +303,7 @@ def test_timeout_is_reset_by_each_chunk(handler, base, tmp_path):
 
 def wait_for(condition: Callable[[], bool]) -> Deferred[bool]:
     """Poll *condition* every 20 ms for up to 10 s; fire with its last value."""
+    from twisted.internet import reactor  # noqa: PLC0415 (installed by pytest-twisted)
 
     @inlineCallbacks
     def poll() -> Generator[Deferred[None], None, bool]:

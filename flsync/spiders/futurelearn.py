@@ -15,7 +15,7 @@ from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
 from flsync.config import FlsyncConfig
-from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
+from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
 from flsync.middlewares import SIGN_IN_META
 from flsync.state import SyncState, load_state
 from flsync.storage import open_store
@@ -138,7 +138,7 @@ class FuturelearnSpider(scrapy.Spider):
             if not listing.started:
                 self.crawler.stats.inc_value("flsync/runs/not_started")
             elif state.is_frozen(
-                f"{listing.course_slug}/{listing.run}",
+                run_key(listing.course_slug, listing.run),
                 self.today,
                 self.frozen_after_days,
                 self.store,
@@ -221,6 +221,7 @@ class FuturelearnSpider(scrapy.Spider):
             yield DatasetItem(
                 organisation=organisation,
                 course=run.course,
+                course_slug=run.course_slug,
                 run=run.run,
                 dataset=name,
                 url=url,

@@ -31,6 +31,7 @@ _ROUTES = (
     ("subdivisions", re.compile(_RUN + r"/demographics/countries/country-subdivisions-dataset")),
 )
 _HTML = "text/html; charset=utf-8"
+_TOKENS_KEPT = 100
 
 
 @dataclass
@@ -62,7 +63,9 @@ class Reply:
 
 @dataclass
 class Session:
-    token: str | None = None  # the authenticity token of the last sign-in form shown
+    # Authenticity tokens of the sign-in forms shown to this session and not yet used. Every
+    # one stays valid (as in Rails), since concurrent requests may each be shown a form.
+    tokens: list[str] = field(default_factory=list)
     email: str | None = None  # signed in as
     admin_requests: int = 0
 
@@ -114,18 +117,20 @@ class App:
 
     def _sign_in_form(self, request: Request, *, failed: bool = False, email: str = "") -> Reply:
         session_id, session = self._session_or_new(request.session_id)
-        session.token = secrets.token_urlsafe(32)
-        reply = _html(200, pages.sign_in_page(session.token, failed=failed, email=email))
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            session.tokens = [*session.tokens[1 - _TOKENS_KEPT :], token]
+        reply = _html(200, pages.sign_in_page(token, failed=failed, email=email))
         if session_id != request.session_id:
             reply.headers.append(_set_cookie(session_id))
         return reply
 
     def _sign_in(self, request: Request) -> Reply:
         session = self._session(request.session_id)
-        token = _field(request.form, "authenticity_token")
-        if session is None or not session.token or not secrets.compare_digest(token, session.token):
+        if session is None or not self._use_token(
+            session, _field(request.form, "authenticity_token")
+        ):
             return _html(422, pages.error_page(422, "The change you wanted was rejected."))
-        session.token = None  # a token serves once
         if _field(request.form, "utf8") != "✓":
             return _html(422, pages.error_page(422, "The change you wanted was rejected."))
         email = _field(request.form, "email").strip().lower()
@@ -139,6 +144,15 @@ class App:
         reply = _redirect("/your-courses")
         reply.headers.append(_set_cookie(session_id))
         return reply
+
+    def _use_token(self, session: Session, token: str) -> bool:
+        """Whether ``token`` was issued to the session and is unused; it serves once."""
+        with self._lock:
+            for issued in session.tokens:
+                if secrets.compare_digest(token.encode(), issued.encode()):
+                    session.tokens.remove(issued)
+                    return True
+        return False
 
     def _session(self, session_id: str | None) -> Session | None:
         with self._lock:
@@ -182,7 +196,9 @@ class App:
         limit = self.faults.expire_session_after
         with self._lock:
             if limit is not None and session.admin_requests >= limit:
+                # As if the server had dropped the session: its tokens go with it.
                 session.email = None
+                session.tokens.clear()
                 return False
             session.admin_requests += 1
             return True
