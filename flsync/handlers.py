@@ -8,8 +8,9 @@ to the handler named by ``FLSYNC_PAGE_DOWNLOAD_HANDLER``.
 
 A 200 becomes a :class:`StreamedResponse`: empty ``body``, plus ``body_path``, ``body_size``
 and ``body_md5``. Whoever gets the response must move the file into place (or delete it)
-before the spider closes: files still there at ``spider_closed`` are deleted. Any other status is read into memory and returned as a plain response, so that
-redirect, retry and session middlewares work as usual.
+before the spider closes: files still there at ``spider_closed`` are deleted. Any other
+status is read into memory and returned as a plain response, so that redirect, retry and
+session middlewares work as usual.
 
 Settings: ``FLSYNC_PAGE_DOWNLOAD_HANDLER`` (class path of the handler for the other requests),
 ``DOWNLOAD_TIMEOUT`` (for streamed requests: the longest wait for the next bytes, not for the
@@ -127,6 +128,8 @@ class StreamingDownloadHandler:
 
         self._reactor = reactor
         self._crawler = crawler
+        assert crawler.stats
+        self._stats = crawler.stats
         path = crawler.settings.get("FLSYNC_PAGE_DOWNLOAD_HANDLER") or DEFAULT_PAGE_DOWNLOAD_HANDLER
         self._page_handler_cls: type[Any] = load_object(path)
         self._page_handler: Any = None
@@ -147,6 +150,7 @@ class StreamingDownloadHandler:
         return cls(crawler)
 
     async def download_request(self, request: Request) -> Response:
+        """Stream *request* to disk if it has ``flsync_stream_dir``, else delegate it."""
         directory = request.meta.get(STREAM_DIR_META)
         if not directory:
             return await self._download_page(request)
@@ -165,9 +169,8 @@ class StreamingDownloadHandler:
             raise
         if isinstance(response, StreamedResponse):
             self._handed_out.add(response.body_path)
-            assert self._crawler.stats
-            self._crawler.stats.inc_value("flsync/stream/files")
-            self._crawler.stats.inc_value("flsync/stream/bytes", response.body_size)
+            self._stats.inc_value("flsync/stream/files")
+            self._stats.inc_value("flsync/stream/bytes", response.body_size)
         return response
 
     async def _download_page(self, request: Request) -> Response:
@@ -184,8 +187,7 @@ class StreamingDownloadHandler:
         for path in self._handed_out:
             with suppress(FileNotFoundError):
                 os.unlink(path)
-                assert self._crawler.stats
-                self._crawler.stats.inc_value("flsync/stream/unclaimed")
+                self._stats.inc_value("flsync/stream/unclaimed")
                 logger.warning(
                     "Stream (unclaimed): deleted %(path)s",
                     {"path": path},
@@ -194,6 +196,7 @@ class StreamingDownloadHandler:
         self._handed_out.clear()
 
     async def close(self) -> None:
+        """Delete unclaimed files, close the page handler and the pooled connections."""
         self._delete_unclaimed()
         if self._page_handler is not None and hasattr(self._page_handler, "close"):
             await ensure_awaitable(self._page_handler.close())

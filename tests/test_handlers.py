@@ -12,7 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -28,7 +28,7 @@ from scrapy.http import HtmlResponse, Response
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 
 from flsync.handlers import STREAM_DIR_META, StreamedResponse, StreamingDownloadHandler
@@ -239,6 +239,36 @@ def test_requests_without_stream_dir_are_delegated(handler, crawler, base, tmp_p
     assert crawler.stats.get_value("flsync/stream/files") is None
 
 
+class _OldStyleHandler:
+    """A page handler with the deprecated Deferred interface, as older plugins have."""
+
+    lazy = False
+    instances: ClassVar[list[_OldStyleHandler]] = []
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.instances.append(self)
+
+    def download_request(self, request: Request, spider: Spider | None) -> Deferred[Response]:
+        return succeed(HtmlResponse(request.url, body=b"<p>old style</p>"))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest_twisted.inlineCallbacks
+def test_page_handler_from_setting(base):
+    path = f"{__name__}._OldStyleHandler"
+    crawler = get_crawler(Spider, {**SETTINGS, "FLSYNC_PAGE_DOWNLOAD_HANDLER": path})
+    handler = build_from_crawler(StreamingDownloadHandler, crawler)
+    [page_handler] = _OldStyleHandler.instances  # not lazy: built with ours
+    response = yield download(handler, Request(f"{base}/page"))
+    yield deferred_from_coro(handler.close())
+
+    assert response.body == b"<p>old style</p>"
+    assert page_handler.closed
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -366,26 +396,35 @@ class _MixedSpider(Spider):
     def parse_page(self, response: Response) -> Any:
         self.responses.append(response)
         meta = {STREAM_DIR_META: self.directory}
-        yield Request(f"{self.base}/redirect", meta=meta, callback=self.parse_file)
+        yield Request(f"{self.base}/redirect", meta=meta, callback=self.keep_file)
+        yield Request(f"{self.base}/big?mib=1", meta=meta, callback=self.responses.append)
         yield Request(f"{self.base}/cut", meta=meta, errback=self.failures.append)
 
-    def parse_file(self, response: Response) -> None:
+    def keep_file(self, response: StreamedResponse) -> None:
         self.responses.append(response)
+        os.replace(response.body_path, Path(self.directory, "data.csv"))
 
 
 @pytest_twisted.inlineCallbacks
-def test_crawl_through_middlewares(server, base, tmp_path):
+def test_crawl_through_middlewares(server, base, tmp_path, caplog):
     runner = CrawlerRunner(SETTINGS)
     crawler = runner.create_crawler(_MixedSpider)
     yield runner.crawl(crawler, base=base, directory=str(tmp_path))
 
     spider = crawler.spider
-    page, dataset = spider.responses
+    ignored, dataset, page = sorted(spider.responses, key=lambda r: r.url)  # /big, /data.csv, /page
     assert page.body == PAGE
     assert isinstance(dataset, StreamedResponse)
     assert dataset.url == f"{base}/data.csv"  # RedirectMiddleware kept the meta key
-    assert Path(dataset.body_path).read_bytes() == CSV
-    assert files_in(tmp_path) == [Path(dataset.body_path).name]  # nothing from /cut
+    assert dataset.body_md5 == hashlib.md5(CSV).hexdigest()
+    assert (tmp_path / "data.csv").read_bytes() == CSV
+    # The file nobody moved was deleted when the spider closed; /cut left nothing.
+    assert files_in(tmp_path) == ["data.csv"]
+    assert (
+        "flsync.handlers",
+        logging.WARNING,
+        f"Stream (unclaimed): deleted {ignored.body_path}",
+    ) in caplog.record_tuples
     [failure] = spider.failures
     assert failure.check(ResponseDataLossError)
     # CookiesMiddleware sent the page's cookie with the streamed requests.
@@ -393,12 +432,13 @@ def test_crawl_through_middlewares(server, base, tmp_path):
     assert cookies["/data.csv"] == "fl_session=s3cret"
     assert cookies["/cut"] == "fl_session=s3cret"
     stats = crawler.stats.get_stats()
-    assert stats["flsync/stream/files"] == 1
-    assert stats["flsync/stream/bytes"] == len(CSV)
+    assert stats["flsync/stream/files"] == 2
+    assert stats["flsync/stream/bytes"] == len(CSV) + MIB
+    assert stats["flsync/stream/unclaimed"] == 1
     assert stats["flsync/stream/failed/dataloss"] == 2
     assert stats["retry/reason_count/scrapy.exceptions.ResponseDataLossError"] == 1
     assert stats["downloader/response_status_count/302"] == 1
-    assert stats["downloader/response_status_count/200"] == 2
+    assert stats["downloader/response_status_count/200"] == 3
     assert stats["finish_reason"] == "finished"
 
 
@@ -421,8 +461,8 @@ async def main():
     before = peak_kib()
     request = Request(sys.argv[1], meta={"flsync_stream_dir": sys.argv[2]})
     response = await handler.download_request(request)
-    await handler.close()
     os.unlink(response.body_path)
+    await handler.close()
     print(response.body_size, before, peak_kib())
 
 def run():
