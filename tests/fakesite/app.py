@@ -127,12 +127,11 @@ class App:
 
     def _sign_in(self, request: Request) -> Reply:
         session = self._session(request.session_id)
-        if session is None or not self._use_token(
-            session, _field(request.form, "authenticity_token")
-        ):
-            return _html(422, pages.error_page(422, "The change you wanted was rejected."))
+        token = _field(request.form, "authenticity_token")
+        if session is None or not self._use_token(session, token):
+            return _rejected()
         if _field(request.form, "utf8") != "✓":
-            return _html(422, pages.error_page(422, "The change you wanted was rejected."))
+            return _rejected()
         email = _field(request.form, "email").strip().lower()
         if ACCOUNTS.get(email) != _field(request.form, "password"):
             return self._sign_in_form(request, failed=True, email=email)
@@ -176,7 +175,7 @@ class App:
             return self._signed_out(request, kind)
         administered = self.data.administered_by(session.email)
         if not administered:
-            return _html(403, pages.error_page(403, "You are not allowed to see this page."))
+            return _forbidden()
         if kind == "organisations":
             organisations = [o for o in self.data.organisations if o.slug in administered]
             return _html(200, pages.organisations_page(organisations, session.email))
@@ -188,7 +187,7 @@ class App:
         if run is None:
             return _not_found(session.email)
         if run.organisation_slug not in administered:
-            return _html(403, pages.error_page(403, "You are not allowed to see this page."))
+            return _forbidden()
         return self._run_page(request, kind, run, params, session.email)
 
     def _spend(self, session: Session) -> bool:
@@ -215,7 +214,7 @@ class App:
         if organisation is None:
             return _not_found(email)
         if slug not in administered:
-            return _html(403, pages.error_page(403, "You are not allowed to see this page."))
+            return _forbidden()
         page_text = request.query.get("page", ["1"])[-1]
         page = int(page_text) if page_text.isdigit() else 0
         if not 1 <= page <= organisation.page_count():
@@ -301,6 +300,14 @@ def _redirect(location: str) -> Reply:
     reply = _html(302, pages.redirect_page(location))
     reply.headers.append(("Location", location))
     return reply
+
+
+def _rejected() -> Reply:
+    return _html(422, pages.error_page(422, "The change you wanted was rejected."))
+
+
+def _forbidden() -> Reply:
+    return _html(403, pages.error_page(403, "You are not allowed to see this page."))
 
 
 def _not_found(email: str | None = None) -> Reply:

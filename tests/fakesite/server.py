@@ -198,7 +198,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.stats.record(self.command, self.path, kind, reply.status)
         self._count_bytes = kind in DATASET_KINDS
         self._send(reply)
-        self._count_bytes = False
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering a body that cannot be read."""
