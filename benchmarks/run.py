@@ -34,6 +34,8 @@ SPEEDUP_TARGET = 6.0
 RSS_TARGET_MB = 200.0
 CURL_RATIO_TARGET = 2.0
 TRICKY_OFF = ["--no-tricky"]  # only the courses and runs the options ask for
+COLUMNS = ("scenario", "command", "wall s", "CPU s", "site CPU s", "requests", "dataset MB")
+COLUMNS += ("MB/s", "RSS MB", "exit")
 NOT_DATA = {".flsync.lock", "update.txt"}  # the lock, and the time of the last fetch
 # Proxies from the environment would send 127.0.0.1 traffic elsewhere: never use them.
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -44,6 +46,8 @@ class Measured:
     label: str
     wall_s: float = 0.0
     peak_rss_mb: float = 0.0
+    cpu_s: float = 0.0  # user + system time of the command
+    site_cpu_s: float = 0.0  # the site's, meanwhile (both share the machine's cores)
     exit_status: int | str = "not run"
     requests: int | None = None
     dataset_bytes: int | None = None
@@ -109,6 +113,11 @@ class FakeSite:
         stats.pop("log", None)  # every request: too long to keep
         return stats
 
+    def cpu_s(self) -> float:
+        """User + system time the site process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset_stats(self) -> None:
         request = urllib.request.Request(self.base_url + "/_fakesite/reset-stats", data=b"")
         LOCAL.open(request, timeout=30).close()
@@ -155,12 +164,16 @@ class Bench:
             wall = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         code = f"timeout ({self.timeout:.0f} s)" if killed else proc.returncode
-        return Measured(cmd[0], wall, usage.ru_maxrss / 1024, code)  # ru_maxrss: KiB on Linux
+        cpu = usage.ru_utime + usage.ru_stime
+        rss = usage.ru_maxrss / 1024  # KiB on Linux
+        return Measured(cmd[0], wall_s=wall, peak_rss_mb=rss, cpu_s=cpu, exit_status=code)
 
     def measure(self, site: FakeSite, label: str, name: str, cmd: list[str]) -> Measured:
         """cmd run against a site whose counters start at zero; output in logs/{name}.log."""
         site.reset_stats()
+        site_cpu = site.cpu_s()
         result = self.run(cmd, self.logs / f"{name}.log")
+        result.site_cpu_s = site.cpu_s() - site_cpu
         result.label = label
         result.site_stats = site.stats()
         result.requests = result.site_stats.get("requests")
@@ -179,6 +192,7 @@ class Bench:
         config.write_text(json.dumps(settings))
         cmd = [sys.executable, "-m", "scrapy", "crawl", "futurelearn"]
         cmd += ["-s", f"FLSYNC_CONFIG={config}", "-s", f"LOG_FILE={self.logs / name}.scrapy.log"]
+        cmd += ["-s", "LOG_FILE_APPEND=False"]  # this run's log only
         return self.measure(site, label, name, cmd)
 
     def naive(self, site: FakeSite, label: str, name: str, out: Path) -> Measured:
@@ -207,7 +221,10 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     ]
     data_dir, naive_dir = bench.work / "flsync-a", bench.work / "naive-a"
     with bench.site("a", options) as site:
-        # flsync first: any warm-up cost of the site falls on flsync, not on the baseline.
+        # The site builds each file once and then serves it from a cache: a first flsync run
+        # into a throwaway folder fills that cache, so that neither measured command pays it.
+        cold = bench.flsync(site, "flsync (first run, cold site)", "flsync-a0", bench.work / "x")
+        shutil.rmtree(bench.work / "x", ignore_errors=True)
         first = bench.flsync(site, "flsync (first run)", "flsync-a1", data_dir)
         before = snapshot(data_dir)
         baseline = bench.naive(site, "naive", "naive-a", naive_dir)
@@ -217,6 +234,7 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     shutil.rmtree(naive_dir, ignore_errors=True)
     return {
         "site_options": options,
+        "flsync_cold_site": cold,
         "flsync_first": first,
         "naive": baseline,
         "flsync_no_change": second,
@@ -336,14 +354,14 @@ def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str,
 
 
 def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict]) -> None:
-    header = ("scenario", "command", "wall s", "requests", "dataset MB", "MB/s", "RSS MB", "exit")
-    rows = [header]
-    measured = [("A", a[k]) for k in ("flsync_first", "naive", "flsync_no_change")]
+    rows = [COLUMNS]
+    keys = ("flsync_cold_site", "flsync_first", "naive", "flsync_no_change")
+    measured = [("A", a[k]) for k in keys]
     if b:
         measured += [("B", b["flsync"]), ("B", b["curl"]), ("B", b["naive"])]
     for scenario, m in measured:
         if m is None:
-            rows.append((scenario, "curl -o file", "-", "-", "-", "-", "-", "curl not installed"))
+            rows.append((scenario, "curl -o file", *["-"] * 7, "curl not installed"))
             continue
         size = m.dataset_bytes
         rate = m.mb_per_s(size) if scenario == "B" else None
@@ -352,6 +370,8 @@ def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict
                 scenario,
                 m.label,
                 f"{m.wall_s:.2f}",
+                f"{m.cpu_s:.2f}",
+                f"{m.site_cpu_s:.2f}",
                 str(m.requests),
                 "?" if size is None else f"{size / MB:.1f}",
                 f"{rate:.0f}" if rate else "-",
@@ -367,7 +387,7 @@ def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict
         f" {first.kind('dataset') + first.kind('subdivisions')} dataset requests,"
         f" {first.kind('run_details')} run-details pages); naive wrote {a['naive_files']} files."
     )
-    print("Requests and dataset MB are the site's own counters; RSS is the command's peak.\n")
+    print("Requests and dataset MB: the site's own counters. CPU s, RSS MB: the command's.\n")
     print_table(
         [("target", "measured", "required", "result")]
         + [(t["target"], t["measured"], t["required"], t["result"]) for t in targets]
@@ -398,6 +418,7 @@ def machine_info() -> dict[str, Any]:
         "memory": memory.split(":", 1)[-1].strip(),
         "curl": curl_version,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_at_end": os.getloadavg(),  # other work on the machine skews the figures
     }
 
 
@@ -427,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = args.json.parent / "logs"
     logs.mkdir(exist_ok=True)
+    load_before = os.getloadavg()
+    print(f"Load average before: {load_before[0]:.2f} (nproc {os.cpu_count()})", flush=True)
     work = Path(tempfile.mkdtemp(prefix="flsync-bench-"))
     try:
         bench = Bench(work, logs, args.timeout)
@@ -438,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(a, b, targets)
     report = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loadavg_before": load_before},
         "scenario_a": a,
         "scenario_b": b,
         "targets": targets,

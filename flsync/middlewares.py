@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 # Request meta keys.
 SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never treated as an expired session
-SESSION_META = "flsync_session"  # session generation the request was sent with
 EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
 
 
@@ -85,15 +84,18 @@ class SessionMiddleware:
     """Signs in again when the site says the session has expired (a redirect to the sign-in
     page, or HTML where a CSV was asked for), then retries the request with the new session.
 
-    Many requests meet the same expiry at once: the first signs in, the others wait for it
-    and retry. A new session that expires before serving a single request means signing in
-    does not help: the request fails instead of looping.
+    A session is known by its cookie, as sent with each request. Many requests meet the same
+    expiry at once: the first signs in, the others wait for it and retry; a request that
+    carried the cookie of a session already replaced is just retried. A new session that
+    expires before serving a single request means signing in does not help: the request
+    fails instead of looping.
     """
 
     def __init__(self, crawler: Crawler, config: FlsyncConfig):
         self.crawler = crawler
         self.config = config
-        self.generation = 0  # sign-ins so far by this middleware
+        self.session: str | None = None  # the current session's cookie value, once seen
+        self.renewed = False
         self.served = 0  # responses the current session has served
         self._lock = asyncio.Lock()
 
@@ -101,22 +103,19 @@ class SessionMiddleware:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler, FlsyncConfig.from_settings(crawler.settings))
 
-    def process_request(self, request: Request) -> None:
-        request.meta[SESSION_META] = self.generation
-
     async def process_response(self, request: Request, response: Response) -> Request | Response:
         if request.meta.get(SIGN_IN_META):
             return response
+        sent_with = site.session_sent(request) or ""
+        if self.session is None:
+            self.session = sent_with
         if not self._expired(request, response):
-            if request.meta.get(SESSION_META) == self.generation:
+            if sent_with == self.session:
                 self.served += 1
             return response
         _discard_streamed_body(response)
         self.crawler.stats.inc_value("flsync/session/expired")
-        # A request that waited in the downloader queue can carry the cookie of a session
-        # renewed meanwhile: it is simply retried with the new one.
-        if request.meta.get(SESSION_META) == self.generation:
-            await self._renew(self.generation)
+        await self._renew(sent_with)
         retry = request.replace(dont_filter=True)
         # The old session's cookie must not travel with the retry: CookiesMiddleware adds the
         # jar's (new) cookie only to a request that has no Cookie header.
@@ -131,22 +130,23 @@ class SessionMiddleware:
             and site.is_html(response)
         )
 
-    async def _renew(self, generation: int) -> None:
+    async def _renew(self, expired: str) -> None:
         async with self._lock:
-            if generation != self.generation:
-                return  # another request has signed in again meanwhile
-            if self.generation and not self.served:
+            if expired != self.session:
+                return  # signed in again since this request was sent
+            if self.renewed and not self.served:
                 self.crawler.stats.inc_value("flsync/session/renew_useless")
                 raise IgnoreRequest("the session expired again before serving any request")
             logger.info(
                 "Session expired: signing in again as %(user)s", {"user": self.config.username}
             )
-            await self._sign_in()
-            self.generation += 1
+            self.session = await self._sign_in()
+            self.renewed = True
             self.served = 0
             self.crawler.stats.inc_value("flsync/session/renewed")
 
-    async def _sign_in(self) -> None:
+    async def _sign_in(self) -> str:
+        """Sign in; the new session's cookie value."""
         engine = self.crawler.engine
         page = await engine.download_async(
             Request(
@@ -164,6 +164,7 @@ class SessionMiddleware:
         if not site.is_signed_in(answer):
             self.crawler.stats.inc_value("flsync/session/renew_failed")
             raise IgnoreRequest(f"signing in again as {self.config.username} was refused")
+        return site.session_set(answer) or ""
 
 
 def _discard_streamed_body(response: Response) -> None:

@@ -17,7 +17,7 @@ from form2request import form2request
 
 if TYPE_CHECKING:
     from form2request import Request as FormRequestData
-    from scrapy.http import Response, TextResponse
+    from scrapy.http import Request, Response, TextResponse
 
 SIGN_IN_PATH = "/sign-in"
 ORGANISATIONS_PATH = "/admin/organisations"
@@ -127,6 +127,25 @@ def is_signed_in(response: Response) -> bool:
         and b"Location" in response.headers
         and not is_sign_in_redirect(response)
     )
+
+
+def session_sent(request: Request) -> str | None:
+    """The session cookie's value that ``request`` carried."""
+    for header in request.headers.getlist(b"Cookie"):
+        for pair in header.decode("latin-1").split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name == SESSION_COOKIE:
+                return value
+    return None
+
+
+def session_set(response: Response) -> str | None:
+    """The session cookie's value that ``response`` sets."""
+    for header in response.headers.getlist(b"Set-Cookie"):
+        name, _, rest = header.decode("latin-1").partition("=")
+        if name.strip() == SESSION_COOKIE:
+            return rest.split(";", 1)[0]
+    return None
 
 
 def is_html(response: Response) -> bool:
