@@ -7,7 +7,7 @@ there as it arrives, so memory stays flat at any size. Every other request is pa
 to the handler named by ``FLSYNC_PAGE_DOWNLOAD_HANDLER``.
 
 A 200 becomes a :class:`StreamedResponse`: empty ``body``, plus ``body_path``, ``body_size``
-and ``body_md5``. Whoever gets the response must move the file into place (or delete it)
+and ``body_sha256``. Whoever gets the response must move the file into place (or delete it)
 before the spider closes: files still there at ``spider_closed`` are deleted. Any other
 status is read into memory and returned as a plain response, so that redirect, retry and
 session middlewares work as usual.
@@ -57,7 +57,7 @@ from scrapy.responsetypes import responsetypes
 from scrapy.utils.defer import ensure_awaitable, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler, load_object
 from scrapy.utils.python import to_bytes, to_unicode
-from twisted.internet import defer, error
+from twisted.internet import defer, error, threads
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.web.client import (
     Agent,
@@ -102,16 +102,16 @@ _TWISTED_ERRORS: tuple[tuple[type[Exception], type[Exception]], ...] = (
 class StreamedResponse(Response):
     """A 200 response whose body is in the file ``body_path``, not in ``body``."""
 
-    attributes: tuple[str, ...] = (*Response.attributes, "body_path", "body_size", "body_md5")
-    __slots__ = ("body_md5", "body_path", "body_size")
+    attributes: tuple[str, ...] = (*Response.attributes, "body_path", "body_size", "body_sha256")
+    __slots__ = ("body_path", "body_sha256", "body_size")
 
     def __init__(
-        self, *args: Any, body_path: str, body_size: int, body_md5: str, **kwargs: Any
+        self, *args: Any, body_path: str, body_size: int, body_sha256: str, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.body_path = body_path
         self.body_size = body_size
-        self.body_md5 = body_md5
+        self.body_sha256 = body_sha256
 
 
 class StreamingDownloadHandler:
@@ -308,7 +308,7 @@ class _StreamedDownload:
             protocol=protocol,
             body_path=self.path,
             body_size=self.receiver.size,
-            body_md5=self.receiver.md5.hexdigest(),
+            body_sha256=self.receiver.sha256.hexdigest(),
         )
         self.path = None  # handed over with the response
         return response
@@ -337,7 +337,15 @@ class _StreamedDownload:
 
 
 class _BodyReceiver(Protocol):
-    """Writes a response body to *sink* chunk by chunk, counting and hashing it."""
+    """Writes a response body to *sink* as it arrives, counting and hashing it.
+
+    Disk writes and hashing run in a worker thread (both release the GIL), in blocks of
+    BLOCK bytes, one after another; the reactor thread only reads the socket. When more than
+    MAX_QUEUED bytes wait for the disk, the connection is paused, so memory stays bounded.
+    """
+
+    BLOCK = 1 << 20
+    MAX_QUEUED = 8 << 20
 
     def __init__(
         self,
@@ -356,8 +364,13 @@ class _BodyReceiver(Protocol):
         # may end with the connection and no length, as Scrapy allows (flag "partial").
         self.strict = strict
         self.size = 0
-        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
         self.finished: defer.Deferred[list[str] | None] = defer.Deferred(self._abort)
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._queued = 0
+        self._paused = False
+        self._writes: defer.Deferred[None] = defer.succeed(None)
 
     def _abort(self, _: object = None) -> None:
         # Drops the connection at once (the pool does not keep it); what still arrives is
@@ -368,29 +381,58 @@ class _BodyReceiver(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.finished.called:
             return
-        try:
-            self.sink.write(data)
-        except OSError as exc:  # e.g. a full disk: fail with that, not as a data loss
-            self._abort()
-            self.finished.errback(exc)
-            return
-        self.md5.update(data)
         self.size += len(data)
         self.idle_timer.reset(self.timeout)
         if self.maxsize and self.size > self.maxsize:
-            self._abort()
-            self.finished.errback(
+            self._fail(
                 DownloadCancelledError(f"Body larger than DOWNLOAD_MAXSIZE ({self.maxsize} bytes)")
             )
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self.BLOCK:
+            self._flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone):
-            self.finished.callback(None)
+            flags = None
         elif reason.check(PotentialDataLoss) and not self.strict:
-            self.finished.callback(["partial"])
+            flags = ["partial"]
         else:  # PotentialDataLoss, or ResponseFailed wrapping Twisted's private _DataLoss
             exc = ResponseDataLossError(f"Body cut off after {self.size} bytes")
             exc.__cause__ = reason.value
             self.finished.errback(exc)
+            return
+        self._flush()
+        self._writes.addCallback(lambda _: self.finished.called or self.finished.callback(flags))
+
+    def _flush(self) -> None:
+        block = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        self._queued += len(block)
+        if self._queued > self.MAX_QUEUED and not self._paused and self.transport is not None:
+            self.transport.pauseProducing()
+            self._paused = True
+        self._writes.addCallback(lambda _: threads.deferToThread(self._write, block))
+        self._writes.addCallbacks(self._written, self._fail, callbackArgs=(len(block),))
+
+    def _write(self, block: bytes) -> None:
+        """In the worker thread."""
+        self.sink.write(block)
+        self.sha256.update(block)
+
+    def _written(self, _: None, size: int) -> None:
+        self._queued -= size
+        if self._paused and self._queued <= self.MAX_QUEUED // 2 and not self.finished.called:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resumeProducing()
+
+    def _fail(self, reason: Failure | Exception) -> None:
+        """Stop on a failed write (e.g. a full disk: that error, not a data loss) or size."""
+        if not self.finished.called:
+            self._abort()
+            self.finished.errback(reason)

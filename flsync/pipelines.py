@@ -102,7 +102,7 @@ class DatasetFilesPipeline(FilesPipeline):
             self._discard(response)
             raise DatasetDownloadError("empty body")
         stored = await ensure_awaitable(self.store.stat_file(item.path, info))
-        if stored.get("checksum") == response.body_md5:
+        if stored.get("checksum") == response.body_sha256:
             self._discard(response)
             status = "unchanged"
         else:
@@ -115,7 +115,7 @@ class DatasetFilesPipeline(FilesPipeline):
                 "etag": _header(response, b"ETag"),
                 "last_modified": _header(response, b"Last-Modified"),
                 "size": response.body_size,
-                "checksum": response.body_md5,
+                "checksum": response.body_sha256,
             },
         )
 

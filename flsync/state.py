@@ -26,7 +26,7 @@ STATE_VERSION = 1
 @dataclass
 class SyncState:
     # data-tree path -> what the server said of that file and what was stored
-    # (url, etag, last_modified, size, checksum (md5), fetched_at).
+    # (url, etag, last_modified, size, checksum (SHA-256), fetched_at).
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     # "course_slug/run" -> {"folder", "end_date" (YYYY-MM-DD), "files": [file names]}.
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)

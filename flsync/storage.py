@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from scrapy.pipelines.files import FSFilesStore
+from twisted.internet import threads
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from io import BytesIO
+
+    from twisted.internet.defer import Deferred
 
 TEMP_PREFIX = ".flsync-"
 
@@ -71,6 +75,20 @@ class LocalStore(FSFilesStore):
             f.write(buf.getvalue())
         self.persist_local_file(path, tmp)
 
+    def stat_file(self, path: str, info: Any = None) -> Deferred[dict[str, Any]]:
+        """FSFilesStore's, with the SHA-256 that flsync's downloads compute as checksum; read
+        in a worker thread, as a stored file can be gigabytes."""
+        return threads.deferToThread(self._stat_file, path)
+
+    def _stat_file(self, path: str) -> dict[str, Any]:
+        absolute_path = self._get_filesystem_path(path)
+        try:
+            with absolute_path.open("rb") as f:
+                checksum = hashlib.file_digest(f, "sha256").hexdigest()
+                return {"last_modified": os.fstat(f.fileno()).st_mtime, "checksum": checksum}
+        except FileNotFoundError:
+            return {}
+
     def temp_dir(self, path: str) -> str:
         # Same folder as the destination, so the final rename is atomic.
         folder = self._get_filesystem_path(path).parent
@@ -85,12 +103,6 @@ class LocalStore(FSFilesStore):
 
     def exists(self, path: str) -> bool:
         return self._get_filesystem_path(path).is_file()
-
-    def size(self, path: str) -> int | None:
-        try:
-            return self._get_filesystem_path(path).stat().st_size
-        except OSError:
-            return None
 
     def read_file(self, path: str) -> bytes | None:
         try:

@@ -183,7 +183,7 @@ def test_streams_body_to_disk(handler, crawler, base, tmp_path):
     assert Path(response.body_path).name.startswith(".flsync-")
     assert response.body_path.endswith(".part")
     assert response.body_size == len(CSV)
-    assert response.body_md5 == hashlib.md5(CSV).hexdigest()
+    assert response.body_sha256 == hashlib.sha256(CSV).hexdigest()
     assert request.meta["download_latency"] > 0
     assert crawler.stats.get_value("flsync/stream/files") == 1
     assert crawler.stats.get_value("flsync/stream/bytes") == len(CSV)
@@ -193,11 +193,11 @@ def test_streams_body_to_disk(handler, crawler, base, tmp_path):
 def test_large_body(handler, crawler, base, tmp_path):
     response = yield download(handler, streamed(f"{base}/big?mib=64", tmp_path))
 
-    expected = hashlib.md5()
+    expected = hashlib.sha256()
     for _ in range(64):
         expected.update(BLOCK)
     assert response.body_size == os.path.getsize(response.body_path) == 64 * MIB
-    assert response.body_md5 == expected.hexdigest()
+    assert response.body_sha256 == expected.hexdigest()
     assert crawler.stats.get_value("flsync/stream/bytes") == 64 * MIB
     os.unlink(response.body_path)
 
@@ -217,12 +217,12 @@ def test_streamed_request_asks_for_identity_encoding(handler, server, base, tmp_
 
 def test_replace_keeps_file_attributes():
     response = StreamedResponse(
-        "http://example.org/a.csv", body_path="/tmp/x.part", body_size=3, body_md5="abc"
+        "http://example.org/a.csv", body_path="/tmp/x.part", body_size=3, body_sha256="abc"
     )
     copy = response.replace(status=203)
 
     assert type(copy) is StreamedResponse
-    assert (copy.status, copy.body_path, copy.body_size, copy.body_md5) == (
+    assert (copy.status, copy.body_path, copy.body_size, copy.body_sha256) == (
         203,
         "/tmp/x.part",
         3,
@@ -416,7 +416,7 @@ def test_crawl_through_middlewares(server, base, tmp_path, caplog):
     assert page.body == PAGE
     assert isinstance(dataset, StreamedResponse)
     assert dataset.url == f"{base}/data.csv"  # RedirectMiddleware kept the meta key
-    assert dataset.body_md5 == hashlib.md5(CSV).hexdigest()
+    assert dataset.body_sha256 == hashlib.sha256(CSV).hexdigest()
     assert (tmp_path / "data.csv").read_bytes() == CSV
     # The file nobody moved was deleted when the spider closed; /cut left nothing.
     assert files_in(tmp_path) == ["data.csv"]
