@@ -181,7 +181,9 @@ class Bench:
         print(f"  {label}: {result.wall_s:.2f} s, exit {result.exit_status}", flush=True)
         return result
 
-    def flsync(self, site: FakeSite, label: str, name: str, data_dir: Path) -> Measured:
+    def flsync(
+        self, site: FakeSite, label: str, name: str, data_dir: Path, *extra: str
+    ) -> Measured:
         config = self.work / f"{data_dir.name}.json"
         settings = {
             "username": naive.EMAIL,
@@ -192,7 +194,7 @@ class Bench:
         config.write_text(json.dumps(settings))
         cmd = [sys.executable, "-m", "scrapy", "crawl", "futurelearn"]
         cmd += ["-s", f"FLSYNC_CONFIG={config}", "-s", f"LOG_FILE={self.logs / name}.scrapy.log"]
-        cmd += ["-s", "LOG_FILE_APPEND=False"]  # this run's log only
+        cmd += ["-s", "LOG_FILE_APPEND=False", *extra]  # this run's log only
         return self.measure(site, label, name, cmd)
 
     def naive(self, site: FakeSite, label: str, name: str, out: Path) -> Measured:
@@ -229,6 +231,8 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         before = snapshot(data_dir)
         baseline = bench.naive(site, "naive", "naive-a", naive_dir)
         second = bench.flsync(site, "flsync (no-change run)", "flsync-a2", data_dir)
+        # --full: frozen runs are asked for too, so every file goes through If-None-Match.
+        full = bench.flsync(site, "flsync (no-change, --full)", "flsync-a3", data_dir, "--full")
         after = snapshot(data_dir)
     naive_files = sum(1 for p in naive_dir.rglob("*") if p.is_file())
     shutil.rmtree(naive_dir, ignore_errors=True)
@@ -238,6 +242,7 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "flsync_first": first,
         "naive": baseline,
         "flsync_no_change": second,
+        "flsync_no_change_full": full,
         "runs_synced": sum(name.endswith("/metadata.csv") for name in before),
         "flsync_files": len(before),
         "naive_files": naive_files,
@@ -314,6 +319,13 @@ def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str,
         "0",
         second.ok and second.dataset_bytes == 0,
     )
+    full = a["flsync_no_change_full"]
+    add(
+        "A: no-change --full run: 304s, dataset bytes sent",
+        f"{full.site_stats.get('not_modified')} x 304, {full.dataset_bytes} bytes",
+        "every dataset 304, 0 bytes",
+        full.ok and full.dataset_bytes == 0 and full.site_stats.get("not_modified") == fetched[0],
+    )
     nc = a["no_change"]
     changed = len(nc["rewritten"]) + len(nc["added"]) + len(nc["removed"])
     add(
@@ -355,7 +367,13 @@ def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str,
 
 def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict]) -> None:
     rows = [COLUMNS]
-    keys = ("flsync_cold_site", "flsync_first", "naive", "flsync_no_change")
+    keys = (
+        "flsync_cold_site",
+        "flsync_first",
+        "naive",
+        "flsync_no_change",
+        "flsync_no_change_full",
+    )
     measured = [("A", a[k]) for k in keys]
     if b:
         measured += [("B", b["flsync"]), ("B", b["curl"]), ("B", b["naive"])]

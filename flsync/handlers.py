@@ -412,6 +412,14 @@ class _BodyReceiver(Protocol):
         block = b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
+        if not self._queued and len(block) < self.BLOCK:
+            # A small body (most are) with no write in flight: writing it here costs less
+            # than the hop to a thread.
+            try:
+                self._write(block)
+            except OSError as exc:
+                self._fail(exc)
+            return
         self._queued += len(block)
         if self._queued > self.MAX_QUEUED and not self._paused and self.transport is not None:
             self.transport.pauseProducing()
@@ -420,7 +428,7 @@ class _BodyReceiver(Protocol):
         self._writes.addCallbacks(self._written, self._fail, callbackArgs=(len(block),))
 
     def _write(self, block: bytes) -> None:
-        """In the worker thread."""
+        """In the worker thread, unless the body is small."""
         self.sink.write(block)
         self.sha256.update(block)
 

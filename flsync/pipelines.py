@@ -101,7 +101,11 @@ class DatasetFilesPipeline(FilesPipeline):
         if response.body_size == 0:
             self._discard(response)
             raise DatasetDownloadError("empty body")
-        stored = await ensure_awaitable(self.store.stat_file(item.path, info))
+        stored = (
+            await ensure_awaitable(self.store.stat_file(item.path, info))
+            if self.store.exists(item.path)
+            else {}
+        )
         if stored.get("checksum") == response.body_sha256:
             self._discard(response)
             status = "unchanged"

@@ -53,13 +53,14 @@ DOWNLOADER_MIDDLEWARES = {
 RETRY_TIMES = 4
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 
-# Polite concurrency: several requests at once, slowed down when the site slows down.
+# Polite concurrency: at most 16 requests in flight to the site; AutoThrottle keeps about
+# that many while answers come quickly and spaces requests out as soon as they slow down.
 CONCURRENT_REQUESTS = 16
-CONCURRENT_REQUESTS_PER_DOMAIN = 8
+CONCURRENT_REQUESTS_PER_DOMAIN = 16
 AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 0.1
 AUTOTHROTTLE_MAX_DELAY = 30.0
-AUTOTHROTTLE_TARGET_CONCURRENCY = 8.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 16.0
 DOWNLOAD_DELAY = 0
 
 ROBOTSTXT_OBEY = False

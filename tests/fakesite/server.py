@@ -121,6 +121,9 @@ class FakeSite:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections when a client opens many at once;
+    # the client's kernel then retries after 1, 2, 4, 8… s, which looks like a stalled crawl.
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], app: App, stats: Stats, log_requests: bool
