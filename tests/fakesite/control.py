@@ -107,6 +107,7 @@ class Stats:
             self._kinds: Counter[str] = Counter()
             self._statuses: Counter[int] = Counter()
             self._dataset_bytes = 0
+            self._dataset_seconds = 0.0
             self._log: list[tuple[str, str, int]] = []
 
     def record(self, method: str, path: str, kind: str, status: int) -> None:
@@ -114,6 +115,11 @@ class Stats:
             self._kinds[kind] += 1
             self._statuses[status] += 1
             self._log.append((method, path, status))
+
+    def add_dataset_seconds(self, seconds: float) -> None:
+        """Time spent sending dataset bodies: TCP paces it at the client's reading speed."""
+        with self._lock:
+            self._dataset_seconds += seconds
 
     def add_dataset_bytes(self, count: int) -> None:
         """Body bytes of dataset and subdivision answers (negative: taken back, unsent)."""
@@ -128,6 +134,7 @@ class Stats:
                 "by_kind": {kind: self._kinds[kind] for kind in KINDS},
                 "by_status": {str(s): n for s, n in sorted(self._statuses.items())},
                 "dataset_bytes": self._dataset_bytes,
+                "dataset_seconds": self._dataset_seconds,
                 "not_modified": self._statuses[304],
                 "log": list(self._log),
             }

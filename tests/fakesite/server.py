@@ -259,11 +259,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(reply.body)
             return
         limit = reply.file.size // 2 if reply.truncate else reply.file.size
+        started = time.monotonic()
         for chunk in reply.file.chunks():
             room = limit - self._body_sent
             self._write(chunk if len(chunk) <= room else memoryview(chunk)[:room])
             if self._body_sent >= limit:
                 break
+        if self._count_bytes:
+            self.server.stats.add_dataset_seconds(time.monotonic() - started)
         if reply.truncate:
             # Hanging up short of Content-Length is what the client is meant to notice.
             self.close_connection = True
