@@ -97,7 +97,7 @@ class SessionMiddleware:
         self.session: str | None = None  # the current session's cookie value, once seen
         self.renewed = False
         self.served = 0  # responses the current session has served
-        self._lock = asyncio.Lock()
+        self._renewal: asyncio.Future[None] | None = None  # the sign-in under way
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -131,19 +131,26 @@ class SessionMiddleware:
         )
 
     async def _renew(self, expired: str) -> None:
-        async with self._lock:
-            if expired != self.session:
-                return  # signed in again since this request was sent
+        if expired != self.session:
+            return  # signed in again since this request was sent
+        if self._renewal is None:
             if self.renewed and not self.served:
                 self.crawler.stats.inc_value("flsync/session/renew_useless")
                 raise IgnoreRequest("the session expired again before serving any request")
-            logger.info(
-                "Session expired: signing in again as %(user)s", {"user": self.config.username}
-            )
+            self._renewal = asyncio.ensure_future(self._sign_in_again())
+        # Every request that met this expiry waits for the one sign-in; shield() keeps one
+        # waiter's cancellation from cancelling it for the others.
+        await asyncio.shield(self._renewal)
+
+    async def _sign_in_again(self) -> None:
+        logger.info("Session expired: signing in again as %(user)s", {"user": self.config.username})
+        try:
             self.session = await self._sign_in()
-            self.renewed = True
-            self.served = 0
-            self.crawler.stats.inc_value("flsync/session/renewed")
+        finally:
+            self._renewal = None
+        self.renewed = True
+        self.served = 0
+        self.crawler.stats.inc_value("flsync/session/renewed")
 
     async def _sign_in(self) -> str:
         """Sign in; the new session's cookie value."""

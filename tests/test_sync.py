@@ -106,7 +106,7 @@ def test_every_runs_page_is_walked(fakesite, sync):
 
 @pytest.mark.parametrize("answer", ["redirect", "html"])
 def test_signs_in_again_when_the_session_expires(fakesite, sync, answer):
-    fakesite.faults.update({"expire_session_after": 40, "expiry_answer": answer})
+    fakesite.faults.update({"expire_session_after": 100, "expiry_answer": answer})
     result = sync()
     assert result.returncode == 0, result.output
     assert fakesite.stats()["by_kind"]["sign_in_post"] > 2
