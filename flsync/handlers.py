@@ -114,6 +114,12 @@ class StreamedResponse(Response):
         self.body_sha256 = body_sha256
 
 
+def discard_body(response: Response) -> None:
+    """Delete the body file of a StreamedResponse that will not be kept (no-op otherwise)."""
+    if isinstance(response, StreamedResponse):
+        os.unlink(response.body_path)
+
+
 class StreamingDownloadHandler:
     """Streams requests with ``meta["flsync_stream_dir"]`` to disk, delegates the others."""
 

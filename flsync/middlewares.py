@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from scrapy.exceptions import IgnoreRequest
 
 from flsync import site
 from flsync.config import FlsyncConfig
+from flsync.handlers import discard_body
 
 if TYPE_CHECKING:
     from typing import Self
@@ -113,7 +113,7 @@ class SessionMiddleware:
             if sent_with == self.session:
                 self.served += 1
             return response
-        _discard_streamed_body(response)
+        discard_body(response)
         self.crawler.stats.inc_value("flsync/session/expired")
         await self._renew(sent_with)
         retry = request.replace(dont_filter=True)
@@ -172,9 +172,3 @@ class SessionMiddleware:
             self.crawler.stats.inc_value("flsync/session/renew_failed")
             raise IgnoreRequest(f"signing in again as {self.config.username} was refused")
         return site.session_set(answer) or ""
-
-
-def _discard_streamed_body(response: Response) -> None:
-    path = getattr(response, "body_path", None)
-    if path:
-        os.unlink(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from scrapy.pipelines.files import FilesPipeline
 from scrapy.utils.defer import ensure_awaitable
 
 from flsync import site, tree
-from flsync.handlers import STREAM_DIR_META, StreamedResponse
+from flsync.handlers import STREAM_DIR_META, StreamedResponse, discard_body
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
 from flsync.middlewares import EXPECT_CSV_META
 from flsync.state import load_state, save_state
@@ -93,13 +92,13 @@ class DatasetFilesPipeline(FilesPipeline):
         if response.status == 304:
             return self._record(item, "not-modified", dict(item.previous))
         if not isinstance(response, StreamedResponse) or response.status != 200:
-            self._discard(response)
+            discard_body(response)
             raise DatasetDownloadError(f"HTTP {response.status}")
         if site.is_html(response):
-            self._discard(response)
+            discard_body(response)
             raise DatasetDownloadError("an HTML page instead of a CSV")
         if response.body_size == 0:
-            self._discard(response)
+            discard_body(response)
             raise DatasetDownloadError("empty body")
         stored = (
             await ensure_awaitable(self.store.stat_file(item.path, info))
@@ -107,7 +106,7 @@ class DatasetFilesPipeline(FilesPipeline):
             else {}
         )
         if stored.get("checksum") == response.body_sha256:
-            self._discard(response)
+            discard_body(response)
             status = "unchanged"
         else:
             await ensure_awaitable(self.store.persist_local_file(item.path, response.body_path))
@@ -155,11 +154,6 @@ class DatasetFilesPipeline(FilesPipeline):
             "status": status,
             "fetched_at": _now().isoformat(timespec="seconds"),
         }
-
-    @staticmethod
-    def _discard(response: Response) -> None:
-        if isinstance(response, StreamedResponse):
-            os.unlink(response.body_path)
 
 
 class RunMetadataPipeline:
@@ -248,7 +242,7 @@ class SyncStatePipeline:
             state.files.update(report.files)
             state.runs.update(report.runs)
             for key in report.failed_runs:
-                del state.runs[key]
+                state.runs.pop(key, None)
             save_state(self.store, folder, state)
             if reason == "finished" and report.failures == 0 and report.run_count is not None:
                 stamp = _now().strftime("%Y-%m-%d %H:%M") + "\n"
