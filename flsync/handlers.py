@@ -33,7 +33,7 @@ import hashlib
 import inspect
 import logging
 import os
-import tempfile
+import secrets
 from contextlib import suppress
 from io import BytesIO
 from time import monotonic
@@ -146,9 +146,9 @@ class StreamingDownloadHandler:
         self._tls_policy = BrowserLikePolicyForHTTPS()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
-        # Files handed out with a response; any still there when the spider closes (response
-        # dropped, spider closed mid-way) were never moved into place and are deleted.
-        self._handed_out: set[str] = set()
+        # Every temporary file this handler made; any still there when the spider closes
+        # (response dropped, spider closed mid-way) was never moved into place and is deleted.
+        self._temp_files: set[str] = set()
         crawler.signals.connect(self._delete_unclaimed, signal=signals.spider_closed)
 
     @classmethod
@@ -166,6 +166,7 @@ class StreamingDownloadHandler:
         maxsize = int(request.meta.get("download_maxsize", self._maxsize))
         agent = Agent(self._reactor, self._tls_policy, connectTimeout=timeout, pool=self._pool)
         download = _StreamedDownload(request, directory, timeout, maxsize, self._crawler)
+        self._temp_files.add(download.path)
         try:
             response = await maybe_deferred_to_future(download.start(agent, self._reactor))
         except Exception as exc:
@@ -174,7 +175,6 @@ class StreamingDownloadHandler:
                     raise scrapy_cls(str(exc)) from exc
             raise
         if isinstance(response, StreamedResponse):
-            self._handed_out.add(response.body_path)
             self._stats.inc_value("flsync/stream/files")
             self._stats.inc_value("flsync/stream/bytes", response.body_size)
         return response
@@ -190,7 +190,7 @@ class StreamingDownloadHandler:
         return await maybe_deferred_to_future(result)
 
     def _delete_unclaimed(self) -> None:
-        for path in self._handed_out:
+        for path in self._temp_files:
             with suppress(FileNotFoundError):
                 os.unlink(path)
                 self._stats.inc_value("flsync/stream/unclaimed")
@@ -199,7 +199,7 @@ class StreamingDownloadHandler:
                     {"path": path},
                     extra={"spider": self._crawler.spider},
                 )
-        self._handed_out.clear()
+        self._temp_files.clear()
 
     async def close(self) -> None:
         """Delete unclaimed files, close the page handler and the pooled connections."""
@@ -227,7 +227,8 @@ class _StreamedDownload:
         self.maxsize = maxsize
         self.crawler = crawler
         self.url = urldefrag(request.url)[0]
-        self.path: str | None = None  # the temporary file, while this object owns it
+        # The temporary file, while this object owns it.
+        self.path: str | None = os.path.join(directory, f".flsync-{secrets.token_hex(8)}.part")
         self.receiver: _BodyReceiver | None = None
         self.expected_size: int | None = None
         self.timed_out = False
@@ -236,9 +237,15 @@ class _StreamedDownload:
         self.result: defer.Deferred[Response]
 
     def start(self, agent: Agent, clock: IReactorTime) -> defer.Deferred[Response]:
-        # The file comes first: a bad directory fails before there is a connection to clean up.
-        fd, self.path = tempfile.mkstemp(dir=self.directory, prefix=".flsync-", suffix=".part")
-        self.sink = os.fdopen(fd, "wb")
+        # The file comes first, so that a bad directory fails before there is a connection to
+        # clean up. Creating a file can cost a millisecond, more than the rest of a small
+        # download costs the reactor thread: a worker thread does it.
+        d: defer.Deferred[Any] = threads.deferToThread(open, self.path, "xb")
+        d.addCallback(self._send, agent, clock)
+        return d
+
+    def _send(self, sink: BinaryIO, agent: Agent, clock: IReactorTime) -> defer.Deferred[Response]:
+        self.sink = sink
         # Idle timeout: reset by every chunk, so only a stalled transfer is cut.
         self.idle_timer = clock.callLater(self.timeout, self._on_idle)
         headers = TxHeaders(self.request.headers)

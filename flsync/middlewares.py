@@ -1,8 +1,8 @@
 """Downloader middlewares: polite retries, and signing in again when a session expires.
 
 Settings: ``FLSYNC_RETRY_AFTER_MAX`` and ``FLSYNC_RETRY_BACKOFF_BASE`` (RetryAfterMiddleware),
-plus Scrapy's own ``RETRY_*``; SessionMiddleware reads the credentials from the config
-(``FLSYNC_CONFIG``).
+plus Scrapy's own ``RETRY_*``; ``FLSYNC_SESSION_RETRIES`` (SessionMiddleware, which reads the
+credentials from the config, ``FLSYNC_CONFIG``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 # Request meta keys.
 SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never treated as an expired session
 EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
+SESSION_RETRIES_META = "flsync_session_retries"  # times this request met an expired session
 
 
 class RetryAfterMiddleware(RetryMiddleware):
@@ -88,12 +89,14 @@ class SessionMiddleware:
     expiry at once: the first signs in, the others wait for it and retry; a request that
     carried the cookie of a session already replaced is just retried. A new session that
     expires before serving a single request means signing in does not help: the request
-    fails instead of looping.
+    fails instead of looping, as does a request that makes flsync sign in again more than
+    ``FLSYNC_SESSION_RETRIES`` times.
     """
 
     def __init__(self, crawler: Crawler, config: FlsyncConfig):
         self.crawler = crawler
         self.config = config
+        self.max_retries = crawler.settings.getint("FLSYNC_SESSION_RETRIES")
         self.session: str | None = None  # the current session's cookie value, once seen
         self.renewed = False
         self.served = 0  # responses the current session has served
@@ -115,8 +118,17 @@ class SessionMiddleware:
             return response
         discard_body(response)
         self.crawler.stats.inc_value("flsync/session/expired")
+        retries = request.meta.get(SESSION_RETRIES_META, 0)
+        # Only an expiry that makes flsync sign in again counts against the request: one that
+        # finds the sign-in under way, or already done, is simply sent again.
+        if sent_with == self.session and self._renewal is None:
+            if retries >= self.max_retries:
+                self.crawler.stats.inc_value("flsync/session/gave_up")
+                raise IgnoreRequest(f"the session expired {retries + 1} times for this request")
+            retries += 1
         await self._renew(sent_with)
         retry = request.replace(dont_filter=True)
+        retry.meta[SESSION_RETRIES_META] = retries
         # The old session's cookie must not travel with the retry: CookiesMiddleware adds the
         # jar's (new) cookie only to a request that has no Cookie header.
         retry.headers.pop(b"Cookie", None)

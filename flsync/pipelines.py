@@ -55,6 +55,11 @@ class DatasetFilesPipeline(FilesPipeline):
     a body identical to the stored file is not written again, so its mtime stays.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Why a download failed, by URL, until its item completes.
+        self._failures: dict[str, str] = {}
+
     def _get_store(self, uri: str) -> DataStore:
         return open_store(uri)
 
@@ -125,16 +130,18 @@ class DatasetFilesPipeline(FilesPipeline):
     def media_failed(
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
     ) -> None:
-        failure.raiseException()
+        # Kept, not raised: MediaPipeline would log a raised failure with its traceback;
+        # item_completed() logs it as one line.
+        self._failures[request.url] = failure.getErrorMessage()
 
     def item_completed(self, results: list[Any], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         if not isinstance(item, DatasetItem):
             return item
         [(ok, result)] = results
-        if ok:
+        if ok and result is not None:
             item.files = [result]
             return item
-        reason = result.getErrorMessage()
+        reason = self._failures.pop(item.url, "") if ok else result.getErrorMessage()
         self.crawler.stats.inc_value("flsync/datasets/failed")
         logger.error(
             "Dataset (failed): %(path)s from %(url)s: %(reason)s",

@@ -34,6 +34,7 @@ from tests.fakesite import (
     FakeSite,
     SiteOptions,
 )
+from tests.fakesite.app import SESSION_COOKIE
 from tests.fakesite.datasets import HEADERS, OLD_HEADERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -457,6 +458,28 @@ def test_session_expires_after_n_requests(fakesite: FakeSite, browser: Browser) 
     browser.sign_in()  # a fresh budget
     statuses = [browser.get(DATASET).status for _ in range(4)]
     assert statuses == [200, 200, 200, 302]
+
+
+def test_expired_session_is_dropped_and_its_id_gets_a_new_cookie(
+    fakesite: FakeSite, browser: Browser
+) -> None:
+    fakesite.faults.expire_session_after = 1
+    browser.sign_in()
+    signed_in = browser.cookies[SESSION_COOKIE]
+    assert browser.get(DATASET).status == 200
+    expired = browser.get(DATASET)
+    assert expired.status == 302
+    anonymous = browser.cookies[SESSION_COOKIE]
+    assert anonymous != signed_in
+    assert browser.get(DATASET).status == 302
+    assert browser.cookies[SESSION_COOKIE] == anonymous  # a known session keeps its cookie
+
+
+def test_302_fault_redirects_to_sign_in(fakesite: FakeSite, admin: Browser) -> None:
+    fakesite.faults.update({"fail_with": 302, "fail_next": 1, "fail_path": r"/data/"})
+    page = admin.get(DATASET)
+    assert (page.status, page.headers["Location"]) == (302, "/sign-in")
+    assert admin.get(DATASET).status == 200
 
 
 def test_expired_session_answers_html_on_dataset_urls(fakesite: FakeSite, browser: Browser) -> None:

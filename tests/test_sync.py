@@ -117,6 +117,20 @@ def test_signs_in_again_when_the_session_expires(fakesite, sync, answer):
     assert not any(b"<html" in content.lower() for content in files.values())
 
 
+def test_a_request_that_keeps_meeting_an_expired_session_fails(fakesite, sync):
+    # This one file always answers as for an expired session; the rest of the sync is fine.
+    only = r"^/admin/courses/forensic-psychology/1/stats-dashboard/data/comments$"
+    fakesite.faults.update({"fail_with": 302, "fail_next": 50, "fail_path": only})
+    result = sync("-s", "FLSYNC_SESSION_RETRIES=1")
+    assert result.returncode == 1, result.output
+    [line, summary] = [line for line in result.error_lines() if "] ERROR: " in line]
+    assert "Dataset (failed): University of Exampleton/Forensic Psychology/1-" in line
+    assert line.endswith("the session expired 2 times for this request")
+    assert "Sync FAILED" in summary
+    assert "Traceback" not in result.output
+    assert fakesite.stats()["by_kind"]["sign_in_post"] == 2  # the first, and one more
+
+
 def test_retries_after_503_and_429(small_site, tmp_path):
     small_site.faults.update({"fail_with": 503, "fail_next": 3, "retry_after": "1"})
     result = Sync(small_site.base_url, tmp_path)()
@@ -181,6 +195,14 @@ def test_no_credential_in_the_log(fakesite, sync):
     assert "demo-password" not in result.output
     assert "authenticity_token" not in result.output
     assert "_future_learn_session=" not in result.output
+
+
+def test_no_setting_turns_on_a_remote_console(sync):
+    result = sync("-s", "TELNETCONSOLE_ENABLED=True", "-s", "REMOTE_CONTROL_ENABLED=True")
+    assert result.returncode == 0, result.output
+    assert "Enabled extensions" in result.output
+    assert "TelnetConsole" not in result.output
+    assert "RemoteControl" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,7 @@ class Session:
     tokens: list[str] = field(default_factory=list)
     email: str | None = None  # signed in as
     admin_requests: int = 0
+    dropped: bool = False  # expired: its id is unknown from then on
 
 
 def route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -159,8 +160,9 @@ class App:
 
     def _session_or_new(self, session_id: str | None) -> tuple[str, Session]:
         with self._lock:
-            if session_id and session_id in self._sessions:
-                return session_id, self._sessions[session_id]
+            known = self._sessions.get(session_id or "")
+            if session_id and known is not None and not known.dropped:
+                return session_id, known
             new_id = secrets.token_urlsafe(32)
             self._sessions[new_id] = session = Session()
             return new_id, session
@@ -195,9 +197,11 @@ class App:
         limit = self.faults.expire_session_after
         with self._lock:
             if limit is not None and session.admin_requests >= limit:
-                # As if the server had dropped the session: its tokens go with it.
+                # The server drops the session: its tokens go with it, and a page shown to
+                # its id starts a new anonymous session (with a new cookie), as in Rails.
                 session.email = None
                 session.tokens.clear()
+                session.dropped = True
                 return False
             session.admin_requests += 1
             return True
@@ -205,7 +209,13 @@ class App:
     def _signed_out(self, request: Request, kind: str) -> Reply:
         if kind in DATASET_KINDS and self.faults.expiry_answer == "html":
             return self._sign_in_form(request)
-        return _redirect(SIGN_IN_PATH)
+        # Like Devise, which keeps the page asked for in the session: a dropped session's id
+        # gets a new anonymous session (and cookie) with the redirect.
+        session_id, _ = self._session_or_new(request.session_id)
+        reply = _redirect(SIGN_IN_PATH)
+        if request.session_id and session_id != request.session_id:
+            reply.headers.append(_set_cookie(session_id))
+        return reply
 
     def _runs(
         self, request: Request, slug: str, administered: tuple[str, ...], email: str
@@ -257,6 +267,8 @@ class App:
         return Reply(200, headers, file=file, truncate=truncate)
 
     def _failure(self, status: int) -> Reply:
+        if status == 302:  # what an expired session gets, whatever its cookie
+            return _redirect(SIGN_IN_PATH)
         message = "Too many requests" if status == 429 else "Service unavailable"
         reply = _html(status, pages.error_page(status, message))
         if self.faults.retry_after is not None:
