@@ -234,7 +234,18 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         # into a throwaway folder fills that cache, so that neither measured command pays it.
         cold = bench.flsync(site, "flsync (first run, cold site)", "flsync-a0", bench.work / "x")
         shutil.rmtree(bench.work / "x", ignore_errors=True)
-        first = bench.flsync(site, "flsync (first run)", "flsync-a1", data_dir)
+        # flsync is CPU-bound and the naive script waits on latency, so other work on a shared
+        # machine slows flsync alone: its first run is timed --repeat times, each into a new
+        # folder, and the median run stands for it.
+        firsts = []
+        for n in range(args.repeat):
+            folder = data_dir if n == 0 else bench.work / f"flsync-a1-{n}"
+            label = f"flsync (first run {n + 1} of {args.repeat})"
+            firsts.append(bench.flsync(site, label, f"flsync-a1-{n}", folder))
+            if n:
+                shutil.rmtree(folder, ignore_errors=True)
+        first = sorted(firsts, key=lambda m: m.wall_s)[(len(firsts) - 1) // 2]
+        first.label = f"flsync (first run, median of {args.repeat})"
         before = snapshot(data_dir)
         baseline = bench.naive(site, "naive", "naive-a", naive_dir)
         second = bench.flsync(site, "flsync (no-change run)", "flsync-a2", data_dir)
@@ -247,6 +258,7 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "site_options": options,
         "flsync_cold_site": cold,
         "flsync_first": first,
+        "flsync_first_walls": [m.wall_s for m in firsts],
         "naive": baseline,
         "flsync_no_change": second,
         "flsync_no_change_full": full,
@@ -427,6 +439,8 @@ def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict
         f" {first.kind('dataset') + first.kind('subdivisions')} dataset requests,"
         f" {first.kind('run_details')} run-details pages); naive wrote {a['naive_files']} files."
     )
+    walls = ", ".join(f"{w:.2f}" for w in a["flsync_first_walls"])
+    print(f"A: flsync's timed first runs took {walls} s; the median one is in the table.")
     print(
         "Requests, dataset MB and xfer MB/s (dataset bytes over the time the site spent"
         " sending them): the site's own counters. CPU s, RSS MB: the command's.\n"
@@ -486,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/latest.json"))
     parser.add_argument("--skip-big", action="store_true", help="skip scenario B (large file)")
     parser.add_argument("--timeout", type=float, default=900, help="per command, in seconds")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed first runs of flsync in scenario A (median)"
+    )
     args = parser.parse_args(argv)
 
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ here or on the command line (Scrapy logs ``-s`` overrides): they come from the c
 from the environment (``FLSYNC_USERNAME``, ``FLSYNC_PASSWORD``).
 """
 
+from scrapy.settings import default_settings
+
 BOT_NAME = "flsync"
 SPIDER_MODULES = ["flsync.spiders"]
 NEWSPIDER_MODULE = "flsync.spiders"
@@ -60,8 +62,14 @@ RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
 
 # Polite concurrency: at most 16 requests in flight to the site; AutoThrottle keeps about
 # that many while answers come quickly and spaces requests out as soon as they slow down.
-CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 16
+# Requests the downloader accepts at once, in flight or waiting their turn. File downloads
+# wait there too, so at 16 they would hold back the next run pages until they were all done,
+# and the site would sit idle while those pages came; 48 keeps pages coming.
+CONCURRENT_REQUESTS = 48
+# Outputs of one page handled at once: a dashboard gives about a dozen files and its run.
+# Scrapy starts this many tasks for every page, so its default of 100 mostly costs CPU.
+CONCURRENT_ITEMS = 16
 AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 0.1
 AUTOTHROTTLE_MAX_DELAY = 30.0
@@ -77,15 +85,16 @@ COOKIES_ENABLED = True
 USER_AGENT = "flsync (+course data mirror for FutureLearn partners)"
 
 # A sync holds institutional credentials: no remote Python execution, no telnet console.
-# Not loaded at all (rather than loaded and disabled), so no setting can turn them on, and
-# start-up does not import the remote-control server's web framework (about 0.2 s).
-EXTENSIONS = {
-    "scrapy.extensions.remote_control.RemoteControl": None,
-    "scrapy.extensions.telnet.TelnetConsole": None,
-}
+# Both are left out of Scrapy's base extensions, so no setting can turn them on. (Listed as
+# None in EXTENSIONS, the remote-control server would still be imported, with its web
+# framework: about 0.2 s of every start-up.)
+EXTENSIONS_BASE = dict(default_settings.EXTENSIONS_BASE)
+del EXTENSIONS_BASE["scrapy.extensions.remote_control.RemoteControl"]
+del EXTENSIONS_BASE["scrapy.extensions.telnet.TelnetConsole"]
 
-# A development aid that re-reads and parses a callback's source for every response (bound
-# methods defeat its cache): about 8% of a sync's CPU time. ruff's checks run in CI instead.
+# A development aid (a warning when a generator callback returns a value) that re-reads and
+# parses the callback's source for every response, as bound methods defeat its cache: about
+# 8% of a sync's CPU time.
 WARN_ON_GENERATOR_RETURN_VALUE = False
 
 LOG_LEVEL = "INFO"
