@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,8 +245,7 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             firsts.append(bench.flsync(site, label, f"flsync-a1-{n}", folder))
             if n:
                 shutil.rmtree(folder, ignore_errors=True)
-        first = sorted(firsts, key=lambda m: m.wall_s)[(len(firsts) - 1) // 2]
-        first.label = f"flsync (first run, median of {args.repeat})"
+        first = median_run(firsts, lambda m: -m.wall_s, "flsync (first run)")
         before = snapshot(data_dir)
         baseline = bench.naive(site, "naive", "naive-a", naive_dir)
         second = bench.flsync(site, "flsync (no-change run)", "flsync-a2", data_dir)
@@ -275,10 +275,14 @@ def scenario_a(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     }
 
 
-def median_by_transfer(runs: list[Measured], label: str, repeat: int) -> Measured:
-    ranked = sorted(runs, key=lambda m: m.transfer_mb_per_s() or 0.0)
-    median = ranked[(len(ranked) - 1) // 2]
-    median.label = f"{label}, median of {repeat}"
+def transfer_rate(m: Measured) -> float:
+    return m.transfer_mb_per_s() or 0.0
+
+
+def median_run(runs: list[Measured], speed: Callable[[Measured], float], label: str) -> Measured:
+    """The run of median speed (of an even count, the slower middle one), labelled so."""
+    median = sorted(runs, key=speed)[(len(runs) - 1) // 2]
+    median.label = f"{label}, median of {len(runs)}"
     return median
 
 
@@ -319,10 +323,10 @@ def scenario_b(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                 curls.append(bench.measure(site, label, f"curl-b-{n}", curl_cmd))
                 result["curl_file_bytes"] = target.stat().st_size if target.exists() else None
                 target.unlink(missing_ok=True)
-        result["flsync"] = median_by_transfer(flsyncs, "flsync (big file)", args.repeat)
+        result["flsync"] = median_run(flsyncs, transfer_rate, "flsync (big file)")
         result["flsync_transfer_mb_per_s"] = [m.transfer_mb_per_s() for m in flsyncs]
         if curls:
-            result["curl"] = median_by_transfer(curls, "curl -o file", args.repeat)
+            result["curl"] = median_run(curls, transfer_rate, "curl -o file")
             result["curl_transfer_mb_per_s"] = [m.transfer_mb_per_s() for m in curls]
         result["naive"] = bench.naive(site, "naive (big file)", "naive-b", bench.work / "naive-b")
         shutil.rmtree(bench.work / "naive-b", ignore_errors=True)

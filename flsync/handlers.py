@@ -72,6 +72,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TxHeaders
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from flsync.storage import TEMP_PREFIX
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -166,7 +168,8 @@ class StreamingDownloadHandler:
         maxsize = int(request.meta.get("download_maxsize", self._maxsize))
         agent = Agent(self._reactor, self._tls_policy, connectTimeout=timeout, pool=self._pool)
         download = _StreamedDownload(request, directory, timeout, maxsize, self._crawler)
-        self._temp_files.add(download.path)
+        temp_file = download.path
+        self._temp_files.add(temp_file)
         try:
             response = await maybe_deferred_to_future(download.start(agent, self._reactor))
         except Exception as exc:
@@ -177,6 +180,8 @@ class StreamingDownloadHandler:
         if isinstance(response, StreamedResponse):
             self._stats.inc_value("flsync/stream/files")
             self._stats.inc_value("flsync/stream/bytes", response.body_size)
+        else:
+            self._temp_files.discard(temp_file)  # deleted already: the status was not 200
         return response
 
     async def _download_page(self, request: Request) -> Response:
@@ -228,7 +233,7 @@ class _StreamedDownload:
         self.crawler = crawler
         self.url = urldefrag(request.url)[0]
         # The temporary file, while this object owns it.
-        self.path: str | None = os.path.join(directory, f".flsync-{secrets.token_hex(8)}.part")
+        self.path: str | None = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}.part")
         self.receiver: _BodyReceiver | None = None
         self.expected_size: int | None = None
         self.timed_out = False

@@ -211,10 +211,11 @@ class App:
             return self._sign_in_form(request)
         # Like Devise, which keeps the page asked for in the session: a dropped session's id
         # gets a new anonymous session (and cookie) with the redirect.
-        session_id, _ = self._session_or_new(request.session_id)
         reply = _redirect(SIGN_IN_PATH)
-        if request.session_id and session_id != request.session_id:
-            reply.headers.append(_set_cookie(session_id))
+        if request.session_id:
+            session_id, _ = self._session_or_new(request.session_id)
+            if session_id != request.session_id:
+                reply.headers.append(_set_cookie(session_id))
         return reply
 
     def _runs(
