@@ -3,6 +3,10 @@
 The file's path is the ``FLSYNC_CONFIG`` setting. ``FLSYNC_USERNAME`` and ``FLSYNC_PASSWORD`` in
 the environment override the file's ``username`` and ``password``, so a secret never has to be
 a spider argument or a ``-s`` setting (Scrapy and Scrapyd show both).
+
+The file is read once per crawl, by the spider's ``update_settings`` (so that a bad file stops
+``scrapy crawl`` before the crawl is set up); the result travels in the crawl's settings
+(``LOADED_CONFIG``), where components find it with :func:`config_from_settings`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://www.futurelearn.com"
 DEFAULT_DATA_DIR = "data"
 _KEYS = {"username", "password", "base_url", "data_dir", "organisations", "datasets"}
+# The setting that carries the loaded FlsyncConfig (whose repr never shows the password).
+LOADED_CONFIG = "FLSYNC_LOADED_CONFIG"
 
 
 class ConfigError(Exception):
@@ -35,12 +41,6 @@ class FlsyncConfig:
     data_dir: str = DEFAULT_DATA_DIR
     organisations: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(
-        cls, settings: BaseSettings, environ: Mapping[str, str] = os.environ
-    ) -> FlsyncConfig:
-        return load_config(settings.get("FLSYNC_CONFIG") or "config.json", environ)
 
 
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> FlsyncConfig:
@@ -71,6 +71,14 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> FlsyncCon
         organisations=_string_list(values, "organisations", path),
         datasets=_string_list(values, "datasets", path),
     )
+
+
+def config_from_settings(settings: BaseSettings) -> FlsyncConfig:
+    """The crawl's config: the one loaded at start-up, else read now from ``FLSYNC_CONFIG``."""
+    loaded = settings.get(LOADED_CONFIG)
+    if isinstance(loaded, FlsyncConfig):
+        return loaded
+    return load_config(settings.get("FLSYNC_CONFIG") or "config.json")
 
 
 def _read_json_object(path: str) -> dict[str, Any]:

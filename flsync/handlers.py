@@ -1,10 +1,15 @@
 """Download handler that streams dataset bodies to disk instead of memory.
 
 Scrapy's HTTP/1.1 handler keeps a whole body in memory and cancels bodies larger than
-``DOWNLOAD_MAXSIZE``. :class:`StreamingDownloadHandler` writes the body of a request that has
-``meta["flsync_stream_dir"]`` (an existing directory) to a temporary ``.flsync-*.part`` file
-there as it arrives, so memory stays flat at any size. Every other request is passed, as is,
-to the handler named by ``FLSYNC_PAGE_DOWNLOAD_HANDLER``.
+``DOWNLOAD_MAXSIZE``. :class:`StreamingDownloadHandler` writes the 200 body of a request that
+has ``meta["flsync_stream_to"]`` (a new file's path, in an existing folder; the store gives it)
+to that file as it arrives, so memory stays flat at any size; the file is created only when a
+200 arrives. Every other request is passed, as is, to the handler named by
+``FLSYNC_PAGE_DOWNLOAD_HANDLER``.
+
+Just before any request leaves, the handler sends ``flsync.signals.request_leaving`` and waits
+for its receivers (which may hold the request, update it, or refuse it with IgnoreRequest).
+On ``flsync.signals.sync_stopping`` it cancels the streamed transfers in flight.
 
 A 200 becomes a :class:`StreamedResponse`: empty ``body``, plus ``body_path``, ``body_size``
 and ``body_sha256``. Whoever gets the response must move the file into place (or delete it)
@@ -16,7 +21,7 @@ Settings: ``FLSYNC_PAGE_DOWNLOAD_HANDLER`` (class path of the handler for the ot
 ``DOWNLOAD_TIMEOUT`` (for streamed requests: the longest wait for the next bytes, not for the
 whole body), ``DOWNLOAD_MAXSIZE`` (only for non-200 bodies of streamed requests),
 ``CONCURRENT_REQUESTS_PER_DOMAIN`` (persistent connections kept per host).
-Request meta: ``flsync_stream_dir``, ``download_timeout``, ``download_maxsize``; it sets
+Request meta: ``flsync_stream_to``, ``download_timeout``, ``download_maxsize``; it sets
 ``download_latency``.
 
 Streamed requests ask for ``Accept-Encoding: identity`` (HttpCompressionMiddleware cannot
@@ -33,7 +38,6 @@ import hashlib
 import inspect
 import logging
 import os
-import secrets
 from contextlib import suppress
 from io import BytesIO
 from time import monotonic
@@ -47,6 +51,7 @@ from scrapy.exceptions import (
     DownloadConnectionRefusedError,
     DownloadFailedError,
     DownloadTimeoutError,
+    IgnoreRequest,
     NotConfigured,
     NotSupported,
     ResponseDataLossError,
@@ -59,6 +64,7 @@ from scrapy.utils.misc import build_from_crawler, load_object
 from scrapy.utils.python import to_bytes, to_unicode
 from twisted.internet import defer, error, threads
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -72,7 +78,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as TxHeaders
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from flsync.storage import TEMP_PREFIX
+from flsync import signals as flsync_signals
 
 if TYPE_CHECKING:
     from typing import Self
@@ -80,13 +86,12 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
-    from twisted.python.failure import Failure
     from twisted.web.client import Response as TxResponse
 
 logger = logging.getLogger(__name__)
 
-# Request meta key: directory (it must exist) to stream the body of a 200 into.
-STREAM_DIR_META = "flsync_stream_dir"
+# Request meta key: the file (new, in an existing folder) to stream the body of a 200 into.
+STREAM_TO_META = "flsync_stream_to"
 DEFAULT_PAGE_DOWNLOAD_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
 
 # What Scrapy's own handlers do in scrapy.utils._download_handlers (a private module): turn
@@ -123,7 +128,7 @@ def discard_body(response: Response) -> None:
 
 
 class StreamingDownloadHandler:
-    """Streams requests with ``meta["flsync_stream_dir"]`` to disk, delegates the others."""
+    """Streams requests with ``meta["flsync_stream_to"]`` to disk, delegates the others."""
 
     # Built at start-up, so that a non-lazy page handler (scrapy-playwright) is too.
     lazy = False
@@ -151,38 +156,57 @@ class StreamingDownloadHandler:
         # Every temporary file this handler made; any still there when the spider closes
         # (response dropped, spider closed mid-way) was never moved into place and is deleted.
         self._temp_files: set[str] = set()
+        self._in_flight: set[_StreamedDownload] = set()
         crawler.signals.connect(self._delete_unclaimed, signal=signals.spider_closed)
+        crawler.signals.connect(self._cancel_in_flight, signal=flsync_signals.sync_stopping)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
     async def download_request(self, request: Request) -> Response:
-        """Stream *request* to disk if it has ``flsync_stream_dir``, else delegate it."""
-        directory = request.meta.get(STREAM_DIR_META)
-        if not directory:
+        """Stream *request* to disk if it has ``flsync_stream_to``, else delegate it."""
+        await self._leaving(request)
+        path = request.meta.get(STREAM_TO_META)
+        if not path:
             return await self._download_page(request)
         if request.meta.get("proxy"):
             raise NotSupported(f"{type(self).__name__} cannot stream through a proxy: {request}")
         timeout = float(request.meta.get("download_timeout") or self._timeout)
         maxsize = int(request.meta.get("download_maxsize", self._maxsize))
         agent = Agent(self._reactor, self._tls_policy, connectTimeout=timeout, pool=self._pool)
-        download = _StreamedDownload(request, directory, timeout, maxsize, self._crawler)
-        temp_file = download.path
-        self._temp_files.add(temp_file)
+        download = _StreamedDownload(request, path, timeout, maxsize, self._crawler)
+        self._temp_files.add(path)
+        self._in_flight.add(download)
         try:
             response = await maybe_deferred_to_future(download.start(agent, self._reactor))
         except Exception as exc:
+            self._temp_files.discard(path)  # deleted already
             for twisted_cls, scrapy_cls in _TWISTED_ERRORS:
                 if isinstance(exc, twisted_cls):
                     raise scrapy_cls(str(exc)) from exc
             raise
+        finally:
+            self._in_flight.discard(download)
         if isinstance(response, StreamedResponse):
             self._stats.inc_value("flsync/stream/files")
             self._stats.inc_value("flsync/stream/bytes", response.body_size)
         else:
-            self._temp_files.discard(temp_file)  # deleted already: the status was not 200
+            self._temp_files.discard(path)  # never created: the status was not 200
         return response
+
+    async def _leaving(self, request: Request) -> None:
+        """Send request_leaving; a receiver's IgnoreRequest refuses the request."""
+        results = await self._crawler.signals.send_catch_log_async(
+            flsync_signals.request_leaving, request=request, dont_log=IgnoreRequest
+        )
+        for _, result in results:
+            if isinstance(result, Failure):
+                result.raiseException()
+
+    def _cancel_in_flight(self) -> None:
+        for download in list(self._in_flight):
+            download.cancel()
 
     async def _download_page(self, request: Request) -> Response:
         if self._page_handler is None:
@@ -221,36 +245,26 @@ class StreamingDownloadHandler:
 
 
 class _StreamedDownload:
-    """One streamed request: its idle timer, its temporary file, its body receiver."""
+    """One streamed request: its idle timer, its body file (made on a 200), its receiver."""
 
     def __init__(
-        self, request: Request, directory: str, timeout: float, maxsize: int, crawler: Crawler
+        self, request: Request, path: str, timeout: float, maxsize: int, crawler: Crawler
     ) -> None:
         self.request = request
-        self.directory = directory
+        self.path = path
         self.timeout = timeout
         self.maxsize = maxsize
         self.crawler = crawler
         self.url = urldefrag(request.url)[0]
-        # The temporary file, while this object owns it.
-        self.path: str | None = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}.part")
+        self.owns_file = False  # made the file at self.path, and has not handed it over
         self.receiver: _BodyReceiver | None = None
         self.expected_size: int | None = None
         self.timed_out = False
-        self.sink: BinaryIO  # the file, or a BytesIO for a small non-200 body
+        self.sink: BinaryIO = BytesIO()  # the file, or a BytesIO for a non-200 body
         self.idle_timer: IDelayedCall
         self.result: defer.Deferred[Response]
 
     def start(self, agent: Agent, clock: IReactorTime) -> defer.Deferred[Response]:
-        # The file comes first, so that a bad directory fails before there is a connection to
-        # clean up. Creating a file can cost a millisecond, more than the rest of a small
-        # download costs the reactor thread: a worker thread does it.
-        d: defer.Deferred[Any] = threads.deferToThread(open, self.path, "xb")
-        d.addCallback(self._send, agent, clock)
-        return d
-
-    def _send(self, sink: BinaryIO, agent: Agent, clock: IReactorTime) -> defer.Deferred[Response]:
-        self.sink = sink
         # Idle timeout: reset by every chunk, so only a stalled transfer is cut.
         self.idle_timer = clock.callLater(self.timeout, self._on_idle)
         headers = TxHeaders(self.request.headers)
@@ -266,6 +280,9 @@ class _StreamedDownload:
         self.result = d
         return d
 
+    def cancel(self) -> None:
+        self.result.cancel()
+
     def _on_idle(self) -> None:
         self.timed_out = True
         self.result.cancel()
@@ -277,24 +294,43 @@ class _StreamedDownload:
 
     def _discard_file(self) -> None:
         self.sink.close()
-        if self.path is not None:
+        if self.owns_file:
             with suppress(FileNotFoundError):
                 os.unlink(self.path)
-            self.path = None
+            self.owns_file = False
 
     def _on_headers(self, txresponse: TxResponse, start_time: float) -> defer.Deferred[Response]:
         self.request.meta["download_latency"] = monotonic() - start_time
         self.idle_timer.reset(self.timeout)
         if txresponse.length != UNKNOWN_LENGTH:
             self.expected_size = cast("int", txresponse.length)
-        if txresponse.code == 200:
-            self.receiver = _BodyReceiver(self.sink, self.idle_timer, self.timeout, 0, strict=True)
-        else:
-            self._discard_file()
-            self.sink = BytesIO()
-            self.receiver = _BodyReceiver(self.sink, self.idle_timer, self.timeout, self.maxsize)
-        txresponse.deliverBody(self.receiver)
-        return self.receiver.finished.addCallback(self._make_response, txresponse)
+        if txresponse.code != 200:
+            # A 304, a redirect, an error page: small, read into memory; no file is made.
+            return self._receive(
+                txresponse, _BodyReceiver(self.sink, self.idle_timer, self.timeout, self.maxsize)
+            )
+        # Creating a file can cost a millisecond, more than the rest of a small download
+        # costs the reactor thread: a worker thread does it.
+        d: defer.Deferred[Any] = threads.deferToThread(open, self.path, "xb")
+        d.addCallbacks(
+            self._on_file, self._on_file_failed, (txresponse,), errbackArgs=(txresponse,)
+        )
+        return d
+
+    def _on_file(self, sink: BinaryIO, txresponse: TxResponse) -> defer.Deferred[Response]:
+        self.sink = sink
+        self.owns_file = True
+        receiver = _BodyReceiver(sink, self.idle_timer, self.timeout, 0, strict=True)
+        return self._receive(txresponse, receiver)
+
+    def _on_file_failed(self, failure: Failure, txresponse: TxResponse) -> Failure:
+        txresponse.deliverBody(_Dropper())
+        return failure
+
+    def _receive(self, txresponse: TxResponse, receiver: _BodyReceiver) -> defer.Deferred[Response]:
+        self.receiver = receiver
+        txresponse.deliverBody(receiver)
+        return receiver.finished.addCallback(self._make_response, txresponse)
 
     def _make_response(self, flags: list[str] | None, txresponse: TxResponse) -> Response:
         assert self.receiver
@@ -304,7 +340,7 @@ class _StreamedDownload:
         headers.update(txresponse.headers.getAllRawHeaders())
         version = txresponse.version
         protocol = f"{to_unicode(version[0])}/{version[1]}.{version[2]}"
-        if self.path is None:
+        if not self.owns_file:
             body = cast("BytesIO", self.sink).getvalue()
             respcls = responsetypes.from_args(headers=headers, url=self.url, body=body)
             return respcls(
@@ -328,7 +364,7 @@ class _StreamedDownload:
             body_size=self.receiver.size,
             body_sha256=self.receiver.sha256.hexdigest(),
         )
-        self.path = None  # handed over with the response
+        self.owns_file = False  # handed over with the response
         return response
 
     def _on_failure(self, failure: Failure) -> Failure:
@@ -352,6 +388,20 @@ class _StreamedDownload:
         if self.timed_out:
             raise DownloadTimeoutError(f"Getting {self.url}: no data for {self.timeout} seconds.")
         return failure
+
+
+class _Dropper(Protocol):
+    """Takes a body nobody wants: drops the connection at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        pass
 
 
 class _BodyReceiver(Protocol):

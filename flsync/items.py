@@ -1,7 +1,9 @@
-"""What the spider yields: one RunItem per started run, one DatasetItem per dataset file.
+"""What the spider yields: one RunItem per started run it read, one DatasetItem per dataset
+file to fetch, one OrganisationItem per organisation whose runs listing was read to the end,
+and a FetchFailure for every page that could not be read.
 
-Names are kept exactly as the site shows them; ``folder`` is the run's place in the data tree
-(already made safe, see flsync.tree).
+Names are kept exactly as the site shows them; folders and paths are places in the data tree
+(already made safe, see flsync.tree), relative to data_dir.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class RunItem:
     end_date: date
     duration_weeks: int | None
     folder: str
-    # Dataset files this run has on the site this time (file names, e.g. "comments.csv").
+    # Files this run has on the site this time (file names, e.g. "comments.csv").
     files: list[str] = field(default_factory=list)
 
     @property
@@ -37,26 +39,11 @@ class RunItem:
 @dataclass
 class DatasetItem:
     organisation: str
-    course: str
-    course_slug: str
-    run: int
-    dataset: str
+    run_key: str
     url: str
-    folder: str
-    file_name: str
-    # What the last sync stored for this file (ETag, Last-Modified, checksum…): lets the
-    # pipeline ask the server whether it changed. Empty on a first sync.
-    previous: dict[str, Any] = field(default_factory=dict)
-    # Filled by DatasetFilesPipeline: the stored file's record (see flsync.state.FileRecord).
+    path: str
+    # Filled by DatasetFilesPipeline: the stored file's record (see flsync.state.SyncState).
     files: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return f"{self.folder}/{self.file_name}"
-
-    @property
-    def run_key(self) -> str:
-        return run_key(self.course_slug, self.run)
 
 
 @dataclass
@@ -64,8 +51,9 @@ class OrganisationItem:
     """Yielded once an organisation's runs listing has been read to its last page."""
 
     organisation: str
-    slug: str
     run_count: int
+    # Finished runs not asked for (FLSYNC_FROZEN_AFTER_DAYS) but for their enrolments.
+    frozen: int = 0
 
 
 @dataclass

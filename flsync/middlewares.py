@@ -1,8 +1,9 @@
-"""Downloader middlewares: polite retries, and signing in again when a session expires.
+"""Downloader middlewares: polite retries, and the signed-in session.
 
 Settings: ``FLSYNC_RETRY_AFTER_MAX`` and ``FLSYNC_RETRY_BACKOFF_BASE`` (RetryAfterMiddleware),
-plus Scrapy's own ``RETRY_*``; ``FLSYNC_SESSION_RETRIES`` (SessionMiddleware, which reads the
-credentials from the config, ``FLSYNC_CONFIG``).
+plus Scrapy's own ``RETRY_*``; ``FLSYNC_SESSION_RETRIES``, ``FLSYNC_SIGN_IN_MAX`` and
+``FLSYNC_SIGN_IN_WAIT`` (SessionMiddleware, which takes the credentials from the config, see
+flsync.config), plus Scrapy's ``COOKIES_*``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
+from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 
+from flsync import signals as flsync_signals
 from flsync import site
-from flsync.config import FlsyncConfig
+from flsync.config import config_from_settings
 from flsync.handlers import discard_body
+from flsync.session import Session, SessionError, SignInRefused, SignInRejected
+from flsync.stopping import PromptStop, SyncStopped
 
 if TYPE_CHECKING:
     from typing import Self
@@ -28,18 +33,31 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from scrapy.settings import BaseSettings
 
+    from flsync.config import FlsyncConfig
+
 logger = logging.getLogger(__name__)
 
 # Request meta keys.
-SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never treated as an expired session
+SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never held, never taken as "signed out"
 EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
-SESSION_RETRIES_META = "flsync_session_retries"  # times this request met an expired session
+GENERATION_META = "flsync_session"  # the sign-in (generation) this request was sent under
+SESSION_RESENDS_META = "flsync_session_resends"  # times it was sent again after "signed out"
+SIGN_IN_SLOT = "flsync-sign-in"
+
+
+def stopper(crawler: Crawler) -> PromptStop:
+    """The crawl's PromptStop extension (its waits end when the sync is stopped)."""
+    stop = crawler.get_extension(PromptStop)
+    if stop is None:
+        raise NotConfigured("flsync.stopping.PromptStop must be in EXTENSIONS")
+    return stop
 
 
 class RetryAfterMiddleware(RetryMiddleware):
     """Scrapy's RetryMiddleware, waiting before each retry: as long as the server's
     ``Retry-After`` asks (at most ``FLSYNC_RETRY_AFTER_MAX`` s), else an exponential back-off
-    from ``FLSYNC_RETRY_BACKOFF_BASE`` s. Only the retried request waits, not the crawl."""
+    from ``FLSYNC_RETRY_BACKOFF_BASE`` s. Only the retried request waits, not the crawl, and
+    the wait ends at once if the sync is stopped."""
 
     def __init__(self, settings: BaseSettings):
         super().__init__(settings)
@@ -49,13 +67,13 @@ class RetryAfterMiddleware(RetryMiddleware):
     async def process_response(self, request: Request, response: Response) -> Request | Response:
         result = super().process_response(request, response)
         if isinstance(result, Request):
-            await asyncio.sleep(self.retry_delay(request, response))
+            await stopper(self.crawler).sleep(self.retry_delay(request, response))
         return result
 
     async def process_exception(self, request: Request, exception: Exception) -> Request | None:
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
-            await asyncio.sleep(self.retry_delay(request, None))
+            await stopper(self.crawler).sleep(self.retry_delay(request, None))
         return result
 
     def retry_delay(self, request: Request, response: Response | None) -> float:
@@ -81,106 +99,149 @@ def parse_retry_after(value: str) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-class SessionMiddleware:
-    """Signs in again when the site says the session has expired (a redirect to the sign-in
-    page, or HTML where a CSV was asked for), then retries the request with the new session.
+class SessionMiddleware(CookiesMiddleware):
+    """Scrapy's CookiesMiddleware that also keeps the crawl signed in (see flsync.session).
 
-    A session is known by its cookie, as sent with each request. Many requests meet the same
-    expiry at once: the first signs in, the others wait for it and retry; a request that
-    carried the cookie of a session already replaced is just retried. A new session that
-    expires before serving a single request means signing in does not help: the request
-    fails instead of looping, as does a request that makes flsync sign in again more than
-    ``FLSYNC_SESSION_RETRIES`` times.
+    It signs in before the first request leaves, and again when an answer says the session
+    has expired (a redirect to the sign-in page, or HTML where a CSV was asked for); that
+    answer never reaches the spider or the files pipeline, and its cookies (a new signed-out
+    session, often) never reach the jar. Cookies are added when a request enters the
+    downloader, as usual, and brought up to date when it leaves if a sign-in happened
+    meanwhile. A request is sent again after "signed out" at most ``FLSYNC_SESSION_RETRIES``
+    times; a sign-in that is refused, or whose session serves nothing, stops the sync.
     """
 
     def __init__(self, crawler: Crawler, config: FlsyncConfig):
+        super().__init__(crawler.settings.getbool("COOKIES_DEBUG"))
         self.crawler = crawler
         self.config = config
-        self.max_retries = crawler.settings.getint("FLSYNC_SESSION_RETRIES")
-        self.session: str | None = None  # the current session's cookie value, once seen
-        self.renewed = False
-        self.served = 0  # responses the current session has served
-        self._renewal: asyncio.Future[None] | None = None  # the sign-in under way
+        self.max_resends = crawler.settings.getint("FLSYNC_SESSION_RETRIES")
+        self.session = Session(
+            self._sign_in,
+            account=config.username,
+            max_sign_ins=crawler.settings.getint("FLSYNC_SIGN_IN_MAX"),
+            sign_in_wait=crawler.settings.getfloat("FLSYNC_SIGN_IN_WAIT"),
+            sleep=self._sleep,
+        )
+        self._stopped = False
+        self._closing: asyncio.Future[None] | None = None
+        crawler.signals.connect(self.request_leaving, signal=flsync_signals.request_leaving)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(crawler, FlsyncConfig.from_settings(crawler.settings))
+        if not crawler.settings.getbool("COOKIES_ENABLED"):
+            raise NotConfigured("SessionMiddleware needs COOKIES_ENABLED")
+        return cls(crawler, config_from_settings(crawler.settings))
 
-    async def process_response(self, request: Request, response: Response) -> Request | Response:
+    def process_request(self, request: Request, spider: Any = None) -> None:
+        super().process_request(request)
+        request.meta[GENERATION_META] = self.session.generation
+
+    async def request_leaving(self, request: Request, **kwargs: Any) -> None:
+        """Hold the request while a sign-in is under way, then send it under the newest."""
         if request.meta.get(SIGN_IN_META):
-            return response
-        sent_with = site.session_sent(request) or ""
-        if self.session is None:
-            self.session = sent_with
-        if not self._expired(request, response):
-            if sent_with == self.session:
-                self.served += 1
-            return response
+            return
+        try:
+            generation = await self.session.ready()
+        except SessionError as exc:
+            self._stop(exc)
+            raise SyncStopped(str(exc)) from None
+        if request.meta.get(GENERATION_META) != generation:
+            # It got its cookies when it entered the downloader, before the latest sign-in.
+            super().process_request(request)
+            request.meta[GENERATION_META] = generation
+
+    async def process_response(
+        self, request: Request, response: Response, spider: Any = None
+    ) -> Request | Response:
+        if request.meta.get(SIGN_IN_META):
+            return super().process_response(request, response)
+        generation = request.meta.get(GENERATION_META, 0)
+        if not self._signed_out(request, response):
+            self.session.answered(generation)
+            return super().process_response(request, response)
         discard_body(response)
         self.crawler.stats.inc_value("flsync/session/expired")
-        retries = request.meta.get(SESSION_RETRIES_META, 0)
-        # Only an expiry that makes flsync sign in again counts against the request: one that
-        # finds the sign-in under way, or already done, is simply sent again.
-        if sent_with == self.session and self._renewal is None:
-            if retries >= self.max_retries:
-                self.crawler.stats.inc_value("flsync/session/gave_up")
-                raise IgnoreRequest(f"the session expired {retries + 1} times for this request")
-            retries += 1
-        await self._renew(sent_with)
+        resends = request.meta.get(SESSION_RESENDS_META, 0)
+        if resends >= self.max_resends:
+            self.crawler.stats.inc_value("flsync/session/gave_up")
+            raise IgnoreRequest(
+                f"answered as signed out {resends + 1} times (FLSYNC_SESSION_RETRIES)"
+            )
+        try:
+            await self.session.expired(generation)
+        except SessionError as exc:
+            self._stop(exc)
+            raise SyncStopped(str(exc)) from None
+        self.crawler.stats.inc_value("flsync/session/resent")
         retry = request.replace(dont_filter=True)
-        retry.meta[SESSION_RETRIES_META] = retries
-        # The old session's cookie must not travel with the retry: CookiesMiddleware adds the
-        # jar's (new) cookie only to a request that has no Cookie header.
+        retry.meta[SESSION_RESENDS_META] = resends + 1
+        # Its Cookie header is the expired session's: CookiesMiddleware sets a new one only on
+        # a request that has none.
         retry.headers.pop(b"Cookie", None)
         return retry
 
     @staticmethod
-    def _expired(request: Request, response: Response) -> bool:
+    def _signed_out(request: Request, response: Response) -> bool:
         return site.is_sign_in_redirect(response) or (
             request.meta.get(EXPECT_CSV_META, False)
             and response.status == 200
             and site.is_html(response)
         )
 
-    async def _renew(self, expired: str) -> None:
-        if expired != self.session:
-            return  # signed in again since this request was sent
-        if self._renewal is None:
-            if self.renewed and not self.served:
-                self.crawler.stats.inc_value("flsync/session/renew_useless")
-                raise IgnoreRequest("the session expired again before serving any request")
-            self._renewal = asyncio.ensure_future(self._sign_in_again())
-        # Every request that met this expiry waits for the one sign-in; shield() keeps one
-        # waiter's cancellation from cancelling it for the others.
-        await asyncio.shield(self._renewal)
-
-    async def _sign_in_again(self) -> None:
-        logger.info("Session expired: signing in again as %(user)s", {"user": self.config.username})
-        try:
-            self.session = await self._sign_in()
-        finally:
-            self._renewal = None
-        self.renewed = True
-        self.served = 0
-        self.crawler.stats.inc_value("flsync/session/renewed")
-
-    async def _sign_in(self) -> str:
-        """Sign in; the new session's cookie value."""
+    async def _sign_in(self) -> None:
+        """One sign-in through the site's own form, every hidden field sent back."""
         engine = self.crawler.engine
-        page = await engine.download_async(
-            Request(
-                site.sign_in_url(self.config.base_url), meta={SIGN_IN_META: True}, dont_filter=True
+        account = self.config.username
+        meta = {
+            SIGN_IN_META: True,
+            "dont_redirect": True,
+            "handle_httpstatus_all": True,
+            # A download slot of their own: the requests held for this sign-in fill the
+            # site's slot, and would otherwise keep it from ever leaving.
+            "download_slot": SIGN_IN_SLOT,
+        }
+        if self.session.generation:
+            logger.info("Session expired: signing in again as %(user)s", {"user": account})
+        else:
+            logger.info("Signing in as %(user)s", {"user": account})
+        try:
+            page = await engine.download_async(
+                Request(site.sign_in_url(self.config.base_url), meta=meta, dont_filter=True)
             )
-        )
-        form = site.sign_in_form_request(page, self.config.username, self.config.password)
-        answer = await engine.download_async(
-            form.to_scrapy(
-                callback=None,
-                meta={SIGN_IN_META: True, "dont_redirect": True, "handle_httpstatus_all": True},
-                dont_filter=True,
+            form = site.sign_in_form_request(page, account, self.config.password)
+            answer = await engine.download_async(
+                form.to_scrapy(callback=None, meta=meta, dont_filter=True)
             )
+        except site.LayoutError as exc:
+            raise SignInRejected(
+                f"Sign-in as {account} failed: {exc} (the sign-in page has probably changed)"
+            ) from None
+        except SyncStopped:
+            raise
+        except Exception as exc:
+            raise SessionError(f"Sign-in as {account} failed: {exc}") from None
+        if site.is_signed_in(answer):
+            self.crawler.stats.inc_value("flsync/signin/ok")
+            return
+        if answer.status == 200:
+            reason = site.parse_sign_in_error(answer) or "no error message on the page"
+            raise SignInRefused(f"Sign-in refused for {account}: {reason}")
+        raise SignInRejected(
+            f"Sign-in form rejected for {account} (HTTP {answer.status}): the sign-in page"
+            " has probably changed"
         )
-        if not site.is_signed_in(answer):
-            self.crawler.stats.inc_value("flsync/session/renew_failed")
-            raise IgnoreRequest(f"signing in again as {self.config.username} was refused")
-        return site.session_set(answer) or ""
+
+    async def _sleep(self, seconds: float) -> None:
+        await stopper(self.crawler).sleep(seconds)
+
+    def _stop(self, error: SessionError) -> None:
+        """Stop the sync, once, with the error's one line and a close reason naming it."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.crawler.stats.inc_value(f"flsync/signin/{error.reason}")
+        logger.error("%(error)s", {"error": error})
+        self._closing = asyncio.ensure_future(
+            self.crawler.engine.close_spider_async(reason=f"flsync_signin_{error.reason}")
+        )

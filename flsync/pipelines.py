@@ -1,7 +1,7 @@
 """Item pipelines: dataset files, each run's metadata.csv, and the closing report per organisation.
 
-All writes go through the store of ``FILES_STORE`` (see flsync.storage), so each lands whole
-or not at all.
+All writes go through the one store (the files pipeline's, see flsync.mirror), so each lands
+whole or not at all.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapy import Request, signals
 from scrapy.exceptions import DropItem
@@ -20,12 +20,13 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.utils.defer import ensure_awaitable
 
-from flsync import site, tree
-from flsync.handlers import STREAM_DIR_META, StreamedResponse, discard_body
+from flsync import site, storage, tree
+from flsync.handlers import STREAM_TO_META, StreamedResponse, discard_body
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
-from flsync.middlewares import EXPECT_CSV_META
-from flsync.state import load_state, save_state
-from flsync.storage import open_store
+from flsync.middlewares import EXPECT_CSV_META, SESSION_RESENDS_META
+from flsync.mirror import mirror_of
+from flsync.state import describes
+from flsync.stopping import SyncStopped
 
 if TYPE_CHECKING:
     from typing import Self
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from scrapy.pipelines.media import MediaPipeline
     from twisted.python.failure import Failure
 
-    from flsync.storage import DataStore
+    from flsync.storage import FileStat
 
 logger = logging.getLogger(__name__)
 
@@ -51,29 +52,42 @@ class DatasetFailed(DropItem):
 class DatasetFilesPipeline(FilesPipeline):
     """Stores each dataset byte for byte at its place in the data tree.
 
-    The server is asked first whether the file changed (If-None-Match, If-Modified-Since);
-    a body identical to the stored file is not written again, so its mtime stays.
+    The server is asked every time whether the file changed (If-None-Match,
+    If-Modified-Since) as long as the sync state still describes the stored file; a body
+    identical to the stored file is not written again, so its mtime stays. The stored file is
+    read (hashed) only when the state cannot vouch for it.
     """
+
+    STORE_SCHEMES: ClassVar[dict[str, Any]] = {
+        **FilesPipeline.STORE_SCHEMES,
+        **storage.STORE_SCHEMES,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Why a download failed, by URL, until its item completes.
         self._failures: dict[str, str] = {}
 
-    def _get_store(self, uri: str) -> DataStore:
-        return open_store(uri)
+    def media_to_download(
+        self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+    ) -> None:
+        # FilesPipeline's version hashes the stored file to decide by its age (FILES_EXPIRES),
+        # which a dataset regenerated daily cannot use: the server decides, by a conditional
+        # request, and the state (see media_downloaded) says what is stored.
+        return None
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         if not isinstance(item, DatasetItem):
             return []
         headers = {"Accept-Encoding": "identity"}
-        # A record is only trusted while its file is still there (the state is a cache).
-        if item.previous and self.store.exists(item.path):
-            if item.previous.get("etag"):
-                headers["If-None-Match"] = item.previous["etag"]
-            if item.previous.get("last_modified"):
-                headers["If-Modified-Since"] = item.previous["last_modified"]
-        meta = {EXPECT_CSV_META: True, STREAM_DIR_META: self.store.temp_dir(item.path)}
+        previous = self._previous(item)
+        if describes(previous, self.store.stat(item.path)):
+            assert previous is not None
+            if previous.get("etag"):
+                headers["If-None-Match"] = previous["etag"]
+            if previous.get("last_modified"):
+                headers["If-Modified-Since"] = previous["last_modified"]
+        meta = {EXPECT_CSV_META: True, STREAM_TO_META: self.store.temp_path(item.path)}
         return [Request(item.url, headers=headers, meta=meta, callback=NO_CALLBACK)]
 
     def file_path(
@@ -84,7 +98,7 @@ class DatasetFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> str:
-        return item.path
+        return str(item.path)
 
     async def media_downloaded(
         self,
@@ -94,45 +108,57 @@ class DatasetFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> dict[str, Any]:
-        if response.status == 304:
-            return self._record(item, "not-modified", dict(item.previous))
+        previous = self._previous(item)
+        if response.status == 304 and previous is not None:
+            return self._record(item, "not-modified", previous, self.store.stat(item.path))
         if not isinstance(response, StreamedResponse) or response.status != 200:
             discard_body(response)
-            raise DatasetDownloadError(f"HTTP {response.status}")
+            raise DatasetDownloadError(f"HTTP {response.status}{_retries(request)}")
         if site.is_html(response):
             discard_body(response)
             raise DatasetDownloadError("an HTML page instead of a CSV")
         if response.body_size == 0:
             discard_body(response)
             raise DatasetDownloadError("empty body")
-        stored = (
-            await ensure_awaitable(self.store.stat_file(item.path, info))
-            if self.store.exists(item.path)
-            else {}
-        )
-        if stored.get("checksum") == response.body_sha256:
+        stored = self.store.stat(item.path)
+        if await self._stored_checksum(item.path, previous, stored, response.body_size) == (
+            response.body_sha256
+        ):
             discard_body(response)
             status = "unchanged"
         else:
             await ensure_awaitable(self.store.persist_local_file(item.path, response.body_path))
+            stored = self.store.stat(item.path)
             status = "downloaded"
-        return self._record(
-            item,
-            status,
-            {
-                "etag": _header(response, b"ETag"),
-                "last_modified": _header(response, b"Last-Modified"),
-                "size": response.body_size,
-                "checksum": response.body_sha256,
-            },
-        )
+        known = {
+            "etag": _header(response, b"ETag"),
+            "last_modified": _header(response, b"Last-Modified"),
+            "size": response.body_size,
+            "checksum": response.body_sha256,
+        }
+        return self._record(item, status, known, stored)
+
+    async def _stored_checksum(
+        self, path: str, previous: dict[str, Any] | None, stored: FileStat | None, size: int
+    ) -> str | None:
+        """The stored file's SHA-256, from the state when it still describes the file; None
+        when there is no file or it cannot equal a body of ``size`` bytes."""
+        if stored is None or stored.size != size:
+            return None
+        if describes(previous, stored):
+            assert previous is not None
+            return str(previous["checksum"])
+        self.crawler.stats.inc_value("flsync/datasets/hashed")
+        result = await ensure_awaitable(self.store.stat_file(path, None))
+        return result.get("checksum")
 
     def media_failed(
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
     ) -> None:
         # Kept, not raised: MediaPipeline would log a raised failure with its traceback;
         # item_completed() logs it as one line.
-        self._failures[request.url] = failure.getErrorMessage()
+        reason = failure.getErrorMessage() + _retries(request)
+        self._failures[request.url] = "" if failure.check(SyncStopped) else reason
 
     def item_completed(self, results: list[Any], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         if not isinstance(item, DatasetItem):
@@ -142,6 +168,8 @@ class DatasetFilesPipeline(FilesPipeline):
             item.files = [result]
             return item
         reason = self._failures.pop(item.url, "") if ok else result.getErrorMessage()
+        if not reason:  # not sent, as the sync is stopping: not a failure of its own
+            raise DatasetFailed(f"{item.path}: not fetched, the sync is stopping")
         self.crawler.stats.inc_value("flsync/datasets/failed")
         logger.error(
             "Dataset (failed): %(path)s from %(url)s: %(reason)s",
@@ -149,7 +177,12 @@ class DatasetFilesPipeline(FilesPipeline):
         )
         raise DatasetFailed(f"{item.path}: {reason}")
 
-    def _record(self, item: DatasetItem, status: str, known: dict[str, Any]) -> dict[str, Any]:
+    def _previous(self, item: DatasetItem) -> dict[str, Any] | None:
+        return mirror_of(self.crawler).state(item.organisation).files.get(item.path)
+
+    def _record(
+        self, item: DatasetItem, status: str, known: dict[str, Any], stored: FileStat | None
+    ) -> dict[str, Any]:
         self.crawler.stats.inc_value(f"flsync/datasets/{status}")
         if status == "downloaded":
             self.crawler.stats.inc_value("flsync/datasets/bytes", known["size"])
@@ -159,6 +192,7 @@ class DatasetFilesPipeline(FilesPipeline):
             "url": item.url,
             "path": item.path,
             "status": status,
+            "mtime": stored.mtime if stored else None,
             "fetched_at": _now().isoformat(timespec="seconds"),
         }
 
@@ -168,20 +202,21 @@ class RunMetadataPipeline:
 
     HEADER = ("uni_name", "course_name", "run", "start_date", "end_date", "duration_weeks")
 
-    def __init__(self, store: DataStore):
-        self.store = store
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(open_store(crawler.settings["FILES_STORE"]))
+        return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
         if isinstance(item, RunItem):
+            store = mirror_of(self.crawler).store
             path = f"{item.folder}/{tree.METADATA_FILE}"
             content = _metadata_csv(item, self.HEADER)
             # Unchanged content is not rewritten, so the file's mtime says when it last changed.
-            if self.store.read_file(path) != content:
-                self.store.persist_file(path, io.BytesIO(content), None)
+            if store.read_file(path) != content:
+                store.persist_file(path, io.BytesIO(content), None)
             item.files.append(tree.METADATA_FILE)
         return item
 
@@ -189,6 +224,7 @@ class RunMetadataPipeline:
 @dataclass
 class _OrganisationReport:
     run_count: int | None = None
+    frozen: int = 0
     failures: int = 0
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -199,23 +235,27 @@ class _OrganisationReport:
 class SyncStatePipeline:
     """At the end of the crawl, per organisation: saves what was stored (the state, for the
     next sync), writes update.txt if every file was fetched, and fails the sync if a
-    listing that used to hold runs came back empty (a sign the page layout has changed)."""
+    listing that used to hold runs came back empty (a sign the page layout has changed).
 
-    def __init__(self, crawler: Crawler, store: DataStore):
+    Settings: ``FLSYNC_FROZEN_AFTER_DAYS`` (named in update.txt when runs were left alone).
+    """
+
+    def __init__(self, crawler: Crawler):
         self.crawler = crawler
-        self.store = store
+        self.frozen_after_days = crawler.settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
         self.reports: defaultdict[str, _OrganisationReport] = defaultdict(_OrganisationReport)
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(crawler, open_store(crawler.settings["FILES_STORE"]))
+        return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
         report = self.reports[item.organisation]
         if isinstance(item, OrganisationItem):
             report.run_count = item.run_count
+            report.frozen = item.frozen
         elif isinstance(item, RunItem):
             report.runs[item.key] = {
                 "folder": item.folder,
@@ -235,9 +275,10 @@ class SyncStatePipeline:
             report.failed_runs.add(item.run_key)
 
     def spider_closed(self, reason: str) -> None:
+        mirror = mirror_of(self.crawler)
         for organisation, report in self.reports.items():
             folder = tree.organisation_dir(organisation)
-            state = load_state(self.store, folder)
+            state = mirror.state(organisation)
             if report.run_count == 0 and (state.runs or self._has_run_folders(folder)):
                 self.crawler.stats.inc_value("flsync/layout_changed")
                 logger.error(
@@ -250,11 +291,10 @@ class SyncStatePipeline:
             state.runs.update(report.runs)
             for key in report.failed_runs:
                 state.runs.pop(key, None)
-            save_state(self.store, folder, state)
+            mirror.save_state(organisation)
             if reason == "finished" and report.failures == 0 and report.run_count is not None:
-                stamp = _now().strftime("%Y-%m-%d %H:%M") + "\n"
-                self.store.persist_file(
-                    f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(stamp.encode()), None
+                mirror.store.persist_file(
+                    f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(report)), None
                 )
             else:
                 logger.warning(
@@ -263,10 +303,22 @@ class SyncStatePipeline:
                     {"organisation": organisation, "failures": report.failures},
                 )
 
+    def _update_text(self, report: _OrganisationReport) -> bytes:
+        text = _now().strftime("%Y-%m-%d %H:%M") + "\n"
+        if report.frozen:
+            # A second line only when the user chose to leave finished runs alone: the time
+            # above is then not the time of every file.
+            text += (
+                f"{report.frozen} runs that ended more than {self.frozen_after_days} days ago"
+                " were not asked for, except their enrolments (FLSYNC_FROZEN_AFTER_DAYS)\n"
+            )
+        return text.encode()
+
     def _has_run_folders(self, folder: str) -> bool:
+        store = mirror_of(self.crawler).store
         return any(
-            self.store.list_dir(f"{folder}/{course}")
-            for course in self.store.list_dir(folder)
+            store.list_dir(f"{folder}/{course}")
+            for course in store.list_dir(folder)
             if not course.startswith(".")
         )
 
@@ -286,6 +338,12 @@ def _metadata_csv(item: RunItem, header: tuple[str, ...]) -> bytes:
         ]
     )
     return out.getvalue().encode()
+
+
+def _retries(request: Request) -> str:
+    """How many times it was tried, for the failure's one line, if more than once."""
+    tries = 1 + request.meta.get("retry_times", 0) + request.meta.get(SESSION_RESENDS_META, 0)
+    return f" (after {tries} tries)" if tries > 1 else ""
 
 
 def _header(response: Response, name: bytes) -> str | None:

@@ -14,19 +14,25 @@ COMMANDS_MODULE = "flsync.commands"
 
 # Path of the JSON config file (credentials, base_url, data_dir, organisations, datasets).
 FLSYNC_CONFIG = "config.json"
-# Runs that ended more than this many days ago, with all their files present, are not
-# requested again (their datasets no longer change). 0 turns the shortcut off.
-FLSYNC_FROZEN_AFTER_DAYS = 30
-# Fetch every run, frozen or not (`scrapy crawl futurelearn -s FLSYNC_FULL=1`).
+# Opt-in shortcut, off (0) by default so that the mirror is complete: runs that ended more than
+# this many days ago, with all their files present, are not asked for again, except for their
+# enrolments (site.NEVER_FINAL_DATASETS). FutureLearn keeps changing the other datasets for
+# two weeks after a run ends, and in practice later too (late comments and survey answers).
+FLSYNC_FROZEN_AFTER_DAYS = 0
+# Ask for every run even with FLSYNC_FROZEN_AFTER_DAYS on (`scrapy crawl futurelearn --full`).
 FLSYNC_FULL = False
 # Longest wait honoured from a Retry-After header, in seconds; longer asks are capped.
 FLSYNC_RETRY_AFTER_MAX = 120
 # First back-off after a 429/503 without Retry-After, in seconds; doubles on each retry.
 FLSYNC_RETRY_BACKOFF_BASE = 1.0
-# Times one request may make flsync sign in again (its answer said the session had expired);
-# then it fails, so a page that always answers "signed out" cannot keep a sync going forever.
-# Requests that only meet an expiry another request is already dealing with do not count.
-FLSYNC_SESSION_RETRIES = 3
+# Times one request may be sent again after an answer that said "signed out" (for any of the
+# reasons: it started a sign-in, waited for one, or was sent before one); then it fails.
+FLSYNC_SESSION_RETRIES = 5
+# Sign-ins in one sync at most; then the sync stops (a site that keeps ending the session).
+FLSYNC_SIGN_IN_MAX = 100
+# Least time, in seconds, between two sign-ins: a site that ends sessions at once is not
+# hammered with sign-ins.
+FLSYNC_SIGN_IN_WAIT = 1.0
 # Handler for everything that is not a dataset body (pages). scrapy-playwright's handler
 # can be named here for pages rendered by JavaScript.
 FLSYNC_PAGE_DOWNLOAD_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
@@ -42,7 +48,7 @@ ITEM_PIPELINES = {
     "flsync.pipelines.RunMetadataPipeline": 200,
     "flsync.pipelines.SyncStatePipeline": 900,
 }
-# FILES_STORE (where the data tree goes) is taken from the config's data_dir; see
+# FILES_STORE (where the data tree goes) is the config's data_dir; see
 # FuturelearnSpider.update_settings.
 # Datasets are regenerated daily: freshness is asked of the server (ETag/Last-Modified),
 # never assumed from a file's age.
@@ -52,13 +58,26 @@ MEDIA_ALLOW_REDIRECTS = False
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "flsync.middlewares.RetryAfterMiddleware": 550,
-    # Above CookiesMiddleware (700), so it sees an answer before that one stores its cookies:
-    # an "expired" answer may set a new anonymous session cookie, which must not replace the
-    # renewed session in the jar. Above RedirectMiddleware (600) too: it sees the raw 302.
-    "flsync.middlewares.SessionMiddleware": 720,
+    # CookiesMiddleware, and the signed-in session: it sees an answer before its cookies are
+    # stored (an "expired" answer may set a new anonymous session cookie, which must not
+    # replace the renewed session), and before RedirectMiddleware (600) follows a raw 302.
+    "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
+    "flsync.middlewares.SessionMiddleware": 700,
 }
+# The data tree (store, lock, sync states), and a prompt end on the first SIGTERM/SIGINT.
+EXTENSIONS = {
+    "flsync.mirror.Mirror": 0,
+    "flsync.stopping.PromptStop": 0,
+}
+# Every re-send of a request is bounded: retries (RETRY_TIMES), redirects
+# (REDIRECT_MAX_TIMES) and sends after "signed out" (FLSYNC_SESSION_RETRIES) each count
+# against that request.
 RETRY_TIMES = 4
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+# The failure's own line (page or dataset, "after N tries") says it; Scrapy's "Gave up
+# retrying" line would say it a second time.
+RETRY_GIVE_UP_LOG_LEVEL = "DEBUG"
+REDIRECT_MAX_TIMES = 5
 
 # Polite concurrency: at most 16 requests in flight to the site; AutoThrottle keeps about
 # that many while answers come quickly and spaces requests out as soon as they slow down.
@@ -99,4 +118,3 @@ WARN_ON_GENERATOR_RETURN_VALUE = False
 
 LOG_LEVEL = "INFO"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
-FEED_EXPORT_ENCODING = "utf-8"

@@ -2,7 +2,7 @@
 
 Each ``parse_*`` function takes a response (or selector) of one page and returns plain data;
 none makes requests or reads settings. When FutureLearn changes its markup, this module (and
-../shared/futurelearn-site.md, the model it follows) is the one place to change.
+docs/site-model.md, the description of the site it follows) is the one place to change.
 """
 
 from __future__ import annotations
@@ -17,18 +17,24 @@ from form2request import form2request
 
 if TYPE_CHECKING:
     from form2request import Request as FormRequestData
-    from scrapy.http import Request, Response, TextResponse
+    from scrapy.http import Response, TextResponse
 
 SIGN_IN_PATH = "/sign-in"
 ORGANISATIONS_PATH = "/admin/organisations"
-SESSION_COOKIE = "_future_learn_session"
 # The dashboard does not list this dataset; it has a URL of its own per run.
 SUBDIVISIONS_DATASET = "country-subdivisions"
-FINISHED = "finished"
+# Datasets that keep changing however long ago a run ended: FutureLearn's partner guide says
+# enrolments are regenerated nightly with no end (statements bought, learners leaving, years
+# later), the other datasets until two weeks after the run's end.
+NEVER_FINAL_DATASETS = ("enrolments",)
 UPCOMING = "upcoming"
 _DATE_FORMAT = "%d %b %Y"  # "9 May 2016"
 _WEEKS = re.compile(r"(\d+)\s*weeks?", re.IGNORECASE)
 _DATASET_PATH = re.compile(r"/stats-dashboard/data/([^/?#]+)")
+
+
+class LayoutError(ValueError):
+    """A page does not have the shape this module reads (FutureLearn changed its markup)."""
 
 
 @dataclass(frozen=True)
@@ -85,10 +91,6 @@ def organisations_url(base_url: str) -> str:
     return base_url + ORGANISATIONS_PATH
 
 
-def runs_url(base_url: str, organisation_slug: str) -> str:
-    return f"{base_url}/admin/organisations/{organisation_slug}/runs"
-
-
 def subdivisions_url(base_url: str, course_slug: str, run: int) -> str:
     return (
         f"{base_url}/admin/courses/{course_slug}/{run}"
@@ -100,7 +102,7 @@ def sign_in_form_request(response: TextResponse, email: str, password: str) -> F
     """The sign-in POST, built from the page's form with every hidden field sent back."""
     form = response.xpath(f'//form[@action="{SIGN_IN_PATH}" or contains(@action, "/sign-in")]')
     if not form:
-        raise ValueError(f"no sign-in form on {response.url}")
+        raise LayoutError(f"no sign-in form on {response.url}")
     return form2request(form[0], {"email": email, "password": password})
 
 
@@ -127,25 +129,6 @@ def is_signed_in(response: Response) -> bool:
         and b"Location" in response.headers
         and not is_sign_in_redirect(response)
     )
-
-
-def session_sent(request: Request) -> str | None:
-    """The session cookie's value that ``request`` carried."""
-    for header in request.headers.getlist(b"Cookie"):
-        for pair in header.decode("latin-1").split(";"):
-            name, _, value = pair.strip().partition("=")
-            if name == SESSION_COOKIE:
-                return value
-    return None
-
-
-def session_set(response: Response) -> str | None:
-    """The session cookie's value that ``response`` sets."""
-    for header in response.headers.getlist(b"Set-Cookie"):
-        name, _, rest = header.decode("latin-1").partition("=")
-        if name.strip() == SESSION_COOKIE:
-            return rest.split(";", 1)[0]
-    return None
 
 
 def is_html(response: Response) -> bool:

@@ -1,7 +1,8 @@
 """What the last sync stored, per organisation, in ``{organisation}/.flsync-state.json``.
 
 The state is a cache, never the truth: a missing or unreadable state file means a full sync,
-and a record whose file is gone from the store is not trusted.
+and a record whose file is gone from the store, or has changed size or time since, is not
+trusted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flsync.tree import STATE_FILE
 
 if TYPE_CHECKING:
-    from flsync.storage import DataStore
+    from flsync.storage import DataStore, FileStat
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ STATE_VERSION = 1
 @dataclass
 class SyncState:
     # data-tree path -> what the server said of that file and what was stored
-    # (url, etag, last_modified, size, checksum (SHA-256), fetched_at).
+    # (url, etag, last_modified, size, checksum (SHA-256), mtime of the stored file, fetched_at).
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     # "course_slug/run" -> {"folder", "end_date" (YYYY-MM-DD), "files": [file names]}.
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -43,6 +44,21 @@ class SyncState:
     def to_bytes(self) -> bytes:
         document = {"version": STATE_VERSION, "files": self.files, "runs": self.runs}
         return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode()
+
+
+def describes(record: dict[str, Any] | None, stored: FileStat | None) -> bool:
+    """Whether ``record`` still describes the stored file: same size and modification time.
+
+    Then its checksum can be trusted without reading the file, and a 304 means the stored
+    file is what the server has.
+    """
+    return bool(
+        record
+        and stored
+        and record.get("checksum")
+        and record.get("size") == stored.size
+        and record.get("mtime") == stored.mtime
+    )
 
 
 def state_path(organisation_dir: str) -> str:

@@ -1,10 +1,12 @@
-"""The one storage layer: every file flsync writes goes through a store made by open_store().
+"""The one storage layer: every file flsync writes goes through a store of ``STORE_SCHEMES``.
 
 A store is a Scrapy ``FilesStore`` (``persist_file``/``stat_file``, what ``FilesPipeline``
-uses) with what a mirror also needs: moving a finished download into place, reading a small
-file back, listing a folder, and a lock against two syncs at once. ``LocalStore`` makes every
-write atomic: a temporary file in the destination folder, then a rename, so a reader never
-sees a partial file and a failed write never replaces a good one.
+uses; ``DatasetFilesPipeline`` registers these classes in its ``STORE_SCHEMES``) with what a
+mirror also needs: temporary files for downloads and their move into place, a cheap ``stat``,
+reading a small file back, listing a folder, sweeping what a killed sync left behind, and a
+lock against two syncs at once. ``LocalStore`` makes every write atomic: a temporary file in
+the destination folder, then a rename, so a reader never sees a partial file and a failed
+write never replaces a good one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import tempfile
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -26,11 +30,26 @@ if TYPE_CHECKING:
 
     from twisted.internet.defer import Deferred
 
-TEMP_PREFIX = ".flsync-"
+# Temporary files: `.flsync-tmp-<random>.part` beside their destination. Named apart from the
+# state file (`.flsync-state.json`), so that sweeping them can never touch it.
+TEMP_PREFIX = ".flsync-tmp-"
+TEMP_SUFFIX = ".part"
 
 
 class StoreLockedError(Exception):
     """Another sync holds the data folder."""
+
+
+class StoreLocationError(Exception):
+    """The data folder cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a store knows of a file without reading it."""
+
+    size: int
+    mtime: float
 
 
 class DataStore(Protocol):
@@ -45,8 +64,11 @@ class DataStore(Protocol):
 
     def stat_file(self, path: str, info: Any) -> Any: ...
 
-    def temp_dir(self, path: str) -> str:
-        """A local folder for downloading the file that will become ``path``."""
+    def stat(self, path: str) -> FileStat | None:
+        """Size and modification time of a stored file, or None if there is none."""
+
+    def temp_path(self, path: str) -> str:
+        """A new local file name to download the file that will become ``path`` into."""
 
     def persist_local_file(self, path: str, local_path: str) -> Any:
         """Put the finished local file ``local_path`` in place as ``path`` (and consume it)."""
@@ -57,11 +79,38 @@ class DataStore(Protocol):
 
     def list_dir(self, path: str) -> list[str]: ...
 
+    def sweep_temp_files(self) -> list[str]:
+        """Delete the temporary files a killed sync left behind; their paths."""
+
     def lock(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 class LocalStore(FSFilesStore):
     """A data tree on a local (or mounted) file system."""
+
+    @classmethod
+    def check_location(cls, uri: str) -> None:
+        """Raise StoreLocationError unless the data folder exists or can be made, writable.
+
+        The folder itself is made if missing, but never its parent: a missing parent is
+        usually a disk that is not mounted, and filling the disk beneath it is worse than
+        stopping.
+        """
+        folder = Path(_local_path(uri)).absolute()
+        if folder.exists():
+            if not folder.is_dir():
+                raise StoreLocationError(f"data_dir {folder} is a file, not a folder")
+        elif not folder.parent.is_dir():
+            raise StoreLocationError(
+                f"data_dir {folder}: its parent folder {folder.parent} does not exist"
+                " (create it, or point data_dir elsewhere)"
+            )
+        target = folder if folder.exists() else folder.parent
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise StoreLocationError(f"data_dir {folder}: {target} is not writable by this user")
+
+    def __init__(self, basedir: str):
+        super().__init__(_local_path(basedir))
 
     def persist_file(
         self,
@@ -89,11 +138,18 @@ class LocalStore(FSFilesStore):
         except FileNotFoundError:
             return {}
 
-    def temp_dir(self, path: str) -> str:
+    def stat(self, path: str) -> FileStat | None:
+        try:
+            result = self._get_filesystem_path(path).stat()
+        except FileNotFoundError:
+            return None
+        return FileStat(size=result.st_size, mtime=result.st_mtime)
+
+    def temp_path(self, path: str) -> str:
         # Same folder as the destination, so the final rename is atomic.
         folder = self._get_filesystem_path(path).parent
         folder.mkdir(parents=True, exist_ok=True)
-        return str(folder)
+        return str(folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
 
     def persist_local_file(self, path: str, local_path: str) -> None:
         target = self._get_filesystem_path(path)
@@ -114,6 +170,14 @@ class LocalStore(FSFilesStore):
         folder = self._get_filesystem_path(path)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
+    def sweep_temp_files(self) -> list[str]:
+        swept = []
+        for file in Path(self.basedir).rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+                swept.append(file.relative_to(self.basedir).as_posix())
+        return sorted(swept)
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the data folder for this process; raise StoreLockedError if another one does.
@@ -132,24 +196,31 @@ class LocalStore(FSFilesStore):
 
     @contextlib.contextmanager
     def _temp_file(self, path: str) -> Iterator[tuple[str, IO[bytes]]]:
-        fd, tmp = tempfile.mkstemp(dir=self.temp_dir(path), prefix=TEMP_PREFIX, suffix=".part")
+        tmp = self.temp_path(path)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 yield tmp, f
         except BaseException:
             os.unlink(tmp)
             raise
 
 
-STORE_SCHEMES: dict[str, type] = {"": LocalStore, "file": LocalStore}
+STORE_SCHEMES: dict[str, type[Any]] = {
+    "": LocalStore,
+    "file": LocalStore,
+}
 
 
-def open_store(uri: str) -> LocalStore:
-    """The store for a data_dir: a local path or a ``file://`` URI."""
+def store_class(uri: str) -> type[Any]:
+    """The store class for a data_dir: a local path or a ``file://`` URI."""
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     try:
-        return STORE_SCHEMES[scheme](uri)
+        return STORE_SCHEMES[scheme]
     except KeyError:
-        raise ValueError(
+        raise StoreLocationError(
             f"data_dir {uri!r}: unsupported scheme {scheme!r} (use a local folder)"
         ) from None
+
+
+def _local_path(uri: str) -> str:
+    return uri.split("://", 1)[1] if "://" in uri else uri

@@ -39,7 +39,8 @@ class SyncResult:
         }
 
     def error_lines(self) -> list[str]:
-        return [line for line in self.output.splitlines() if "ERROR" in line]
+        """The log lines at level ERROR."""
+        return [line for line in self.output.splitlines() if "] ERROR: " in line]
 
 
 @dataclass

@@ -3,7 +3,14 @@ import json
 import pytest
 from scrapy.settings import Settings
 
-from flsync.config import DEFAULT_BASE_URL, ConfigError, FlsyncConfig, load_config
+from flsync.config import (
+    DEFAULT_BASE_URL,
+    LOADED_CONFIG,
+    ConfigError,
+    FlsyncConfig,
+    config_from_settings,
+    load_config,
+)
 
 SECRET = "s3cr3t-Pa55"
 
@@ -47,10 +54,18 @@ def test_password_from_environment_only(tmp_path):
     assert config.password == SECRET
 
 
-def test_path_comes_from_setting(tmp_path):
+def test_path_comes_from_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLSYNC_USERNAME", raising=False)
     path = write(tmp_path, {"username": "u", "password": SECRET})
-    config = FlsyncConfig.from_settings(Settings({"FLSYNC_CONFIG": path}), {})
+    config = config_from_settings(Settings({"FLSYNC_CONFIG": path}))
     assert config.username == "u"
+
+
+def test_a_loaded_config_is_not_read_again(tmp_path):
+    loaded = load_config(write(tmp_path, {"username": "u", "password": SECRET}), {})
+    (tmp_path / "config.json").unlink()
+    settings = Settings({"FLSYNC_CONFIG": str(tmp_path / "config.json"), LOADED_CONFIG: loaded})
+    assert config_from_settings(settings) is loaded
 
 
 def test_repr_hides_password(tmp_path):

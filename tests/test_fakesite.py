@@ -35,6 +35,7 @@ from tests.fakesite import (
     SiteOptions,
 )
 from tests.fakesite.app import SESSION_COOKIE
+from tests.fakesite.control import SESSION_COOKIE_MODES
 from tests.fakesite.datasets import HEADERS, OLD_HEADERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,20 @@ class Browser:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def cookie_set(page: Page) -> str | None:
+    """The value the answer sets for the session cookie, or None if it sets none."""
+    for header in page.headers.get_all("Set-Cookie") or []:
+        morsel = SimpleCookie(header).get(SESSION_COOKIE)
+        if morsel is not None:
+            return morsel.value
+    return None
+
+
+def with_value(browser: Browser, path: str, value: str) -> Page:
+    """GET with the session cookie set to ``value``, as a request queued earlier would."""
+    return browser.get(path, Cookie=f"{SESSION_COOKIE}={value}")
 
 
 @pytest.fixture
@@ -475,6 +490,210 @@ def test_expired_session_is_dropped_and_its_id_gets_a_new_cookie(
     assert browser.cookies[SESSION_COOKIE] == anonymous  # a known session keeps its cookie
 
 
+def test_expire_session_after_0_never_gives_a_working_session(
+    fakesite: FakeSite, browser: Browser
+) -> None:
+    fakesite.faults.expire_session_after = 0
+    for session_cookie in SESSION_COOKIE_MODES:
+        for expiry_cookie in (True, False):
+            fakesite.faults.update(
+                {"session_cookie": session_cookie, "expiry_cookie": expiry_cookie}
+            )
+            for _ in range(2):
+                assert browser.sign_in().status == 302
+                assert browser.get("/your-courses").status == 200  # the sign-in itself works
+                for path in (DATASET, "/admin/organisations"):
+                    page = browser.get(path)
+                    assert (page.status, page.headers["Location"]) == (302, "/sign-in")
+
+
+# Session cookies: the contract allows each of these, and combinations with expiry.
+
+
+def test_new_at_sign_in_forgets_the_old_value(fakesite: FakeSite, browser: Browser) -> None:
+    assert fakesite.faults.session_cookie == "new_at_sign_in"
+    anonymous = cookie_set(browser.get("/sign-in"))
+    assert anonymous is not None
+    signed_in = browser.sign_in()
+    assert cookie_set(signed_in) == browser.cookies[SESSION_COOKIE] != anonymous
+    assert browser.get("/admin/organisations").status == 200
+    old = with_value(browser, "/admin/organisations", anonymous)
+    assert old.status == 302
+    assert cookie_set(old) not in (None, anonymous)  # unknown: a new anonymous session
+
+
+@pytest.mark.parametrize("expiry_cookie", [True, False])
+def test_kept_session_cookie_keeps_its_value(
+    fakesite: FakeSite, browser: Browser, expiry_cookie: bool
+) -> None:
+    fakesite.faults.update(
+        {"session_cookie": "kept", "expire_session_after": 2, "expiry_cookie": expiry_cookie}
+    )
+    before_sign_in = browser.sign_in_fields()
+    value = browser.cookies[SESSION_COOKIE]
+    signed_in = browser.sign_in()
+    assert signed_in.status == 302 and cookie_set(signed_in) is None
+    assert browser.cookies[SESSION_COOKIE] == value
+    assert [browser.get(p).status for p in ("/admin/organisations", DATASET)] == [200, 200]
+    # The forms shown before the sign-in are stale all the same.
+    credentials = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    assert browser.post_form("/sign-in", {**before_sign_in, **credentials}).status == 422
+    expired = browser.get(DATASET)
+    assert expired.status == 302
+    assert (cookie_set(expired) is not None) == expiry_cookie
+    value = browser.cookies[SESSION_COOKIE]  # a new anonymous value, or the same one
+    again = browser.sign_in()
+    assert again.status == 302 and cookie_set(again) is None
+    assert browser.cookies[SESSION_COOKIE] == value
+    assert browser.get(DATASET).status == 200  # a fresh budget
+    assert browser.get(DATASET).status == 200
+
+
+def test_every_answer_gives_a_new_value_and_keeps_the_old_ones(
+    fakesite: FakeSite, browser: Browser
+) -> None:
+    fakesite.faults.update({"session_cookie": "every_answer", "expire_session_after": 5})
+    first_anonymous = cookie_set(browser.get("/sign-in"))
+    fields = browser.sign_in_fields()  # a live anonymous session gets new values too
+    assert browser.cookies[SESSION_COOKIE] != first_anonymous
+    signed_in = browser.post_form(
+        "/sign-in", {**fields, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    first = cookie_set(signed_in)
+    assert first is not None
+    values = [first_anonymous, first]
+    etag = fakesite.dataset_file(SERIES, 19, "comments").etag
+    answers = [
+        browser.get("/admin/organisations"),
+        browser.get(DATASET),
+        browser.get(DATASET, If_None_Match=etag),
+        browser.get("/sign-in"),
+        browser.get("/"),
+    ]
+    assert [a.status for a in answers] == [200, 200, 304, 200, 200]
+    values += [cookie_set(a) for a in answers]
+    assert None not in values and len(set(values)) == len(values)
+    # A value from before the newest answer (a request queued earlier) is served as well,
+    # and counts against the same budget of 5.
+    from_first = with_value(browser, DATASET, first)
+    assert from_first.status == 200 and cookie_set(from_first) not in values
+    assert with_value(browser, "/admin/organisations", values[-2]).status == 200
+    newest = browser.cookies[SESSION_COOKIE]
+    # The values from before the sign-in name a forgotten session.
+    other = Browser(fakesite)
+    assert with_value(other, "/admin/organisations", first_anonymous).status == 302
+    other.close()
+    assert with_value(browser, DATASET, newest).status == 302  # budget spent: expired
+    # Expired and dropped: every value of the session is forgotten at once, so each one
+    # now gets a new anonymous session with the redirect.
+    for value in (first, values[-2], newest):
+        page = with_value(browser, DATASET, value)
+        assert (page.status, page.headers["Location"]) == (302, "/sign-in")
+        assert cookie_set(page) not in (None, *values)
+
+
+def test_every_answer_values_stay_signed_out_together_without_expiry_cookie(
+    fakesite: FakeSite, browser: Browser
+) -> None:
+    fakesite.faults.update(
+        {"session_cookie": "every_answer", "expire_session_after": 1, "expiry_cookie": False}
+    )
+    first = cookie_set(browser.sign_in())
+    newest = cookie_set(browser.get(DATASET))
+    assert None not in (first, newest) and first != newest
+    for value in (newest, first, newest):
+        page = with_value(browser, DATASET, value)
+        assert page.status == 302 and cookie_set(page) is None
+    assert browser.cookies[SESSION_COOKIE] == newest
+    # Signed out, the session is live again: the sign-in page renews its value too.
+    signed_in = browser.sign_in()
+    assert signed_in.status == 302 and cookie_set(signed_in) not in (None, first, newest)
+    assert browser.get(DATASET).status == 200
+    assert with_value(browser, DATASET, first).status == 302
+
+
+@pytest.mark.parametrize("expiry_answer", ["redirect", "html"])
+@pytest.mark.parametrize("expiry_cookie", [True, False])
+def test_expiry_cookie_new_or_kept(
+    fakesite: FakeSite, browser: Browser, expiry_answer: str, expiry_cookie: bool
+) -> None:
+    fakesite.faults.update(
+        {
+            "expire_session_after": 1,
+            "expiry_answer": expiry_answer,
+            "expiry_cookie": expiry_cookie,
+        }
+    )
+    browser.sign_in()
+    signed_in = browser.cookies[SESSION_COOKIE]
+    assert browser.get(DATASET).status == 200
+    expired = browser.get(DATASET)
+    assert expired.status == (200 if expiry_answer == "html" else 302)
+    new_value = cookie_set(expired)
+    if expiry_cookie:
+        assert new_value not in (None, signed_in)
+    else:
+        assert new_value is None and browser.cookies[SESSION_COOKIE] == signed_in
+        # The kept value names a signed-out session, on every /admin URL.
+        page = browser.get("/admin/organisations")
+        assert page.status == 302 and cookie_set(page) is None
+    if expiry_answer == "html":
+        form = expired
+    else:
+        form = browser.get("/sign-in")
+        assert cookie_set(form) is None  # the value in the jar names a live session
+    assert browser.sign_in(page=form).status == 302
+    assert browser.get(DATASET).headers["Content-Type"] == "text/csv; charset=utf-8"
+
+
+@pytest.mark.parametrize("expiry_cookie", [True, False], ids=["new-cookie", "kept-cookie"])
+@pytest.mark.parametrize("expiry_answer", ["redirect", "html"])
+@pytest.mark.parametrize("session_cookie", SESSION_COOKIE_MODES)
+def test_sessions_expire_and_renew_in_every_combination(
+    fakesite: FakeSite,
+    browser: Browser,
+    session_cookie: str,
+    expiry_answer: str,
+    expiry_cookie: bool,
+) -> None:
+    fakesite.faults.update(
+        {
+            "session_cookie": session_cookie,
+            "expire_session_after": 3,
+            "expiry_answer": expiry_answer,
+            "expiry_cookie": expiry_cookie,
+        }
+    )
+    dashboard = f"/admin/courses/{SERIES}/19/stats-dashboard"
+    page: Page | None = None  # the sign-in form to use, if the site showed one
+    for _ in range(3):  # each sign-in gives a fresh budget
+        before = browser.get("/sign-in") if page is None else None
+        value = browser.cookies[SESSION_COOKIE]
+        signed_in = browser.sign_in(page=page or before)
+        assert signed_in.status == 302
+        if session_cookie == "kept":
+            assert cookie_set(signed_in) is None and browser.cookies[SESSION_COOKIE] == value
+        else:
+            assert cookie_set(signed_in) not in (None, value)
+        statuses = [browser.get(p).status for p in ("/admin/organisations", dashboard, DATASET)]
+        assert statuses == [200] * 3
+        value = browser.cookies[SESSION_COOKIE]
+        expired = browser.get(DATASET)
+        if expiry_answer == "html":
+            assert expired.status == 200
+            assert expired.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert expired.sel.css('form[action="/sign-in"] input[name="authenticity_token"]')
+        else:
+            assert (expired.status, expired.headers["Location"]) == (302, "/sign-in")
+        assert (cookie_set(expired) is not None) == expiry_cookie
+        if not expiry_cookie:
+            assert browser.cookies[SESSION_COOKIE] == value
+        other = browser.get("/admin/organisations")
+        assert (other.status, other.headers["Location"]) == (302, "/sign-in")
+        page = expired if expiry_answer == "html" else None
+    assert fakesite.stats()["by_kind"]["sign_in_post"] == 3
+
+
 def test_302_fault_redirects_to_sign_in(fakesite: FakeSite, admin: Browser) -> None:
     fakesite.faults.update({"fail_with": 302, "fail_next": 1, "fail_path": r"/data/"})
     page = admin.get(DATASET)
@@ -597,6 +816,24 @@ def test_control_endpoint_over_http(fakesite: FakeSite, browser: Browser) -> Non
     assert control("GET", "/_fakesite/control")[1]["fail_next"] == 0
     assert control("POST", "/_fakesite/control", {"no_such_knob": 1})[0] == 400
     assert control("POST", "/_fakesite/control", {"expiry_answer": "maybe"})[0] == 400
+    sessions = {"session_cookie": "kept", "expiry_cookie": False, "expire_session_after": 0}
+    status, knobs = control("POST", "/_fakesite/control", sessions)
+    assert status == 200 and {k: knobs[k] for k in sessions} == sessions
+    assert fakesite.faults.session_cookie == "kept" and fakesite.faults.expiry_cookie is False
+    bad_values = [
+        ({"session_cookie": "sometimes"}, "session_cookie"),
+        ({"session_cookie": None}, "session_cookie"),
+        ({"expiry_cookie": "no"}, "expiry_cookie"),
+        ({"expiry_cookie": 0}, "expiry_cookie"),
+        ({"session_cookie": "every_answer", "expiry_cookie": None}, "expiry_cookie"),
+    ]
+    for values, bad in bad_values:
+        status, error = control("POST", "/_fakesite/control", values)
+        assert status == 400 and bad in error["error"]
+    assert fakesite.faults.session_cookie == "kept"  # a refused update sets nothing
+    fakesite.faults.update(
+        {"session_cookie": "new_at_sign_in", "expiry_cookie": True, "expire_session_after": None}
+    )
     status, data = control("GET", "/_fakesite/data")
     assert [o["slug"] for o in data["organisations"]] == ["exampleton", "tricky-institute"]
     status, stats = control("GET", "/_fakesite/stats")
@@ -691,8 +928,10 @@ def test_csv_files_follow_the_site_model(fakesite: FakeSite) -> None:
 
 
 def test_cli_serves_until_terminated() -> None:
+    sessions = ["--session-cookie", "kept", "--expire-session-after", "0"]
+    sessions += ["--expiry-answer", "html", "--no-expiry-cookie"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3"],
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *sessions],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -707,7 +946,12 @@ def test_cli_serves_until_terminated() -> None:
         assert match, line
         connection = http.client.HTTPConnection("127.0.0.1", int(match[2]), timeout=10)
         connection.request("GET", "/sign-in")
-        assert connection.getresponse().status == 200
+        response = connection.getresponse()
+        assert response.status == 200 and response.read()
+        connection.request("GET", "/_fakesite/control")
+        knobs = json.loads(connection.getresponse().read())
+        assert knobs["session_cookie"] == "kept" and knobs["expire_session_after"] == 0
+        assert knobs["expiry_answer"] == "html" and knobs["expiry_cookie"] is False
         connection.close()
     finally:
         process.terminate()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,7 +32,7 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 
-from flsync.handlers import STREAM_DIR_META, StreamedResponse, StreamingDownloadHandler
+from flsync.handlers import STREAM_TO_META, StreamedResponse, StreamingDownloadHandler
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -158,8 +159,13 @@ def download(handler: StreamingDownloadHandler, request: Request) -> Deferred[Re
     return deferred_from_coro(handler.download_request(request))
 
 
+def temp_path(directory: Path | str) -> str:
+    """A new temporary file's name in ``directory``, as LocalStore.temp_path gives."""
+    return str(Path(directory, f".flsync-tmp-{uuid.uuid4().hex}.part"))
+
+
 def streamed(url: str, directory: Path, **meta: Any) -> Request:
-    return Request(url, meta={STREAM_DIR_META: str(directory), **meta})
+    return Request(url, meta={STREAM_TO_META: temp_path(directory), **meta})
 
 
 def files_in(directory: Path) -> list[str]:
@@ -371,12 +377,22 @@ def test_connection_refused_is_a_scrapy_error(handler, tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_missing_directory_fails_before_connecting(handler, server, base, tmp_path):
-    requests_seen = len(server.seen)
+def test_missing_directory_fails_and_the_handler_goes_on(handler, base, tmp_path):
     with pytest.raises(FileNotFoundError):
         yield download(handler, streamed(f"{base}/data.csv", tmp_path / "missing"))
 
-    assert len(server.seen) == requests_seen
+    response = yield download(handler, streamed(f"{base}/data.csv", tmp_path))
+    assert Path(response.body_path).read_bytes() == CSV
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_file_is_made_unless_the_answer_is_200(handler, base, tmp_path):
+    request = streamed(f"{base}/not-modified", tmp_path)
+    response = yield download(handler, request)
+
+    assert response.status == 304
+    assert files_in(tmp_path) == []
+    assert not os.path.exists(request.meta[STREAM_TO_META])
 
 
 class _MixedSpider(Spider):
@@ -395,10 +411,13 @@ class _MixedSpider(Spider):
 
     def parse_page(self, response: Response) -> Any:
         self.responses.append(response)
-        meta = {STREAM_DIR_META: self.directory}
-        yield Request(f"{self.base}/redirect", meta=meta, callback=self.keep_file)
-        yield Request(f"{self.base}/big?mib=1", meta=meta, callback=self.responses.append)
-        yield Request(f"{self.base}/cut", meta=meta, errback=self.failures.append)
+
+        def meta() -> dict[str, str]:
+            return {STREAM_TO_META: temp_path(self.directory)}
+
+        yield Request(f"{self.base}/redirect", meta=meta(), callback=self.keep_file)
+        yield Request(f"{self.base}/big?mib=1", meta=meta(), callback=self.responses.append)
+        yield Request(f"{self.base}/cut", meta=meta(), errback=self.failures.append)
 
     def keep_file(self, response: StreamedResponse) -> None:
         self.responses.append(response)
@@ -459,7 +478,7 @@ def peak_kib():
 async def main():
     handler = build_from_crawler(StreamingDownloadHandler, get_crawler())
     before = peak_kib()
-    request = Request(sys.argv[1], meta={"flsync_stream_dir": sys.argv[2]})
+    request = Request(sys.argv[1], meta={"flsync_stream_to": sys.argv[2] + "/.flsync-tmp-rss.part"})
     response = await handler.download_request(request)
     os.unlink(response.body_path)
     await handler.close()

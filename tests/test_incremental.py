@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import date, timedelta
 
 import pytest
 
@@ -11,6 +13,7 @@ from flsync.storage import LocalStore
 from tests.conftest import Sync
 from tests.fakesite import FakeSite, SiteOptions
 
+UPDATE_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
 
 
@@ -87,30 +90,78 @@ def test_changed_content_replaces_the_file(site, sync):
     assert stored == site.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
 
 
-def test_frozen_runs_are_not_requested(fakesite, tmp_path):
+def run_folder(site: FakeSite, run) -> str:
+    organisation = site.data.organisation(run.organisation_slug)
+    return tree.run_dir(
+        organisation.name, run.course_title, run.number, run.start_date, run.end_date
+    )
+
+
+def test_by_default_every_run_is_asked_and_old_changes_arrive(fakesite, tmp_path):
     sync = Sync(fakesite.base_url, tmp_path)
     assert sync().returncode == 0
+    old = min(
+        (r for r in fakesite.data.runs if r.started_on(date.today())), key=lambda r: r.end_date
+    )
+    assert old.end_date < date.today() - timedelta(days=365)
+    fakesite.faults.update({"generation": 2})  # every file changes, old runs' included
     fakesite.reset_stats()
     result = sync()
     assert result.returncode == 0, result.output
+    assert fakesite.stats()["by_kind"]["run_details"] == 43
+    stored = sync.data_dir / run_folder(fakesite, old) / "comments.csv"
+    assert stored.read_bytes() == fakesite.dataset_bytes(
+        old.course_slug, old.number, "comments", generation=2
+    )
+    assert "not asked" not in result.output
+    update = (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).read_text()
+    assert UPDATE_LINE.fullmatch(update)
+
+
+def test_leaving_finished_runs_alone_is_opt_in_and_said(fakesite, tmp_path):
+    sync = Sync(fakesite.base_url, tmp_path)
+    freeze = ("-s", "FLSYNC_FROZEN_AFTER_DAYS=30")
+    assert sync(*freeze).returncode == 0
+    fakesite.faults.update({"generation": 2})
+    fakesite.reset_stats()
+    result = sync(*freeze)
+    assert result.returncode == 0, result.output
     # Only the in-progress run ended less than 30 days ago in the default data.
-    assert fakesite.stats()["by_kind"]["run_details"] == 1
-    assert "42 frozen runs skipped" in result.output
+    stats = fakesite.stats()
+    assert stats["by_kind"]["run_details"] == 1
+    assert "42 finished runs not asked but for enrolments" in result.output
+    # The frozen runs' enrolments are still asked for, and only those.
+    frozen_requests = [
+        path for _, path, _ in stats["log"] if "/data/" in path and "/3/" not in path
+    ]
+    old = next(r for r in fakesite.data.runs if r.course_slug == "forensic-psychology")
+    folder = sync.data_dir / run_folder(fakesite, old)
+    assert (folder / "enrolments.csv").read_bytes() == fakesite.dataset_bytes(
+        old.course_slug, old.number, "enrolments", generation=2
+    )
+    assert (folder / "comments.csv").read_bytes() == fakesite.dataset_bytes(
+        old.course_slug, old.number, "comments", generation=1
+    )
+    assert any(p.endswith("/data/enrolments") for p in frozen_requests)
+    update = (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).read_text()
+    first, second = update.splitlines()
+    assert UPDATE_LINE.fullmatch(first + "\n")
+    exampleton = fakesite.data.organisation("exampleton")
+    frozen = [r for r in exampleton.runs if r.started_on(date.today()) and r.status == "finished"]
+    assert second.startswith(f"{len(frozen)} runs that ended more than 30 days ago were not")
     fakesite.reset_stats()
-    assert sync("-s", "FLSYNC_FULL=1").returncode == 0
-    assert fakesite.stats()["by_kind"]["run_details"] == 43
-    fakesite.reset_stats()
-    assert sync("-s", "FLSYNC_FROZEN_AFTER_DAYS=0").returncode == 0
+    assert sync(*freeze, "--full").returncode == 0
     assert fakesite.stats()["by_kind"]["run_details"] == 43
 
 
-def test_a_deleted_file_makes_its_run_fetched_again(site, sync):
-    assert sync().returncode == 0
+def test_a_deleted_file_makes_its_frozen_run_fetched_again(site, sync):
+    freeze = ("-s", "FLSYNC_FROZEN_AFTER_DAYS=30")
+    assert sync(*freeze).returncode == 0
     victim = next(sync.data_dir.rglob("comments.csv"))
     content = victim.read_bytes()
     victim.unlink()
     site.reset_stats()
-    assert sync().returncode == 0
+    assert sync(*freeze).returncode == 0
     assert victim.read_bytes() == content
     assert site.stats()["by_kind"]["run_details"] == 1
 

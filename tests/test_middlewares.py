@@ -13,13 +13,21 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 
 from flsync.middlewares import RetryAfterMiddleware, parse_retry_after
+from flsync.stopping import PromptStop
 
 URL = "http://127.0.0.1/admin/organisations"
 
 
 @pytest.fixture
 def middleware():
-    crawler = get_crawler(Spider, {"FLSYNC_RETRY_AFTER_MAX": 60, "FLSYNC_RETRY_BACKOFF_BASE": 0.5})
+    crawler = get_crawler(
+        Spider,
+        {
+            "FLSYNC_RETRY_AFTER_MAX": 60,
+            "FLSYNC_RETRY_BACKOFF_BASE": 0.5,
+            "EXTENSIONS": {PromptStop: 0},
+        },
+    )
     crawler.spider = crawler._create_spider("test")
     return build_from_crawler(RetryAfterMiddleware, crawler)
 

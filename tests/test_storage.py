@@ -3,7 +3,14 @@ from io import BytesIO
 
 import pytest
 
-from flsync.storage import LocalStore, StoreLockedError, open_store
+from flsync.storage import (
+    TEMP_PREFIX,
+    FileStat,
+    LocalStore,
+    StoreLocationError,
+    StoreLockedError,
+    store_class,
+)
 
 
 class BrokenBuffer(BytesIO):
@@ -31,8 +38,11 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 def test_persist_local_file_moves_a_finished_download_into_place(tmp_path):
     store = LocalStore(str(tmp_path))
     store.persist_file("Org/x.csv", BytesIO(b"old\n"))
-    part = os.path.join(store.temp_dir("Org/x.csv"), ".flsync-1.part")
-    with open(part, "wb") as f:
+    part = store.temp_path("Org/x.csv")
+    assert os.path.dirname(part) == str(tmp_path / "Org")
+    assert os.path.basename(part).startswith(TEMP_PREFIX)
+    assert not os.path.exists(part)  # a name only: the downloader makes the file
+    with open(part, "xb") as f:
         f.write(b"new\n")
     store.persist_local_file("Org/x.csv", part)
     assert (tmp_path / "Org/x.csv").read_bytes() == b"new\n"
@@ -58,8 +68,44 @@ def test_second_lock_on_the_same_folder_is_refused(tmp_path):
         pass
 
 
-def test_open_store(tmp_path):
-    assert isinstance(open_store(str(tmp_path)), LocalStore)
-    assert open_store(f"file://{tmp_path}").basedir == str(tmp_path)
-    with pytest.raises(ValueError, match="unsupported scheme 'gopher'"):
-        open_store("gopher://x/y")
+def test_store_class_by_scheme(tmp_path):
+    assert store_class(str(tmp_path)) is LocalStore
+    assert store_class(f"file://{tmp_path}")(f"file://{tmp_path}").basedir == str(tmp_path)
+    with pytest.raises(StoreLocationError, match="unsupported scheme 'gopher'"):
+        store_class("gopher://x/y")
+
+
+def test_stat_is_size_and_time_without_reading(tmp_path):
+    store = LocalStore(str(tmp_path))
+    store.persist_file("Org/a.csv", BytesIO(b"12345"))
+    mtime = (tmp_path / "Org/a.csv").stat().st_mtime
+    assert store.stat("Org/a.csv") == FileStat(size=5, mtime=mtime)
+    assert store.stat("Org/b.csv") is None
+
+
+def test_sweep_deletes_only_temporary_files(tmp_path):
+    store = LocalStore(str(tmp_path))
+    store.persist_file("Org/.flsync-state.json", BytesIO(b"{}"))
+    store.persist_file("Org/C/1/a.csv", BytesIO(b"a"))
+    left = [store.temp_path("Org/C/1/a.csv"), store.temp_path("Org/b.csv")]
+    for path in left:
+        with open(path, "xb") as f:
+            f.write(b"partial")
+    swept = store.sweep_temp_files()
+    assert swept == sorted(os.path.relpath(p, tmp_path) for p in left)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        ".flsync-state.json",
+        "a.csv",
+    ]
+
+
+def test_check_location_makes_no_parent(tmp_path):
+    LocalStore.check_location(str(tmp_path / "data"))  # the folder itself may be missing
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(StoreLocationError, match=r"its parent folder .*/unmounted does not"):
+        LocalStore.check_location(str(tmp_path / "unmounted" / "data"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreLocationError, match="is a file, not a folder"):
+        LocalStore.check_location(str(tmp_path / "file"))
+    with pytest.raises(StoreLocationError, match="does not exist"):
+        LocalStore.check_location(str(tmp_path / "file" / "data"))

@@ -125,7 +125,7 @@ def test_a_request_that_keeps_meeting_an_expired_session_fails(fakesite, sync):
     assert result.returncode == 1, result.output
     [line, summary] = [line for line in result.error_lines() if "] ERROR: " in line]
     assert "Dataset (failed): University of Exampleton/Forensic Psychology/1-" in line
-    assert line.endswith("the session expired 2 times for this request")
+    assert line.endswith("answered as signed out 2 times (FLSYNC_SESSION_RETRIES)")
     assert "Sync FAILED" in summary
     assert "Traceback" not in result.output
     assert fakesite.stats()["by_kind"]["sign_in_post"] == 2  # the first, and one more

@@ -1,8 +1,8 @@
 """``scrapy crawl``, with what a nightly sync needs around it.
 
-Before any request: the config is checked and the data folder locked (a second sync started
-on the same folder stops at once). After the crawl: a summary, and an exit status cron can
-act on (0 only when everything was fetched). ``--full`` is ``-s FLSYNC_FULL=1``.
+Before any request: the config and the data folder are checked (by the spider, as the crawler
+is built) and a bad one is one line, exit 2. After the crawl: a summary, and an exit status
+cron can act on (0 only when everything was fetched). ``--full`` is ``-s FLSYNC_FULL=1``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 
-from flsync.config import ConfigError, FlsyncConfig
-from flsync.storage import StoreLockedError, open_store
+from flsync.config import ConfigError
+from flsync.storage import StoreLocationError
 
 if TYPE_CHECKING:
     import argparse
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Close reasons that mean nothing was done (the reason was logged where it happened).
+USAGE_REASONS = ("flsync_locked",)
 # Any of these above zero means the mirror is incomplete.
 FAILURE_STATS = (
     "flsync/datasets/failed",
@@ -39,7 +41,6 @@ SUMMARY_STATS = (
     ("downloaded", "flsync/datasets/downloaded"),
     ("unchanged", "flsync/datasets/unchanged"),
     ("not modified", "flsync/datasets/not-modified"),
-    ("frozen runs skipped", "flsync/runs/frozen"),
 )
 
 
@@ -49,7 +50,7 @@ class Command(ScrapyCrawlCommand):
         parser.add_argument(
             "--full",
             action="store_true",
-            help="fetch every run, also finished ones left alone otherwise (FLSYNC_FULL=1)",
+            help="ask for every run, also those FLSYNC_FROZEN_AFTER_DAYS leaves alone",
         )
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
@@ -59,23 +60,12 @@ class Command(ScrapyCrawlCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         try:
-            config = FlsyncConfig.from_settings(self.settings)
-            store = open_store(self.settings.get("FILES_STORE") or config.data_dir)
-            with store.lock():
-                # What start-up made (modules, settings) lives until the process ends:
-                # frozen, it is not walked again by every full collection during the crawl.
-                gc.freeze()
-                super().run(args, opts)
-        except (ConfigError, ValueError) as exc:
+            # What start-up made (modules, settings) lives until the process ends: frozen,
+            # it is not walked again by every full collection during the crawl.
+            gc.freeze()
+            super().run(args, opts)
+        except (ConfigError, StoreLocationError) as exc:
             logger.error("%(error)s", {"error": exc})
-            self.exitcode = EXIT_USAGE
-            return
-        except StoreLockedError as exc:
-            logger.error(
-                "Another sync is using the data folder %(folder)s; this one stops"
-                " (wait for the other to finish)",
-                {"folder": exc},
-            )
             self.exitcode = EXIT_USAGE
             return
         if self.exitcode == 0:
@@ -92,8 +82,15 @@ class Command(ScrapyCrawlCommand):
 
 def report_outcome(stats: StatsCollector) -> int:
     """Log a one-line summary of the sync and return the exit status it deserves."""
-    counts = ", ".join(f"{stats.get_value(key, 0)} {label}" for label, key in SUMMARY_STATS)
     reason = stats.get_value("finish_reason")
+    if reason in USAGE_REASONS:
+        return EXIT_USAGE
+    counts = ", ".join(f"{stats.get_value(key, 0)} {label}" for label, key in SUMMARY_STATS)
+    frozen = stats.get_value("flsync/runs/frozen", 0)
+    if frozen:
+        counts += (
+            f"; {frozen} finished runs not asked but for enrolments (FLSYNC_FROZEN_AFTER_DAYS)"
+        )
     failures = {key: stats.get_value(key) for key in FAILURE_STATS if stats.get_value(key)}
     if reason == "finished" and not failures:
         logger.info("Sync complete: %(counts)s", {"counts": counts})

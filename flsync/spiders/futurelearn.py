@@ -1,7 +1,9 @@
-"""The ``futurelearn`` spider: sign in, find the organisations and their started runs, and
-yield one RunItem per run and one DatasetItem per dataset file.
+"""The ``futurelearn`` spider: find the organisations and their started runs, and yield one
+RunItem per run and one DatasetItem per dataset file.
 
-Settings: ``FLSYNC_CONFIG`` (credentials, base_url, data_dir, organisations, datasets),
+Signing in is not its business: SessionMiddleware signs in before the first request leaves
+and whenever the session expires. Settings: ``FLSYNC_CONFIG`` (read once, here, in
+``update_settings``: credentials, base_url, data_dir, organisations, datasets),
 ``FLSYNC_FROZEN_AFTER_DAYS`` and ``FLSYNC_FULL`` (which finished runs are left alone).
 """
 
@@ -14,11 +16,11 @@ import scrapy
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
-from flsync.config import FlsyncConfig
+from flsync.config import LOADED_CONFIG, config_from_settings, load_config
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
-from flsync.middlewares import SIGN_IN_META
-from flsync.state import SyncState, load_state
-from flsync.storage import open_store
+from flsync.mirror import mirror_of
+from flsync.stopping import SyncStopped
+from flsync.storage import store_class
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -29,22 +31,29 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
     from twisted.python.failure import Failure
 
+    from flsync.mirror import Mirror
+
 
 class FuturelearnSpider(scrapy.Spider):
     name = "futurelearn"
+    mirror: Mirror
 
     @classmethod
     def update_settings(cls, settings: BaseSettings) -> None:
         super().update_settings(settings)
-        # The config's data_dir is where the files pipeline stores (unless -s FILES_STORE=…).
-        settings.set("FILES_STORE", FlsyncConfig.from_settings(settings).data_dir, "spider")
+        # Read here, while `scrapy crawl` builds the crawler: a bad file or data folder is
+        # one clear error before anything starts (see flsync.commands.crawl).
+        config = load_config(settings.get("FLSYNC_CONFIG") or "config.json")
+        store_class(config.data_dir).check_location(config.data_dir)
+        settings.set(LOADED_CONFIG, config, "spider")
+        # The files pipeline stores into data_dir (unless -s FILES_STORE=… says otherwise).
+        settings.set("FILES_STORE", config.data_dir, "spider")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
-        spider.config = FlsyncConfig.from_settings(settings)
-        spider.store = open_store(settings["FILES_STORE"])
+        spider.config = config_from_settings(settings)
         spider.frozen_after_days = (
             0 if settings.getbool("FLSYNC_FULL") else settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
         )
@@ -52,50 +61,24 @@ class FuturelearnSpider(scrapy.Spider):
         return spider
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        yield scrapy.Request(
-            site.sign_in_url(self.config.base_url),
-            callback=self.sign_in,
-            errback=self.sign_in_failed,
-            meta={SIGN_IN_META: True},
-            dont_filter=True,
-        )
-
-    def sign_in(self, response: TextResponse) -> Iterator[scrapy.Request]:
-        form = site.sign_in_form_request(response, self.config.username, self.config.password)
-        yield form.to_scrapy(
-            callback=self.after_sign_in,
-            errback=self.sign_in_failed,
-            meta={SIGN_IN_META: True, "dont_redirect": True, "handle_httpstatus_all": True},
-            dont_filter=True,
-        )
-
-    def after_sign_in(self, response: TextResponse) -> Iterator[scrapy.Request]:
-        if not site.is_signed_in(response):
-            if response.status == 200:
-                reason = site.parse_sign_in_error(response) or "no error message on the page"
-                self._stop("refused", "Sign-in refused for %(user)s: %(reason)s", reason)
-            self._stop(
-                "rejected",
-                "Sign-in form rejected for %(user)s (HTTP %(reason)s): the sign-in page has"
-                " probably changed",
-                response.status,
-            )
-        self.crawler.stats.inc_value("flsync/signin/ok")
+        self.mirror = mirror_of(self.crawler)
         yield scrapy.Request(
             site.organisations_url(self.config.base_url),
             callback=self.parse_organisations,
-            errback=self.sign_in_failed,
+            errback=self.organisations_failed,
             meta={"handle_httpstatus_list": [403]},
         )
 
     def parse_organisations(self, response: TextResponse) -> Iterator[scrapy.Request]:
         if response.status == 403:
-            self._stop(
-                "not_admin",
-                "Sign-in as %(user)s worked but the account has no admin rights"
-                " (%(reason)s): use a partner account that administers the organisations",
-                "403 on /admin/organisations",
+            self.crawler.stats.inc_value("flsync/signin/not_admin")
+            self.logger.error(
+                "Signed in as %(user)s, but the account has no admin rights (403 on"
+                " /admin/organisations): use a partner account that administers the"
+                " organisations",
+                {"user": self.config.username},
             )
+            raise CloseSpider("flsync_not_admin")
         found = site.parse_organisations(response)
         wanted = set(self.config.organisations) or {o.slug for o in found}
         for slug in sorted(wanted - {o.slug for o in found}):
@@ -123,56 +106,32 @@ class FuturelearnSpider(scrapy.Spider):
                 )
 
     def parse_runs(
-        self,
-        response: TextResponse,
-        organisation: str,
-        slug: str,
-        state: SyncState | None = None,
-        listed: int = 0,
+        self, response: TextResponse, organisation: str, slug: str, listed: int = 0, frozen: int = 0
     ) -> Iterator[Any]:
-        if state is None:
-            state = load_state(self.store, tree.organisation_dir(organisation))
         runs = site.parse_runs_page(response)
         self.crawler.stats.inc_value("flsync/runs/listed", len(runs))
         for listing in runs:
             if not listing.started:
                 self.crawler.stats.inc_value("flsync/runs/not_started")
-            elif state.is_frozen(
-                run_key(listing.course_slug, listing.run),
-                self.today,
-                self.frozen_after_days,
-                self.store,
-            ):
+            elif self._is_frozen(organisation, listing):
                 self.crawler.stats.inc_value("flsync/runs/frozen")
+                frozen += 1
+                yield from self._always_asked(organisation, listing)
             else:
                 yield self._page(
-                    listing.details_url,
-                    self.parse_run_details,
-                    organisation,
-                    listing=listing,
-                    state=state,
+                    listing.details_url, self.parse_run_details, organisation, listing=listing
                 )
+        listed += len(runs)
         next_url = site.next_page_url(response)
         if next_url:
             yield self._page(
-                next_url,
-                self.parse_runs,
-                organisation,
-                slug=slug,
-                state=state,
-                listed=listed + len(runs),
+                next_url, self.parse_runs, organisation, slug=slug, listed=listed, frozen=frozen
             )
         else:
-            yield OrganisationItem(
-                organisation=organisation, slug=slug, run_count=listed + len(runs)
-            )
+            yield OrganisationItem(organisation=organisation, run_count=listed, frozen=frozen)
 
     def parse_run_details(
-        self,
-        response: TextResponse,
-        organisation: str,
-        listing: site.RunListing,
-        state: SyncState,
+        self, response: TextResponse, organisation: str, listing: site.RunListing
     ) -> Iterator[Any]:
         details = site.parse_run_details(response)
         start = details.start_date or listing.start_date
@@ -198,12 +157,10 @@ class FuturelearnSpider(scrapy.Spider):
             duration_weeks=details.duration_weeks,
             folder=tree.run_dir(organisation, listing.course_title, listing.run, start, end),
         )
-        yield self._page(
-            listing.dashboard_url, self.parse_dashboard, organisation, run=run, state=state
-        )
+        yield self._page(listing.dashboard_url, self.parse_dashboard, organisation, run=run)
 
     def parse_dashboard(
-        self, response: TextResponse, organisation: str, run: RunItem, state: SyncState
+        self, response: TextResponse, organisation: str, run: RunItem
     ) -> Iterator[Any]:
         links = [(d.name, d.url) for d in site.parse_datasets(response)]
         links.append(
@@ -212,41 +169,64 @@ class FuturelearnSpider(scrapy.Spider):
                 site.subdivisions_url(self.config.base_url, run.course_slug, run.run),
             )
         )
-        wanted = {_dataset_key(d) for d in self.config.datasets}
         for name, url in links:
-            if wanted and _dataset_key(name) not in wanted:
-                continue
-            file_name = tree.dataset_file_name(name)
-            run.files.append(file_name)
-            yield DatasetItem(
-                organisation=organisation,
-                course=run.course,
-                course_slug=run.course_slug,
-                run=run.run,
-                dataset=name,
-                url=url,
-                folder=run.folder,
-                file_name=file_name,
-                previous=dict(state.files.get(f"{run.folder}/{file_name}", {})),
-            )
+            if self._wanted(name):
+                item = DatasetItem(
+                    organisation=organisation,
+                    run_key=run.key,
+                    url=url,
+                    path=f"{run.folder}/{tree.dataset_file_name(name)}",
+                )
+                run.files.append(tree.dataset_file_name(name))
+                yield item
         self.crawler.stats.inc_value("flsync/runs/synced")
         yield run
 
+    def organisations_failed(self, failure: Failure) -> None:
+        if not failure.check(SyncStopped):
+            self.logger.error(
+                "Page (failed): %(url)s: %(reason)s",
+                {"url": failure.request.url, "reason": failure.getErrorMessage()},
+            )
+            self.crawler.stats.inc_value("flsync/pages/failed")
+
     def page_failed(self, failure: Failure) -> Iterator[FetchFailure]:
         request = failure.request
-        self.crawler.stats.inc_value("flsync/pages/failed")
-        self.logger.error(
-            "Page (failed): %(url)s: %(reason)s",
-            {"url": request.url, "reason": failure.getErrorMessage()},
-        )
+        if not failure.check(SyncStopped):  # the reason was logged once, where it happened
+            self.crawler.stats.inc_value("flsync/pages/failed")
+            self.logger.error(
+                "Page (failed): %(url)s: %(reason)s",
+                {"url": request.url, "reason": failure.getErrorMessage()},
+            )
         yield FetchFailure(
             organisation=request.cb_kwargs["organisation"],
             url=request.url,
             reason=failure.getErrorMessage(),
         )
 
-    def sign_in_failed(self, failure: Failure) -> None:
-        self._stop("failed", "Sign-in as %(user)s failed: %(reason)s", failure.getErrorMessage())
+    def _is_frozen(self, organisation: str, listing: site.RunListing) -> bool:
+        state = self.mirror.state(organisation)
+        key = run_key(listing.course_slug, listing.run)
+        return state.is_frozen(key, self.today, self.frozen_after_days, self.mirror.store)
+
+    def _always_asked(self, organisation: str, listing: site.RunListing) -> Iterator[DatasetItem]:
+        """The datasets of a frozen run that change forever all the same (see site.py)."""
+        state = self.mirror.state(organisation)
+        folder = state.runs[run_key(listing.course_slug, listing.run)]["folder"]
+        for name in site.NEVER_FINAL_DATASETS:
+            path = f"{folder}/{tree.dataset_file_name(name)}"
+            record = state.files.get(path)
+            if record and record.get("url") and self._wanted(name):
+                yield DatasetItem(
+                    organisation=organisation,
+                    run_key=run_key(listing.course_slug, listing.run),
+                    url=record["url"],
+                    path=path,
+                )
+
+    def _wanted(self, dataset: str) -> bool:
+        wanted = {_dataset_key(d) for d in self.config.datasets}
+        return not wanted or _dataset_key(dataset) in wanted
 
     def _page(self, url: str, callback: Any, organisation: str, **kwargs: Any) -> scrapy.Request:
         return scrapy.Request(
@@ -255,11 +235,6 @@ class FuturelearnSpider(scrapy.Spider):
             errback=self.page_failed,
             cb_kwargs={"organisation": organisation, **kwargs},
         )
-
-    def _stop(self, what: str, message: str, reason: object) -> None:
-        self.crawler.stats.inc_value(f"flsync/signin/{what}")
-        self.logger.error(message, {"user": self.config.username, "reason": reason})
-        raise CloseSpider(f"flsync_signin_{what}")
 
 
 def _dataset_key(name: str) -> str:

@@ -7,10 +7,12 @@ import signal
 import threading
 
 from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
+from tests.fakesite.control import SESSION_COOKIE_MODES
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     options = SiteOptions(
         organisations=args.organisations,
         courses=args.courses,
@@ -21,8 +23,19 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     site = FakeSite(options, host=args.host, port=args.port, log_requests=args.log_requests)
-    site.faults.latency_ms = args.latency_ms
-    site.faults.validators = not args.no_validators
+    try:
+        site.faults.update(
+            {
+                "latency_ms": args.latency_ms,
+                "validators": not args.no_validators,
+                "session_cookie": args.session_cookie,
+                "expire_session_after": args.expire_session_after,
+                "expiry_answer": args.expiry_answer,
+                "expiry_cookie": not args.no_expiry_cookie,
+            }
+        )
+    except ValueError as error:
+        parser.error(str(error))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -51,6 +64,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
     parser.add_argument("--no-validators", action="store_true", help="no ETag/Last-Modified")
+    # Sessions: see Faults (control.py).
+    parser.add_argument(
+        "--session-cookie",
+        choices=SESSION_COOKIE_MODES,
+        default="new_at_sign_in",
+        help="when the session cookie takes a new value",
+    )
+    parser.add_argument(
+        "--expire-session-after",
+        type=int,
+        metavar="N",
+        help="/admin requests a session may make per sign-in (0: none; default: no limit)",
+    )
+    parser.add_argument(
+        "--expiry-answer",
+        choices=("redirect", "html"),
+        default="redirect",
+        help="an expired session on dataset URLs: 302 to /sign-in, or the sign-in page (200)",
+    )
+    parser.add_argument(
+        "--no-expiry-cookie",
+        action="store_true",
+        help="keep an expired session's cookie (signed out) instead of a new one",
+    )
     parser.add_argument("--no-tricky", action="store_true", help="leave out the edge cases")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-requests", action="store_true", help="log each request")

@@ -61,14 +61,18 @@ class Reply:
         return self.file.size if self.file else len(self.body)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the object is the session's internal id
 class Session:
     # Authenticity tokens of the sign-in forms shown to this session and not yet used. Every
     # one stays valid (as in Rails), since concurrent requests may each be shown a form.
     tokens: list[str] = field(default_factory=list)
     email: str | None = None  # signed in as
-    admin_requests: int = 0
-    dropped: bool = False  # expired: its id is unknown from then on
+    admin_requests: int = 0  # since the latest sign-in, whatever cookie value they carried
+    # Every cookie value issued for the session and still valid: one, or under
+    # "every_answer" one per answer. They are forgotten together when it is dropped.
+    cookies: list[str] = field(default_factory=list)
+    # Forgotten: a request that looked it up before may still hold it, and must not use it.
+    dropped: bool = False
 
 
 def route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -87,15 +91,24 @@ class App:
         self.data = data
         self.faults = faults
         self.files = DatasetStore(data)
+        # Cookie value -> session. Several values can name one session ("every_answer").
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
     def handle(self, request: Request) -> Reply:
         failure = self.faults.take_failure(request.path)
         if failure:
+            # A fault stands for an answer from in front of the app (a proxy, a load
+            # balancer), which does not touch the session: no cookie in any mode.
             return self._failure(failure)
+        reply = self._route(request)
+        if self.faults.session_cookie == "every_answer":
+            self._reissue_cookie(request, reply)
+        return reply
+
+    def _route(self, request: Request) -> Reply:
         kind, params = route(request.method, request.path)
-        if request.path.startswith("/admin/") or request.path == "/admin":
+        if _is_admin(request.path):
             if request.method not in ("GET", "HEAD"):
                 return _html(405, pages.error_page(405, "Method not allowed"))
             return self._admin(request, kind, params)
@@ -136,12 +149,19 @@ class App:
         email = _field(request.form, "email").strip().lower()
         if ACCOUNTS.get(email) != _field(request.form, "password"):
             return self._sign_in_form(request, failed=True, email=email)
-        # A new session id on sign-in, as a real site does against session fixation.
-        with self._lock:
-            self._sessions.pop(request.session_id or "", None)
-            session_id = secrets.token_urlsafe(32)
-            self._sessions[session_id] = Session(email=email)
         reply = _redirect("/your-courses")
+        with self._lock:
+            if self.faults.session_cookie == "kept" and not session.dropped:
+                # A server-side session whose id is not rotated: same value, no Set-Cookie.
+                # The forms shown before go stale all the same (Devise renews the CSRF token
+                # on sign-in), and the budget of /admin requests starts again.
+                session.email, session.admin_requests = email, 0
+                session.tokens.clear()
+                return reply
+            # A new session (and value) on sign-in, as a site does against session fixation;
+            # every value of the signed-out one is forgotten.
+            self._drop(session)
+            session_id, _ = self._new_session(email)
         reply.headers.append(_set_cookie(session_id))
         return reply
 
@@ -154,6 +174,8 @@ class App:
                     return True
         return False
 
+    # Sessions. _new_session, _issue_cookie, _drop and _expire need self._lock held.
+
     def _session(self, session_id: str | None) -> Session | None:
         with self._lock:
             return self._sessions.get(session_id or "")
@@ -161,56 +183,104 @@ class App:
     def _session_or_new(self, session_id: str | None) -> tuple[str, Session]:
         with self._lock:
             known = self._sessions.get(session_id or "")
-            if session_id and known is not None and not known.dropped:
+            if session_id and known is not None:
                 return session_id, known
-            new_id = secrets.token_urlsafe(32)
-            self._sessions[new_id] = session = Session()
-            return new_id, session
+            return self._new_session()
+
+    def _new_session(self, email: str | None = None) -> tuple[str, Session]:
+        session = Session(email=email)
+        return self._issue_cookie(session), session
+
+    def _issue_cookie(self, session: Session) -> str:
+        """A new cookie value for the session; the ones issued before stay valid."""
+        session_id = secrets.token_urlsafe(32)
+        session.cookies.append(session_id)
+        self._sessions[session_id] = session
+        return session_id
+
+    def _drop(self, session: Session) -> None:
+        """Forget the session: all its values at once, its tokens, who it was signed in as."""
+        for session_id in session.cookies:
+            self._sessions.pop(session_id, None)
+        session.cookies.clear()
+        session.tokens.clear()
+        session.email = None
+        session.dropped = True
+
+    def _reissue_cookie(self, request: Request, reply: Reply) -> None:
+        """Under "every_answer": a fresh value for a live session on each of its answers.
+
+        As a Rails cookie store re-encrypts the session into every answer that touches it;
+        an answer that already sets the cookie (a sign-in, a new session) keeps its own.
+        """
+        if any(_is_session_cookie(header) for header in reply.headers):
+            return
+        with self._lock:
+            session = self._sessions.get(request.session_id or "")
+            if session is None:
+                return
+            if _is_admin(request.path) and session.email is None and not self.faults.expiry_cookie:
+                return  # refused as signed out: such answers leave the cookie alone
+            reply.headers.append(_set_cookie(self._issue_cookie(session)))
 
     # Admin area
 
     def _admin(self, request: Request, kind: str, params: dict[str, str]) -> Reply:
         session = self._session(request.session_id)
-        if session is None or session.email is None:
+        email = self._spend(session) if session is not None else None
+        if email is None:
             return self._signed_out(request, kind)
-        if not self._spend(session):
-            return self._signed_out(request, kind)
-        administered = self.data.administered_by(session.email)
+        administered = self.data.administered_by(email)
         if not administered:
             return _forbidden()
         if kind == "organisations":
             organisations = [o for o in self.data.organisations if o.slug in administered]
-            return _html(200, pages.organisations_page(organisations, session.email))
+            return _html(200, pages.organisations_page(organisations, email))
         if kind == "runs":
-            return self._runs(request, params["org"], administered, session.email)
+            return self._runs(request, params["org"], administered, email)
         if kind == "other":
-            return _not_found(session.email)
+            return _not_found(email)
         run = self.data.run(params["course"], int(params["run"]))
         if run is None:
-            return _not_found(session.email)
+            return _not_found(email)
         if run.organisation_slug not in administered:
             return _forbidden()
-        return self._run_page(request, kind, run, params, session.email)
+        return self._run_page(request, kind, run, params, email)
 
-    def _spend(self, session: Session) -> bool:
-        """Count an /admin request against the session; False once it has expired."""
+    def _spend(self, session: Session) -> str | None:
+        """Count an /admin request against the session: who it is signed in as, or None.
+
+        None also once it is signed out, dropped or expired, perhaps by another request
+        since this one looked it up (hence the check under the lock).
+        """
         limit = self.faults.expire_session_after
         with self._lock:
+            if session.email is None:
+                return None
             if limit is not None and session.admin_requests >= limit:
-                # The server drops the session: its tokens go with it, and a page shown to
-                # its id starts a new anonymous session (with a new cookie), as in Rails.
-                session.email = None
-                session.tokens.clear()
-                session.dropped = True
-                return False
+                self._expire(session)
+                return None
             session.admin_requests += 1
-            return True
+            return session.email
+
+    def _expire(self, session: Session) -> None:
+        """End the session's signed-in life, as ``expiry_cookie`` says (lock held)."""
+        if self.faults.expiry_cookie:
+            # The server drops the session: its values and tokens go with it, and a page
+            # shown to one of its values starts a new anonymous session (with a new cookie).
+            self._drop(session)
+            return
+        # Signed out but kept: the same values now name an anonymous session, whose forms
+        # shown while signed in are stale; a sign-in on it works as on any session.
+        session.email = None
+        session.tokens.clear()
 
     def _signed_out(self, request: Request, kind: str) -> Reply:
         if kind in DATASET_KINDS and self.faults.expiry_answer == "html":
             return self._sign_in_form(request)
-        # Like Devise, which keeps the page asked for in the session: a dropped session's id
-        # gets a new anonymous session (and cookie) with the redirect.
+        # Like Devise, which keeps the page asked for in the session: an unknown (dropped)
+        # value gets a new anonymous session (and cookie) with the redirect; a known one
+        # keeps its session, and the redirect sets no cookie.
         reply = _redirect(SIGN_IN_PATH)
         if request.session_id:
             session_id, _ = self._session_or_new(request.session_id)
@@ -293,12 +363,21 @@ def _not_modified(headers: Message, file: DatasetFile) -> bool:
     return False
 
 
+def _is_admin(path: str) -> bool:
+    return path.startswith("/admin/") or path == "/admin"
+
+
 def _field(form: dict[str, list[str]], name: str) -> str:
     return form.get(name, [""])[-1]
 
 
 def _set_cookie(session_id: str) -> tuple[str, str]:
     return ("Set-Cookie", f"{SESSION_COOKIE}={session_id}; path=/; HttpOnly; SameSite=Lax")
+
+
+def _is_session_cookie(header: tuple[str, str]) -> bool:
+    name, value = header
+    return name.lower() == "set-cookie" and value.startswith(SESSION_COOKIE + "=")
 
 
 def _html(status: int, body: bytes) -> Reply:

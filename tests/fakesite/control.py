@@ -20,14 +20,37 @@ KINDS = (
     "other",
 )
 DATASET_KINDS = ("dataset", "subdivisions")
+# How the session cookie's value changes (the contract allows each; see ``Faults``).
+SESSION_COOKIE_MODES = ("new_at_sign_in", "kept", "every_answer")
 
 
 @dataclass
 class Faults:
-    """What the site does wrong, and how. Set attributes directly or through ``update``."""
+    """What the site does wrong, and how. Set attributes directly or through ``update``.
 
+    Sessions (the contract's "Sign-in"), in any combination:
+
+    - ``session_cookie``: how the value of ``_future_learn_session`` changes.
+      ``"new_at_sign_in"``: a sign-in moves the session to a new value, the old one is
+      forgotten (a guard against session fixation). ``"kept"``: a sign-in signs in the same
+      session under the same value, with no Set-Cookie (a server-side session whose id is not
+      rotated). ``"every_answer"``: a new value at sign-in, and a fresh one on every answer to
+      a live session's request; all values of a session stay valid until it expires (a Rails
+      cookie store re-encrypting the session).
+    - ``expire_session_after``: /admin requests a session may make after signing in; the
+      next one finds it expired (0: signed out right after every sign-in).
+    - ``expiry_answer``: what an expired session gets on dataset URLs: a ``302`` to /sign-in,
+      or the sign-in page with ``200`` (other /admin URLs always redirect).
+    - ``expiry_cookie``: True: the expired session is dropped, all its values forgotten, and
+      the expired answer carries a new signed-out session cookie (Devise's default). False:
+      the session is signed out but kept under its value(s), and answers refused for being
+      signed out carry no Set-Cookie; a sign-in on that cookie works again.
+    """
+
+    session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
     expire_session_after: int | None = None  # /admin requests a signed-in session may make
     expiry_answer: str = "redirect"  # or "html": 200 sign-in page on dataset URLs
+    expiry_cookie: bool = True  # the expired answer carries a new, signed-out session cookie
     fail_with: int = 503  # a 4xx/5xx, or 302: a redirect to the sign-in page
     fail_next: int = 0
     fail_path: str = r"^/admin(/|$)"
@@ -70,8 +93,10 @@ def _check(name: str, value: Any) -> None:
         return isinstance(v, int) and not isinstance(v, bool)
 
     checks = {
+        "session_cookie": value in SESSION_COOKIE_MODES,
         "expire_session_after": value is None or (is_int(value) and value >= 0),
         "expiry_answer": value in ("redirect", "html"),
+        "expiry_cookie": isinstance(value, bool),
         "fail_with": is_int(value) and (400 <= value <= 599 or value == 302),
         "fail_next": is_int(value) and value >= 0,
         "fail_path": isinstance(value, str) and _compiles(value),

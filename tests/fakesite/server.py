@@ -2,7 +2,12 @@
 
 Besides the site's own paths it answers ``/_fakesite/...`` (control, stats, reset-stats, data)
 so that a site running in another process can be steered; those requests are neither
-counted, delayed nor failed.
+counted, delayed nor failed. ``POST /_fakesite/control`` with a JSON object sets knobs of
+``Faults`` (400 names a bad one), ``GET`` lists them all. Among them, how sessions behave:
+``session_cookie`` ("new_at_sign_in", "kept" or "every_answer": when the session cookie takes
+a new value), ``expire_session_after`` (/admin requests per sign-in), ``expiry_answer``
+("redirect" or "html" on dataset URLs) and ``expiry_cookie`` (whether an expired answer
+brings a new signed-out cookie or leaves the old one signed out).
 """
 
 from __future__ import annotations

@@ -1,0 +1,142 @@
+"""The signed-in session, counted in generations rather than known by its cookie.
+
+Generation N is the session given by the N-th sign-in. Each request is stamped, as it leaves,
+with the generation it was sent under. An answer that says "signed out" to a request of the
+current generation starts one sign-in, which every request of that generation waits for; to a
+request of an older generation it only means that request is sent again, under the newer
+session, without signing in. The cookie's value is never consulted: a site may keep it across
+sign-in, change it at sign-in, or change it on every answer.
+
+Every loop here is bounded: a sign-in whose session answers "signed out" before serving a
+single request means signing in does not help (``SessionUnusable``); sign-ins are spaced by at
+least ``sign_in_wait`` seconds and there are at most ``max_sign_ins`` of them in a sync
+(``TooManySignIns``). :class:`flsync.middlewares.SessionMiddleware` adapts this to Scrapy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+class SessionError(Exception):
+    """Signing in does not give a usable session; the sync must stop. One line for the user.
+
+    ``reason`` names the case in stats and close reasons (``flsync/signin/<reason>``).
+    """
+
+    reason = "failed"
+
+
+class SignInRefused(SessionError):
+    reason = "refused"
+
+
+class SignInRejected(SessionError):
+    reason = "rejected"
+
+
+class SessionUnusable(SessionError):
+    reason = "unusable"
+
+
+class TooManySignIns(SessionError):
+    reason = "too_many"
+
+
+class Session:
+    """Generations of the signed-in session, and the one sign-in under way.
+
+    ``sign_in`` performs one sign-in (raising ``SessionError`` when refused); ``sleep`` waits
+    (an interruptible one, so that a stopping sync does not wait out the spacing). Whatever
+    ends a sign-in with an exception ends the session: that exception is raised to every
+    request waiting for it, and to every later one.
+    """
+
+    def __init__(
+        self,
+        sign_in: Callable[[], Awaitable[None]],
+        *,
+        account: str,
+        max_sign_ins: int,
+        sign_in_wait: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = monotonic,
+    ) -> None:
+        self._sign_in_once = sign_in
+        self.account = account
+        self.max_sign_ins = max_sign_ins
+        self.sign_in_wait = sign_in_wait
+        self._sleep = sleep
+        self._clock = clock
+        self.generation = 0  # sign-ins done; 0: not signed in yet
+        self.served = 0  # answers given under the current generation that were not "signed out"
+        self._signing_in: asyncio.Future[None] | None = None
+        self._last_sign_in: float | None = None
+        self._failure: Exception | None = None
+
+    async def ready(self) -> int:
+        """Wait until there is a session (signing in first if there never was one, or
+        waiting for the sign-in under way); the generation a request leaving now is sent
+        under. Raises what ended the session, if something did."""
+        if self._signing_in is None and self.generation == 0 and self._failure is None:
+            self._start_sign_in()
+        if self._signing_in is not None:
+            # shield(): one waiter's cancellation must not cancel the sign-in for the others.
+            await asyncio.shield(self._signing_in)
+        if self._failure is not None:
+            raise self._failure
+        return self.generation
+
+    def answered(self, generation: int) -> None:
+        """A request sent under ``generation`` got an answer that was not "signed out"."""
+        if generation == self.generation:
+            self.served += 1
+
+    async def expired(self, generation: int) -> None:
+        """A request sent under ``generation`` was answered "signed out". Returns once it can
+        be sent again (under a newer generation); raises if the session is over."""
+        if self._failure is not None:
+            raise self._failure
+        if generation == self.generation and self._signing_in is None:
+            if not self.served:
+                error = SessionUnusable(
+                    f"Signed in as {self.account}, but the site answered the next request as"
+                    " signed out: signing in again would not help (check that the account"
+                    " can use the admin pages in a browser)"
+                )
+                self._fail(error)
+                raise error
+            self._start_sign_in()
+        await self.ready()
+
+    def _start_sign_in(self) -> None:
+        self._signing_in = asyncio.ensure_future(self._sign_in())
+
+    async def _sign_in(self) -> None:
+        try:
+            if self.generation >= self.max_sign_ins:
+                raise TooManySignIns(
+                    f"Signed in as {self.account} {self.generation} times in this sync"
+                    f" (FLSYNC_SIGN_IN_MAX): the site keeps ending the session; stopping"
+                )
+            if self._last_sign_in is not None:
+                await self._sleep(self._last_sign_in + self.sign_in_wait - self._clock())
+            await self._sign_in_once()
+        except Exception as exc:
+            # Kept, and raised to every request waiting and to every later one: once a
+            # sign-in has failed, the session is over.
+            self._fail(exc)
+        else:
+            self.generation += 1
+            self.served = 0
+        finally:
+            self._last_sign_in = self._clock()
+            self._signing_in = None
+
+    def _fail(self, error: Exception) -> None:
+        self._failure = self._failure or error

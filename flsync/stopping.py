@@ -1,0 +1,78 @@
+"""A prompt end to a sync stopped from outside (the first SIGTERM or SIGINT).
+
+Scrapy's graceful stop waits for every request already in the downloader: queued ones are
+still sent, a retry still sleeps out its back-off, a 1 GB transfer runs to its end. For a
+nightly job told to stop (a reboot, an operator's Ctrl-C) that can be many minutes.
+:class:`PromptStop` notices the stop (Scrapy sends no signal before the engine has drained,
+so it looks at ``crawler.crawling`` every ``CHECK_INTERVAL`` seconds), then sends
+``flsync.signals.sync_stopping`` once and refuses every request that would still leave. The
+waits flsync itself makes (back-off, the spacing of sign-ins) go through :meth:`sleep`, which
+ends at once with ``SyncStopped``. What was fetched stays; the sync ends "shutdown" (exit 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import IgnoreRequest
+from twisted.internet.task import LoopingCall
+
+from flsync import signals as flsync_signals
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+
+class SyncStopped(IgnoreRequest):
+    """The request was not sent (or not sent again): the sync is stopping."""
+
+
+class PromptStop:
+    CHECK_INTERVAL = 0.25  # seconds between two looks at whether the crawl is being stopped
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        self._watch = LoopingCall(self._check)
+        crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(self._request_leaving, signal=flsync_signals.request_leaving)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``; raise SyncStopped at once if the sync is stopping."""
+        if seconds > 0 and not self.stopping:
+            try:
+                await asyncio.wait_for(self._stopped.wait(), seconds)
+            except TimeoutError:
+                return
+        if self.stopping:
+            raise SyncStopped("the sync is stopping")
+
+    def _spider_opened(self) -> None:
+        self._watch.start(self.CHECK_INTERVAL, now=False)
+
+    def _spider_closed(self) -> None:
+        if self._watch.running:
+            self._watch.stop()
+
+    def _check(self) -> None:
+        if self.crawler.crawling:
+            return
+        self._watch.stop()
+        self.stopping = True
+        self._stopped.set()
+        self.crawler.signals.send_catch_log(signal=flsync_signals.sync_stopping)
+
+    def _request_leaving(self, request: Request, **kwargs: Any) -> None:
+        if self.stopping:
+            raise SyncStopped("the sync is stopping")
