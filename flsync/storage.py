@@ -101,8 +101,9 @@ class LocalStore(FSFilesStore):
             if not folder.is_dir():
                 raise StoreLocationError(f"data_dir {folder} is a file, not a folder")
         elif not folder.parent.is_dir():
+            problem = "is not a folder" if folder.parent.exists() else "does not exist"
             raise StoreLocationError(
-                f"data_dir {folder}: its parent folder {folder.parent} does not exist"
+                f"data_dir {folder}: its parent folder {folder.parent} {problem}"
                 " (create it, or point data_dir elsewhere)"
             )
         target = folder if folder.exists() else folder.parent

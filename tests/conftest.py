@@ -55,21 +55,26 @@ class Sync:
     def data_dir(self) -> Path:
         return self.workdir / "data"
 
-    def __call__(
+    def __call__(self, *args: str, **kwargs: Any) -> SyncResult:
+        """Sync to the end; the command's exit status, output and data folder."""
+        return self.wait(self.start(*args, **kwargs))
+
+    def start(
         self,
         *args: str,
         username: str = ADMIN_EMAIL,
         password: str | None = ADMIN_PASSWORD,
         env: dict[str, str] | None = None,
         **config: Any,
-    ) -> SyncResult:
+    ) -> subprocess.Popen[str]:
+        """Start a sync in the background (config in workdir/config.json)."""
         document = {"username": username, "base_url": self.base_url, "data_dir": "data"}
         if password is not None:
             document["password"] = password
         document.update(config)
         (self.workdir / "config.json").write_text(json.dumps(document))
         self.runs += 1
-        process = subprocess.run(
+        return subprocess.Popen(
             [sys.executable, "-m", "scrapy", "crawl", "futurelearn", *args],
             cwd=self.workdir,
             env={
@@ -78,12 +83,20 @@ class Sync:
                 "SCRAPY_SETTINGS_MODULE": "flsync.settings",
                 **(env or {}),
             },
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=300,
-            check=False,
         )
-        return SyncResult(process.returncode, process.stdout + process.stderr, self.data_dir)
+
+    def wait(self, process: subprocess.Popen[str], timeout: float = 300) -> SyncResult:
+        """Wait for a started sync to end (killing it past ``timeout`` seconds)."""
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+            pytest.fail(f"the sync did not end within {timeout} s:\n{output}")
+        return SyncResult(process.returncode, output, self.data_dir)
 
 
 @pytest.fixture

@@ -1,5 +1,9 @@
 import os
+import subprocess
+import sys
+import tempfile
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,7 @@ from flsync.storage import (
     StoreLockedError,
     store_class,
 )
+from tests.conftest import REPO
 
 
 class BrokenBuffer(BytesIO):
@@ -107,5 +112,26 @@ def test_check_location_makes_no_parent(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreLocationError, match="is a file, not a folder"):
         LocalStore.check_location(str(tmp_path / "file"))
-    with pytest.raises(StoreLocationError, match="does not exist"):
+    with pytest.raises(StoreLocationError, match="file is not a folder"):
         LocalStore.check_location(str(tmp_path / "file" / "data"))
+
+
+def test_check_location_refuses_a_read_only_parent():
+    # Root may write anywhere, so the check runs as an ordinary user when the tests are root.
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o755)
+        read_only = Path(top, "ro")
+        read_only.mkdir(mode=0o555)
+        read_only.chmod(0o555)
+        check = (
+            "import sys; from flsync.storage import LocalStore;"
+            f" LocalStore.check_location({str(read_only / 'data')!r})"
+        )
+        command = [sys.executable, "-c", check]
+        if os.getuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}, check=False
+        )
+    assert result.returncode == 1
+    assert result.stderr.rstrip().endswith(f"{read_only} is not writable by this user")

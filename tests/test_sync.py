@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import time
 from datetime import date
 
 import pytest
 
 from flsync import tree
+from flsync.storage import TEMP_SUFFIX
 from tests.conftest import Sync
 from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, SUBDIVISIONS, FakeSite, SiteOptions
+from tests.fakesite.control import SESSION_COOKIE_MODES
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
 UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
@@ -104,17 +109,69 @@ def test_every_runs_page_is_walked(fakesite, sync):
     assert len(synced) == len(started)
 
 
-@pytest.mark.parametrize("answer", ["redirect", "html"])
-def test_signs_in_again_when_the_session_expires(fakesite, sync, answer):
-    fakesite.faults.update({"expire_session_after": 100, "expiry_answer": answer})
-    result = sync()
+def pages_and_files(site: FakeSite) -> int:
+    """Requests a sync with no expiry sends: the organisations page, every runs page, the
+    details and dashboard of each started run, and each dataset file."""
+    started = [r for r in site.data.runs if r.started_on(site.data.today)]
+    listing_pages = sum(o.page_count() for o in site.data.organisations)
+    datasets = len(expected_tree(site)) - len(started)  # less one metadata.csv per run
+    return 1 + listing_pages + 2 * len(started) + datasets
+
+
+@pytest.mark.parametrize("expiry_cookie", [True, False], ids=["new-cookie", "same-cookie"])
+@pytest.mark.parametrize("expiry_answer", ["redirect", "html"])
+@pytest.mark.parametrize("session_cookie", SESSION_COOKIE_MODES)
+def test_sessions_expiring_every_few_dozen_requests(
+    fakesite, sync, session_cookie, expiry_answer, expiry_cookie
+):
+    fakesite.faults.update(
+        {
+            "expire_session_after": 40,
+            "session_cookie": session_cookie,
+            "expiry_answer": expiry_answer,
+            "expiry_cookie": expiry_cookie,
+        }
+    )
+    result = sync("-s", "FLSYNC_SIGN_IN_WAIT=0.05")
     assert result.returncode == 0, result.output
-    assert fakesite.stats()["by_kind"]["sign_in_post"] > 2
     files = data_files(result)
     expected = expected_tree(fakesite)
     assert sorted(files) == sorted(expected)
     assert all(files[p] == c for p, c in expected.items() if c is not None)
-    assert not any(b"<html" in content.lower() for content in files.values())
+    stats = fakesite.stats()
+    sign_ins = stats["by_kind"]["sign_in_post"]
+    assert sign_ins >= 10  # about one per 40 requests: the session expired many times
+    # Each expiry costs a sign-in and the requests in flight when it came, no more.
+    needed = pages_and_files(fakesite)
+    assert stats["requests"] <= needed + 2 * sign_ins + 16 * sign_ins
+    assert stats["requests"] < 1.5 * needed
+
+
+def test_a_site_that_never_keeps_a_session_stops_the_sync(fakesite, sync):
+    fakesite.faults.update({"expire_session_after": 0})
+    result = sync()
+    assert result.returncode == 1
+    [line, summary] = result.error_lines()
+    assert line.endswith(
+        "Signed in as demo@example.org, but the site answered the next request as signed out:"
+        " signing in again would not help (check that the account can use the admin pages"
+        " in a browser)"
+    )
+    assert "Sync FAILED (flsync_signin_unusable" in summary
+    assert result.files() == {}
+    assert fakesite.stats()["requests"] <= 4  # the form, the sign-in, one admin page
+
+
+def test_sign_ins_are_capped(fakesite, sync):
+    fakesite.faults.update({"expire_session_after": 20})
+    result = sync("-s", "FLSYNC_SIGN_IN_MAX=3", "-s", "FLSYNC_SIGN_IN_WAIT=0")
+    assert result.returncode == 1
+    assert result.error_lines()[0].endswith(
+        "Signed in as demo@example.org 3 times in this sync (FLSYNC_SIGN_IN_MAX): the site"
+        " keeps ending the session; stopping"
+    )
+    assert fakesite.stats()["by_kind"]["sign_in_post"] == 3
+    assert not (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).exists()
 
 
 def test_a_request_that_keeps_meeting_an_expired_session_fails(fakesite, sync):
@@ -129,6 +186,33 @@ def test_a_request_that_keeps_meeting_an_expired_session_fails(fakesite, sync):
     assert "Sync FAILED" in summary
     assert "Traceback" not in result.output
     assert fakesite.stats()["by_kind"]["sign_in_post"] == 2  # the first, and one more
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_first_signal_ends_the_sync_promptly_even_while_retrying(fakesite, sync, signum):
+    # Every comments file answers 503 asking for a minute's wait, again and again.
+    fakesite.faults.update(
+        {
+            "fail_with": 503,
+            "fail_next": 10_000,
+            "fail_path": r"/data/comments$",
+            "retry_after": "60",
+        }
+    )
+    process = sync.start()
+    deadline = time.monotonic() + 60
+    while fakesite.stats()["by_status"].get("503", 0) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signum)
+    result = sync.wait(process, timeout=15)  # far less than the 60 s the site asked for
+    assert result.returncode == 1, result.output
+    assert "Closing spider (shutdown)" in result.output
+    assert "Sync FAILED (shutdown" in result.output
+    assert "Traceback" not in result.output
+    assert not list(sync.data_dir.rglob(f"*{TEMP_SUFFIX}"))
+    assert not list(sync.data_dir.rglob(tree.UPDATE_FILE))
+    state = json.loads((sync.data_dir / "University of Exampleton" / tree.STATE_FILE).read_text())
+    assert any(path.endswith("/enrolments.csv") for path in state["files"])  # what was fetched
 
 
 def test_retries_after_503_and_429(small_site, tmp_path):
@@ -210,6 +294,9 @@ def test_no_setting_turns_on_a_remote_console(sync):
     [
         ({"username": ""}, "has no 'username'"),
         ({"organisations": "exampleton"}, "'organisations' in config file"),
+        ({"data_dir": "unmounted/data"}, "its parent folder"),
+        ({"data_dir": "config.json/data"}, "config.json is not a folder"),
+        ({"data_dir": "config.json"}, "is a file, not a folder"),
     ],
 )
 def test_bad_config_stops_before_any_request(fakesite, sync, config, message):

@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tests.fakesite import coding
+
 KINDS = (
     "sign_in_get",
     "sign_in_post",
@@ -22,6 +24,9 @@ KINDS = (
 DATASET_KINDS = ("dataset", "subdivisions")
 # How the session cookie's value changes (the contract allows each; see ``Faults``).
 SESSION_COOKIE_MODES = ("new_at_sign_in", "kept", "every_answer")
+# How dataset bodies are framed and coded (the contract allows each; see ``Faults``).
+DATASET_TRANSFERS = ("length", "chunked")
+COMPRESS_MODES = ("none", "gzip", "br")
 
 
 @dataclass
@@ -45,6 +50,24 @@ class Faults:
       the expired answer carries a new signed-out session cookie (Devise's default). False:
       the session is signed out but kept under its value(s), and answers refused for being
       signed out carry no Set-Cookie; a sign-in on that cookie works again.
+
+    Dataset answers (``dataset`` and ``subdivisions`` kinds; pages are not affected) as the
+    CDN in front may send them (the contract's "Stats dashboard and datasets"), in any
+    combination:
+
+    - ``dataset_transfer``: ``"length"``: a ``Content-Length`` and the bare body.
+      ``"chunked"``: ``Transfer-Encoding: chunked`` with no ``Content-Length``, the body in
+      several chunks per file; the connection stays open after the last (zero) chunk.
+    - ``weak_etag``: the ETag goes out as ``W/"..."`` (on the 304 too); a conditional request
+      with the weak or the strong form matches all the same (weak comparison, RFC 9110).
+    - ``compress``: ``"none"``, ``"gzip"`` or ``"br"``: the body is compressed with that
+      ``Content-Encoding``, only for a request whose ``Accept-Encoding`` takes it (q-values
+      read; ``identity`` alone or ``gzip;q=0`` means no), and then always sent chunked, as a
+      CDN compressing on the fly does. Any value but ``"none"`` adds
+      ``Vary: Accept-Encoding``. ``"br"`` needs the ``brotli`` package.
+
+    ``truncate_next`` cuts a body of either framing short: a ``Content-Length`` answer stops
+    at half the file, a chunked one before its last chunk; both then drop the connection.
     """
 
     session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
@@ -59,6 +82,9 @@ class Faults:
     truncate_next: int = 0
     validators: bool = True
     generation: int = 1
+    dataset_transfer: str = "length"  # or "chunked": Transfer-Encoding, no Content-Length
+    weak_etag: bool = False  # ETag sent as W/"..."
+    compress: str = "none"  # or "gzip", "br": when the request's Accept-Encoding takes it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -105,9 +131,14 @@ def _check(name: str, value: Any) -> None:
         "truncate_next": is_int(value) and value >= 0,
         "validators": isinstance(value, bool),
         "generation": is_int(value) and value >= 1,
+        "dataset_transfer": value in DATASET_TRANSFERS,
+        "weak_etag": isinstance(value, bool),
+        "compress": value in COMPRESS_MODES,
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")
+    if name == "compress" and value == "br" and not coding.brotli_available():
+        raise ValueError("bad value for compress: 'br' needs the brotli package, not installed")
     if not checks[name]:
         raise ValueError(f"bad value for {name}: {value!r}")
 

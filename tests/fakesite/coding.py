@@ -1,0 +1,115 @@
+"""Content codings that the CDN in front of the site may apply to dataset bodies (gzip, br).
+
+``accepts`` reads a request's Accept-Encoding; ``encoder`` compresses a body piece by piece,
+flushing after each piece as a CDN compressing on the fly does, so that a big file is never
+held whole and a client receives compressed bytes as they are made.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any, Protocol
+
+brotli: Any
+try:
+    import brotli
+except ImportError:  # optional for the site; Scrapy brings it on CPython
+    brotli = None
+
+IDENTITY = "identity"
+CODINGS = (IDENTITY, "gzip", "br")
+# RFC 9110 8.4.1.3: a recipient should take "x-gzip" as "gzip".
+_ALIASES = {"x-gzip": "gzip"}
+_QVALUE = re.compile(r"[qQ]=(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)")
+# Brotli's default quality (11) is for static files; CDNs compress on the fly at about 4.
+_BROTLI_QUALITY = 4
+
+
+def brotli_available() -> bool:
+    return brotli is not None
+
+
+def accepts(accept_encoding: str | None, coding: str) -> bool:
+    """Whether a request whose Accept-Encoding is this (None: absent) takes ``coding``.
+
+    RFC 9110 12.5.3: a coding listed with q=0 is refused, one not listed takes the weight of
+    ``*`` if given. Without the header RFC 9110 would allow any coding, but CDNs compress
+    only for clients that ask, and so does this one.
+    """
+    if accept_encoding is None:
+        return False
+    qualities = _qualities(accept_encoding)
+    return qualities.get(coding, qualities.get("*", 0.0)) > 0
+
+
+def _qualities(header: str) -> dict[str, float]:
+    qualities = {}
+    for element in header.split(","):
+        name, *params = (part.strip() for part in element.split(";"))
+        if name:
+            qualities[_ALIASES.get(name.lower(), name.lower())] = _quality(params)
+    return qualities
+
+
+def _quality(params: list[str]) -> float:
+    """The weight of one element: 1 without q, 0 when q is malformed (refusing is the safe
+    misreading: a client that cannot decode a coding gets none)."""
+    for param in params:
+        if param[:2].lower() == "q=":
+            match = _QVALUE.fullmatch(param)
+            return float(match[1]) if match else 0.0
+    return 1.0
+
+
+class Encoder(Protocol):
+    def encode(self, data: bytes | memoryview) -> bytes | memoryview:
+        """The coded bytes for ``data``, everything given so far flushed (may be empty)."""
+        ...
+
+    def finish(self) -> bytes:
+        """The end of the coded stream."""
+        ...
+
+
+class _Identity:
+    def encode(self, data: bytes | memoryview) -> bytes | memoryview:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _Gzip:
+    def __init__(self) -> None:
+        self._compressor = zlib.compressobj(wbits=31)  # 31: a gzip header and trailer
+
+    def encode(self, data: bytes | memoryview) -> bytes:
+        return self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._compressor.flush()
+
+
+class _Brotli:
+    def __init__(self) -> None:
+        self._compressor = brotli.Compressor(mode=brotli.MODE_TEXT, quality=_BROTLI_QUALITY)
+
+    def encode(self, data: bytes | memoryview) -> bytes:
+        return bytes(self._compressor.process(data) + self._compressor.flush())
+
+    def finish(self) -> bytes:
+        return bytes(self._compressor.finish())
+
+
+def encoder(coding: str) -> Encoder:
+    """A fresh encoder for one body in ``coding`` (one of CODINGS)."""
+    if coding == "gzip":
+        return _Gzip()
+    if coding == "br":
+        if brotli is None:
+            raise ValueError("the brotli package is not installed")
+        return _Brotli()
+    if coding == IDENTITY:
+        return _Identity()
+    raise ValueError(f"unknown content coding {coding!r}")
