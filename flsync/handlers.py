@@ -311,7 +311,7 @@ class _StreamedDownload:
             )
         # Creating a file can cost a millisecond, more than the rest of a small download
         # costs the reactor thread: a worker thread does it.
-        d: defer.Deferred[Any] = threads.deferToThread(open, self.path, "xb")
+        d = _open_new_file(self.path)
         d.addCallbacks(
             self._on_file, self._on_file_failed, (txresponse,), errbackArgs=(txresponse,)
         )
@@ -388,6 +388,32 @@ class _StreamedDownload:
         if self.timed_out:
             raise DownloadTimeoutError(f"Getting {self.url}: no data for {self.timeout} seconds.")
         return failure
+
+
+def _open_new_file(path: str) -> defer.Deferred[BinaryIO]:
+    """``open(path, "xb")`` in a worker thread. Cancelled before the file comes (the sync is
+    stopping), the file is closed and deleted when it does come, so none is left behind."""
+    cancelled = False
+
+    def cancel(_: defer.Deferred[BinaryIO]) -> None:
+        nonlocal cancelled
+        cancelled = True
+
+    result: defer.Deferred[BinaryIO] = defer.Deferred(cancel)
+
+    def opened(file: BinaryIO) -> None:
+        if cancelled:
+            file.close()
+            os.unlink(path)
+        else:
+            result.callback(file)
+
+    def failed(failure: Failure) -> None:
+        if not cancelled:
+            result.errback(failure)
+
+    threads.deferToThread(open, path, "xb").addCallbacks(opened, failed)
+    return result
 
 
 class _Dropper(Protocol):

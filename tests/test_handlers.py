@@ -32,7 +32,12 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 
-from flsync.handlers import STREAM_TO_META, StreamedResponse, StreamingDownloadHandler
+from flsync.handlers import (
+    STREAM_TO_META,
+    StreamedResponse,
+    StreamingDownloadHandler,
+    _open_new_file,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -516,3 +521,17 @@ def test_memory_does_not_grow_with_body_size(base, tmp_path):
     print(f"peak RSS KiB: 32 MiB {start_32} -> {peak_32}, 256 MiB {start_256} -> {peak_256}")  # noqa: T201
     assert files_in(tmp_path) == []
     assert peak_256 < peak_32 + 40 * 1024
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_opened_after_its_download_was_cancelled_is_deleted(tmp_path):
+    from twisted.internet import reactor  # noqa: PLC0415 (installed by pytest-twisted)
+
+    path = temp_path(tmp_path)
+    d = _open_new_file(path)
+    d.addErrback(lambda _: None)
+    d.cancel()  # before the worker thread's answer reaches the reactor
+
+    assert (yield wait_for(lambda: not os.path.exists(path)))
+    yield deferLater(reactor, 0.1)
+    assert files_in(tmp_path) == []

@@ -17,6 +17,8 @@ from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, SUBDIVISIONS, FakeSi
 from tests.fakesite.control import SESSION_COOKIE_MODES
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
+# Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
+SHORT_WAITS = ("-s", "FLSYNC_RETRY_BACKOFF_BASE=0.01", "-s", "FLSYNC_RETRY_AFTER_MAX=0.1")
 UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 
 
@@ -217,11 +219,11 @@ def test_a_first_signal_ends_the_sync_promptly_even_while_retrying(fakesite, syn
 
 def test_retries_after_503_and_429(small_site, tmp_path):
     small_site.faults.update({"fail_with": 503, "fail_next": 3, "retry_after": "1"})
-    result = Sync(small_site.base_url, tmp_path)()
+    result = Sync(small_site.base_url, tmp_path)(*SHORT_WAITS)
     assert result.returncode == 0, result.output
     assert small_site.stats()["by_status"]["503"] == 3
     small_site.faults.update({"fail_with": 429, "fail_next": 2, "retry_after": None})
-    result = Sync(small_site.base_url, tmp_path)("--full")
+    result = Sync(small_site.base_url, tmp_path)("--full", *SHORT_WAITS)
     assert result.returncode == 0, result.output
     assert small_site.stats()["by_status"]["429"] == 2
 
@@ -249,7 +251,7 @@ def test_cut_off_download_keeps_the_good_file(small_site, tmp_path):
     assert first.returncode == 0, first.output
     before = first.files()
     small_site.faults.update({"generation": 2, "truncate_next": 10_000})
-    cut = sync("--full")
+    cut = sync(*SHORT_WAITS)
     assert cut.returncode == 1
     assert "datasets/failed" in cut.error_lines()[-1]
     unchanged = {p: c for p, c in cut.files().items() if not p.endswith(tree.STATE_FILE)}
@@ -273,7 +275,14 @@ def test_cut_off_download_keeps_the_good_file(small_site, tmp_path):
 
 def test_no_credential_in_the_log(fakesite, sync):
     fakesite.faults.update({"expire_session_after": 60})
-    result = sync("-s", "LOG_LEVEL=DEBUG", password=None, env={"FLSYNC_PASSWORD": "demo-password"})
+    result = sync(
+        "-s",
+        "LOG_LEVEL=DEBUG",
+        "-s",
+        "FLSYNC_SIGN_IN_WAIT=0.05",
+        password=None,
+        env={"FLSYNC_PASSWORD": "demo-password"},
+    )
     assert result.returncode == 0, result.output
     assert "Session expired: signing in again" in result.output
     assert "demo-password" not in result.output
