@@ -85,8 +85,9 @@ if TYPE_CHECKING:
 
     from scrapy import Request
     from scrapy.crawler import Crawler
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.base import DelayedCall, ReactorBase
     from twisted.web.client import Response as TxResponse
+    from twisted.web.iweb import IBodyProducer
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class StreamingDownloadHandler:
         # Not at module level: that would install the default reactor on import.
         from twisted.internet import reactor  # noqa: PLC0415
 
-        self._reactor = reactor
+        self._reactor: ReactorBase = reactor
         self._crawler = crawler
         assert crawler.stats
         self._stats = crawler.stats
@@ -261,15 +262,19 @@ class _StreamedDownload:
         self.expected_size: int | None = None
         self.timed_out = False
         self.sink: BinaryIO = BytesIO()  # the file, or a BytesIO for a non-200 body
-        self.idle_timer: IDelayedCall
+        self.idle_timer: DelayedCall
         self.result: defer.Deferred[Response]
 
-    def start(self, agent: Agent, clock: IReactorTime) -> defer.Deferred[Response]:
+    def start(self, agent: Agent, clock: ReactorBase) -> defer.Deferred[Response]:
         # Idle timeout: reset by every chunk, so only a stalled transfer is cut.
         self.idle_timer = clock.callLater(self.timeout, self._on_idle)
         headers = TxHeaders(self.request.headers)
         headers.setRawHeaders(b"Accept-Encoding", [b"identity"])
-        body = FileBodyProducer(BytesIO(self.request.body)) if self.request.body else None
+        body = (
+            cast("IBodyProducer", FileBodyProducer(BytesIO(self.request.body)))
+            if self.request.body
+            else None
+        )
         start_time = monotonic()
         d: defer.Deferred[Any] = agent.request(
             to_bytes(self.request.method), to_bytes(self.url, "ascii"), headers, body
@@ -312,10 +317,12 @@ class _StreamedDownload:
         # Creating a file can cost a millisecond, more than the rest of a small download
         # costs the reactor thread: a worker thread does it.
         d = _open_new_file(self.path)
-        d.addCallbacks(
-            self._on_file, self._on_file_failed, (txresponse,), errbackArgs=(txresponse,)
+        return d.addCallbacks(
+            self._on_file,
+            self._on_file_failed,
+            (txresponse,),
+            errbackArgs=(txresponse,),
         )
-        return d
 
     def _on_file(self, sink: BinaryIO, txresponse: TxResponse) -> defer.Deferred[Response]:
         self.sink = sink
@@ -444,7 +451,7 @@ class _BodyReceiver(Protocol):
     def __init__(
         self,
         sink: BinaryIO,
-        idle_timer: IDelayedCall,
+        idle_timer: DelayedCall,
         timeout: float,
         maxsize: int,
         *,
@@ -500,7 +507,11 @@ class _BodyReceiver(Protocol):
             self.finished.errback(exc)
             return
         self._flush()
-        self._writes.addCallback(lambda _: self.finished.called or self.finished.callback(flags))
+        self._writes.addCallback(self._finish, flags)
+
+    def _finish(self, _: None, flags: list[str] | None) -> None:
+        if not self.finished.called:
+            self.finished.callback(flags)
 
     def _flush(self) -> None:
         # The chunks as received: joining them would copy every byte on the reactor thread.

@@ -45,6 +45,15 @@ SESSION_RESENDS_META = "flsync_session_resends"  # times it was sent again after
 SIGN_IN_SLOT = "flsync-sign-in"
 
 
+def tries_note(request: Request | None) -> str:
+    """ " (after N tries)" for a request sent more than once (retries, and sends again after
+    "signed out"), for the one line that says it failed; else ""."""
+    if request is None:
+        return ""
+    tries = 1 + request.meta.get("retry_times", 0) + request.meta.get(SESSION_RESENDS_META, 0)
+    return f" (after {tries} tries)" if tries > 1 else ""
+
+
 def stopper(crawler: Crawler) -> PromptStop:
     """The crawl's PromptStop extension (its waits end when the sync is stopped)."""
     stop = crawler.get_extension(PromptStop)
@@ -64,13 +73,18 @@ class RetryAfterMiddleware(RetryMiddleware):
         self.max_wait = settings.getfloat("FLSYNC_RETRY_AFTER_MAX", 120.0)
         self.backoff_base = settings.getfloat("FLSYNC_RETRY_BACKOFF_BASE", 1.0)
 
-    async def process_response(self, request: Request, response: Response) -> Request | Response:
+    # Coroutines, which Scrapy awaits: the wait must not block the reactor.
+    async def process_response(  # type: ignore[override]
+        self, request: Request, response: Response
+    ) -> Request | Response:
         result = super().process_response(request, response)
         if isinstance(result, Request):
             await stopper(self.crawler).sleep(self.retry_delay(request, response))
         return result
 
-    async def process_exception(self, request: Request, exception: Exception) -> Request | None:
+    async def process_exception(  # type: ignore[override]
+        self, request: Request, exception: Exception
+    ) -> Request | Response | None:
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
             await stopper(self.crawler).sleep(self.retry_delay(request, None))
@@ -84,7 +98,8 @@ class RetryAfterMiddleware(RetryMiddleware):
                 self.crawler.stats.inc_value("flsync/retry/retry_after")
                 return min(seconds, self.max_wait)
         # retry_times counts earlier retries of this request; get_retry_request bumps it after.
-        return min(self.backoff_base * 2 ** request.meta.get("retry_times", 0), self.max_wait)
+        retries = int(request.meta.get("retry_times", 0))
+        return min(self.backoff_base * 2.0**retries, self.max_wait)
 
 
 def parse_retry_after(value: str) -> float | None:
@@ -151,7 +166,7 @@ class SessionMiddleware(CookiesMiddleware):
             super().process_request(request)
             request.meta[GENERATION_META] = generation
 
-    async def process_response(
+    async def process_response(  # type: ignore[override]  # a coroutine, which Scrapy awaits
         self, request: Request, response: Response, spider: Any = None
     ) -> Request | Response:
         if request.meta.get(SIGN_IN_META):

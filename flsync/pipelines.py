@@ -23,9 +23,9 @@ from scrapy.utils.defer import ensure_awaitable
 from flsync import site, storage, tree
 from flsync.handlers import STREAM_TO_META, StreamedResponse, discard_body
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
-from flsync.middlewares import EXPECT_CSV_META, SESSION_RESENDS_META
+from flsync.middlewares import EXPECT_CSV_META, tries_note
 from flsync.mirror import mirror_of
-from flsync.state import describes
+from flsync.state import FileRecord, describes
 from flsync.stopping import SyncStopped
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from scrapy.pipelines.media import MediaPipeline
     from twisted.python.failure import Failure
 
-    from flsync.storage import FileStat
+    from flsync.storage import DataStore, FileStat
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class DatasetFilesPipeline(FilesPipeline):
     read (hashed) only when the state cannot vouch for it.
     """
 
+    store: DataStore
     STORE_SCHEMES: ClassVar[dict[str, Any]] = {
         **FilesPipeline.STORE_SCHEMES,
         **storage.STORE_SCHEMES,
@@ -107,13 +108,14 @@ class DatasetFilesPipeline(FilesPipeline):
         info: MediaPipeline.SpiderInfo,
         *,
         item: Any = None,
-    ) -> dict[str, Any]:
+    ) -> FileRecord:
         previous = self._previous(item)
         if response.status == 304 and previous is not None:
-            return self._record(item, "not-modified", previous, self.store.stat(item.path))
+            known = {k: previous.get(k) for k in ("etag", "last_modified", "size", "checksum")}
+            return self._record(item, "not-modified", known, self.store.stat(item.path))
         if not isinstance(response, StreamedResponse) or response.status != 200:
             discard_body(response)
-            raise DatasetDownloadError(f"HTTP {response.status}{_retries(request)}")
+            raise DatasetDownloadError(f"HTTP {response.status}{tries_note(response.request)}")
         if site.is_html(response):
             discard_body(response)
             raise DatasetDownloadError("an HTML page instead of a CSV")
@@ -149,16 +151,16 @@ class DatasetFilesPipeline(FilesPipeline):
             assert previous is not None
             return str(previous["checksum"])
         self.crawler.stats.inc_value("flsync/datasets/hashed")
-        result = await ensure_awaitable(self.store.stat_file(path, None))
+        result = await ensure_awaitable(self.store.stat_file(path))
         return result.get("checksum")
 
-    def media_failed(
+    def media_failed(  # type: ignore[override]
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
     ) -> None:
-        # Kept, not raised: MediaPipeline would log a raised failure with its traceback;
-        # item_completed() logs it as one line.
-        reason = failure.getErrorMessage() + _retries(request)
-        self._failures[request.url] = "" if failure.check(SyncStopped) else reason
+        # Kept, not raised (so the download's result is None): MediaPipeline would log a
+        # raised failure with its traceback; item_completed() logs it as one line.
+        reason = "" if failure.check(SyncStopped) else failure.getErrorMessage()
+        self._failures[request.url] = reason
 
     def item_completed(self, results: list[Any], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         if not isinstance(item, DatasetItem):
@@ -182,19 +184,22 @@ class DatasetFilesPipeline(FilesPipeline):
 
     def _record(
         self, item: DatasetItem, status: str, known: dict[str, Any], stored: FileStat | None
-    ) -> dict[str, Any]:
+    ) -> FileRecord:
         self.crawler.stats.inc_value(f"flsync/datasets/{status}")
         if status == "downloaded":
             self.crawler.stats.inc_value("flsync/datasets/bytes", known["size"])
         logger.debug("Dataset (%(status)s): %(path)s", {"status": status, "path": item.path})
-        return {
-            **known,
-            "url": item.url,
-            "path": item.path,
-            "status": status,
-            "mtime": stored.mtime if stored else None,
-            "fetched_at": _now().isoformat(timespec="seconds"),
-        }
+        return FileRecord(
+            url=item.url,
+            path=item.path,
+            checksum=known["checksum"],
+            status=status,
+            etag=known["etag"],
+            last_modified=known["last_modified"],
+            size=known["size"],
+            mtime=stored.mtime if stored else None,
+            fetched_at=_now().isoformat(timespec="seconds"),
+        )
 
 
 class RunMetadataPipeline:
@@ -338,12 +343,6 @@ def _metadata_csv(item: RunItem, header: tuple[str, ...]) -> bytes:
         ]
     )
     return out.getvalue().encode()
-
-
-def _retries(request: Request) -> str:
-    """How many times it was tried, for the failure's one line, if more than once."""
-    tries = 1 + request.meta.get("retry_times", 0) + request.meta.get(SESSION_RESENDS_META, 0)
-    return f" (after {tries} tries)" if tries > 1 else ""
 
 
 def _header(response: Response, name: bytes) -> str | None:

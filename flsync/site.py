@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from form2request import form2request
+from scrapy.http import TextResponse
 
 if TYPE_CHECKING:
     from form2request import Request as FormRequestData
-    from scrapy.http import Response, TextResponse
+    from parsel import Selector
+    from scrapy.http import Response
 
 SIGN_IN_PATH = "/sign-in"
 ORGANISATIONS_PATH = "/admin/organisations"
@@ -98,16 +100,20 @@ def subdivisions_url(base_url: str, course_slug: str, run: int) -> str:
     )
 
 
-def sign_in_form_request(response: TextResponse, email: str, password: str) -> FormRequestData:
+def sign_in_form_request(response: Response, email: str, password: str) -> FormRequestData:
     """The sign-in POST, built from the page's form with every hidden field sent back."""
+    if not isinstance(response, TextResponse):
+        raise LayoutError(f"no sign-in form on {response.url} (not a web page)")
     form = response.xpath(f'//form[@action="{SIGN_IN_PATH}" or contains(@action, "/sign-in")]')
     if not form:
         raise LayoutError(f"no sign-in form on {response.url}")
     return form2request(form[0], {"email": email, "password": password})
 
 
-def parse_sign_in_error(response: TextResponse) -> str | None:
+def parse_sign_in_error(response: Response) -> str | None:
     """The error flash of a refused sign-in ("Invalid email or password."), if any."""
+    if not isinstance(response, TextResponse):
+        return None
     text = response.css(".m-flash--error ::text").getall()
     return " ".join(" ".join(text).split()) or None
 
@@ -133,7 +139,7 @@ def is_signed_in(response: Response) -> bool:
 
 def is_html(response: Response) -> bool:
     """An HTML page, e.g. the sign-in page served where a CSV was asked for."""
-    content_type = response.headers.get(b"Content-Type", b"").decode("latin-1").lower()
+    content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1").lower()
     return content_type.startswith(("text/html", "application/xhtml"))
 
 
@@ -183,7 +189,7 @@ def parse_datasets(response: TextResponse) -> list[DatasetLink]:
     return datasets
 
 
-def _parse_run_row(response: TextResponse, row) -> RunListing:
+def _parse_run_row(response: TextResponse, row: Selector) -> RunListing:
     course = row.css("td.m-run__course a")
     details_url = response.urljoin(course.attrib["href"])
     dashboard = row.css('td.m-run__links a[href$="/stats-dashboard"]::attr(href)').get()

@@ -14,14 +14,29 @@ from datetime import date, timedelta
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+from scrapy.pipelines.media import FileInfo
+
 from flsync.tree import STATE_FILE
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from flsync.storage import DataStore, FileStat
 
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+
+
+class FileRecord(FileInfo, total=False):
+    """What is known of one stored file: FilesPipeline's url, path, checksum and status, and
+    what the server said of it and when the store last changed it."""
+
+    etag: str | None
+    last_modified: str | None
+    size: int
+    mtime: float | None  # of the stored file, as the store reports it
+    fetched_at: str
 
 
 @dataclass
@@ -46,7 +61,7 @@ class SyncState:
         return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode()
 
 
-def describes(record: dict[str, Any] | None, stored: FileStat | None) -> bool:
+def describes(record: Mapping[str, Any] | None, stored: FileStat | None) -> bool:
     """Whether ``record`` still describes the stored file: same size and modification time.
 
     Then its checksum can be trusted without reading the file, and a 304 means the stored

@@ -1,6 +1,6 @@
 """The one storage layer: every file flsync writes goes through a store of ``STORE_SCHEMES``.
 
-A store is a Scrapy ``FilesStore`` (``persist_file``/``stat_file``, what ``FilesPipeline``
+A store is a Scrapy files store (``persist_file``/``stat_file``, what ``FilesPipeline``
 uses; ``DatasetFilesPipeline`` registers these classes in its ``STORE_SCHEMES``) with what a
 mirror also needs: temporary files for downloads and their move into place, a cheap ``stat``,
 reading a small file back, listing a folder, sweeping what a killed sync left behind, and a
@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from scrapy.pipelines.files import FSFilesStore
+from scrapy.pipelines.files import FilesStoreProtocol
 from twisted.internet import threads
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from io import BytesIO
 
+    from scrapy.pipelines.files import StatInfo
+    from scrapy.pipelines.media import MediaPipeline
     from twisted.internet.defer import Deferred
 
 # Temporary files: `.flsync-tmp-<random>.part` beside their destination. Named apart from the
@@ -52,17 +54,26 @@ class FileStat:
     mtime: float
 
 
-class DataStore(Protocol):
+class DataStore(FilesStoreProtocol, Protocol):
+    """A FilesPipeline store, with what a mirror needs besides."""
+
+    @classmethod
+    def check_location(cls, uri: str) -> None:
+        """Raise StoreLocationError (one line for the user) if the tree cannot go there."""
+
     def persist_file(
         self,
         path: str,
         buf: BytesIO,
-        info: Any,
+        info: MediaPipeline.SpiderInfo | None = None,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> Any: ...
+    ) -> Deferred[Any] | None: ...
 
-    def stat_file(self, path: str, info: Any) -> Any: ...
+    def stat_file(
+        self, path: str, info: MediaPipeline.SpiderInfo | None = None
+    ) -> Deferred[StatInfo]:
+        """The file's time and checksum (SHA-256); reads the whole file."""
 
     def stat(self, path: str) -> FileStat | None:
         """Size and modification time of a stored file, or None if there is none."""
@@ -70,7 +81,7 @@ class DataStore(Protocol):
     def temp_path(self, path: str) -> str:
         """A new local file name to download the file that will become ``path`` into."""
 
-    def persist_local_file(self, path: str, local_path: str) -> Any:
+    def persist_local_file(self, path: str, local_path: str) -> Deferred[None] | None:
         """Put the finished local file ``local_path`` in place as ``path`` (and consume it)."""
 
     def exists(self, path: str) -> bool: ...
@@ -85,7 +96,7 @@ class DataStore(Protocol):
     def lock(self) -> contextlib.AbstractContextManager[None]: ...
 
 
-class LocalStore(FSFilesStore):
+class LocalStore:
     """A data tree on a local (or mounted) file system."""
 
     @classmethod
@@ -111,13 +122,14 @@ class LocalStore(FSFilesStore):
             raise StoreLocationError(f"data_dir {folder}: {target} is not writable by this user")
 
     def __init__(self, basedir: str):
-        super().__init__(_local_path(basedir))
+        self.basedir = _local_path(basedir)
+        Path(self.basedir).mkdir(parents=True, exist_ok=True)
 
     def persist_file(
         self,
         path: str,
         buf: BytesIO,
-        info: Any = None,
+        info: MediaPipeline.SpiderInfo | None = None,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -125,12 +137,14 @@ class LocalStore(FSFilesStore):
             f.write(buf.getvalue())
         self.persist_local_file(path, tmp)
 
-    def stat_file(self, path: str, info: Any = None) -> Deferred[dict[str, Any]]:
-        """FSFilesStore's, with the SHA-256 that flsync's downloads compute as checksum; read
-        in a worker thread, as a stored file can be gigabytes."""
+    def stat_file(
+        self, path: str, info: MediaPipeline.SpiderInfo | None = None
+    ) -> Deferred[StatInfo]:
+        """The file's time and SHA-256 (the checksum flsync's downloads compute); read in a
+        worker thread, as a stored file can be gigabytes."""
         return threads.deferToThread(self._stat_file, path)
 
-    def _stat_file(self, path: str) -> dict[str, Any]:
+    def _stat_file(self, path: str) -> StatInfo:
         absolute_path = self._get_filesystem_path(path)
         try:
             with absolute_path.open("rb") as f:
@@ -138,6 +152,9 @@ class LocalStore(FSFilesStore):
                 return {"last_modified": os.fstat(f.fileno()).st_mtime, "checksum": checksum}
         except FileNotFoundError:
             return {}
+
+    def _get_filesystem_path(self, path: str) -> Path:
+        return Path(self.basedir, path)
 
     def stat(self, path: str) -> FileStat | None:
         try:
@@ -206,13 +223,13 @@ class LocalStore(FSFilesStore):
             raise
 
 
-STORE_SCHEMES: dict[str, type[Any]] = {
+STORE_SCHEMES: dict[str, type[DataStore]] = {
     "": LocalStore,
     "file": LocalStore,
 }
 
 
-def store_class(uri: str) -> type[Any]:
+def store_class(uri: str) -> type[DataStore]:
     """The store class for a data_dir: a local path or a ``file://`` URI."""
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     try:

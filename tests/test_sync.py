@@ -217,6 +217,18 @@ def test_a_first_signal_ends_the_sync_promptly_even_while_retrying(fakesite, syn
     assert any(path.endswith("/enrolments.csv") for path in state["files"])  # what was fetched
 
 
+def test_a_request_past_its_retries_fails_in_one_line(fakesite, sync):
+    only = r"^/admin/courses/forensic-psychology/1/stats-dashboard/data/comments$"
+    fakesite.faults.update({"fail_with": 503, "fail_next": 100, "fail_path": only})
+    result = sync(*SHORT_WAITS)
+    assert result.returncode == 1
+    [line, summary] = result.error_lines()
+    assert line.endswith("/data/comments: HTTP 503 (after 5 tries)")
+    assert "Sync FAILED (finished; datasets/failed: 1)" in summary
+    assert "Gave up retrying" not in result.output
+    assert fakesite.stats()["by_status"]["503"] == 5  # RETRY_TIMES = 4
+
+
 def test_retries_after_503_and_429(small_site, tmp_path):
     small_site.faults.update({"fail_with": 503, "fail_next": 3, "retry_after": "1"})
     result = Sync(small_site.base_url, tmp_path)(*SHORT_WAITS)

@@ -56,6 +56,7 @@ class Command(ScrapyCrawlCommand):
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
         if opts.full:
+            assert self.settings is not None
             self.settings.set("FLSYNC_FULL", True, priority="cmdline")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:

@@ -9,8 +9,8 @@ and whenever the session expires. Settings: ``FLSYNC_CONFIG`` (read once, here, 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import scrapy
 from scrapy.exceptions import CloseSpider
@@ -18,6 +18,7 @@ from scrapy.exceptions import CloseSpider
 from flsync import site, tree
 from flsync.config import LOADED_CONFIG, config_from_settings, load_config
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
+from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
 from flsync.stopping import SyncStopped
 from flsync.storage import store_class
@@ -27,15 +28,19 @@ if TYPE_CHECKING:
     from typing import Self
 
     from scrapy.crawler import Crawler
-    from scrapy.http import TextResponse
+    from scrapy.http import Response, TextResponse
     from scrapy.settings import BaseSettings
     from twisted.python.failure import Failure
 
+    from flsync.config import FlsyncConfig
     from flsync.mirror import Mirror
 
 
 class FuturelearnSpider(scrapy.Spider):
     name = "futurelearn"
+    config: FlsyncConfig
+    frozen_after_days: int  # 0: every run is asked for
+    today: date
     mirror: Mirror
 
     @classmethod
@@ -69,7 +74,7 @@ class FuturelearnSpider(scrapy.Spider):
             meta={"handle_httpstatus_list": [403]},
         )
 
-    def parse_organisations(self, response: TextResponse) -> Iterator[scrapy.Request]:
+    def parse_organisations(self, response: Response) -> Iterator[scrapy.Request]:
         if response.status == 403:
             self.crawler.stats.inc_value("flsync/signin/not_admin")
             self.logger.error(
@@ -79,7 +84,7 @@ class FuturelearnSpider(scrapy.Spider):
                 {"user": self.config.username},
             )
             raise CloseSpider("flsync_not_admin")
-        found = site.parse_organisations(response)
+        found = site.parse_organisations(cast("TextResponse", response))
         wanted = set(self.config.organisations) or {o.slug for o in found}
         for slug in sorted(wanted - {o.slug for o in found}):
             self.crawler.stats.inc_value("flsync/organisations/missing")
@@ -183,26 +188,27 @@ class FuturelearnSpider(scrapy.Spider):
         yield run
 
     def organisations_failed(self, failure: Failure) -> None:
-        if not failure.check(SyncStopped):
-            self.logger.error(
-                "Page (failed): %(url)s: %(reason)s",
-                {"url": failure.request.url, "reason": failure.getErrorMessage()},
-            )
-            self.crawler.stats.inc_value("flsync/pages/failed")
+        self._log_failure(failure)
 
     def page_failed(self, failure: Failure) -> Iterator[FetchFailure]:
-        request = failure.request
-        if not failure.check(SyncStopped):  # the reason was logged once, where it happened
-            self.crawler.stats.inc_value("flsync/pages/failed")
-            self.logger.error(
-                "Page (failed): %(url)s: %(reason)s",
-                {"url": request.url, "reason": failure.getErrorMessage()},
-            )
+        request = self._log_failure(failure)
         yield FetchFailure(
             organisation=request.cb_kwargs["organisation"],
             url=request.url,
             reason=failure.getErrorMessage(),
         )
+
+    def _log_failure(self, failure: Failure) -> scrapy.Request:
+        """Log a page that could not be had, in one line; the request it was."""
+        # Scrapy sets it on the Failure of every request's errback.
+        request: scrapy.Request = failure.request  # type: ignore[attr-defined]
+        if not failure.check(SyncStopped):  # the reason was logged once, where it happened
+            self.crawler.stats.inc_value("flsync/pages/failed")
+            self.logger.error(
+                "Page (failed): %(url)s: %(reason)s",
+                {"url": request.url, "reason": failure.getErrorMessage() + tries_note(request)},
+            )
+        return request
 
     def _is_frozen(self, organisation: str, listing: site.RunListing) -> bool:
         state = self.mirror.state(organisation)
