@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import http.client
 import io
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,10 +35,11 @@ from tests.fakesite import (
     PARTIAL_PASSWORD,
     FakeSite,
     SiteOptions,
+    coding,
 )
 from tests.fakesite.app import SESSION_COOKIE
 from tests.fakesite.control import SESSION_COOKIE_MODES
-from tests.fakesite.datasets import HEADERS, OLD_HEADERS
+from tests.fakesite.datasets import HEADERS, OLD_HEADERS, DatasetFile
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIES = "foundations-of-data-science"  # the tricky course with 22 runs
@@ -978,3 +981,334 @@ def test_saved_pages_are_there() -> None:
         assert f"`{name}`" in readme
     assert 'rel="next"' not in (pages / "runs_last_page.html").read_text()
     assert "End date" not in (pages / "run_details.html").read_text()
+
+
+# Dataset answers as the CDN may send them: chunked, with a weak ETag, compressed
+
+SUBDIVISIONS_URL = f"/admin/courses/{SERIES}/19{SUBDIVISIONS_PATH}"
+BR = pytest.param(
+    "br", marks=pytest.mark.skipif(not coding.brotli_available(), reason="no brotli package")
+)
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    chunks: list[bytes]  # as framed on the wire (one item for a Content-Length body)
+    complete: bool  # a chunked body ended with the zero-length chunk
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class RawConnection:
+    """One kept-alive connection read by hand, to see how a body is framed (http.client
+    hides chunks, and quietly opens a new connection when the server closed the old one)."""
+
+    def __init__(self, site: FakeSite, cookie: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", site.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.cookie = cookie
+
+    def get(self, path: str, **headers: str) -> RawAnswer:
+        """GET with headers given as Accept_Encoding="..."; no Accept-Encoding unless given."""
+        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", f"Cookie: {self.cookie}"]
+        lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status = int(self.file.readline().split()[1])
+        fields = {}
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            fields[name.strip().lower()] = value.strip()
+        if "content-length" in fields:
+            return RawAnswer(status, fields, [self.file.read(int(fields["content-length"]))], True)
+        if fields.get("transfer-encoding") != "chunked":
+            return RawAnswer(status, fields, [], True)  # a 304
+        return RawAnswer(status, fields, *self._chunks())
+
+    def _chunks(self) -> tuple[list[bytes], bool]:
+        chunks = []
+        while line := self.file.readline():
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                return chunks, self.file.readline() == b"\r\n"  # no trailer fields
+            chunks.append(self.file.read(size))
+            if len(chunks[-1]) < size or self.file.readline() != b"\r\n":
+                break
+        return chunks, False
+
+    def closed_by_server(self) -> bool:
+        return self.file.read(1) == b""
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(fakesite: FakeSite, admin: Browser) -> Iterator[RawConnection]:
+    connection = RawConnection(fakesite, admin.cookie_header()["Cookie"])
+    yield connection
+    connection.close()
+
+
+def decode(body: bytes, content_coding: str) -> bytes:
+    if content_coding == "gzip":
+        return gzip.decompress(body)
+    return coding.brotli.decompress(body)
+
+
+def test_chunked_answers_decode_to_the_file_without_a_length(
+    fakesite: FakeSite, admin: Browser
+) -> None:
+    fakesite.faults.update({"dataset_transfer": "chunked"})
+    bodies = []
+    for path, dataset in ((DATASET, "comments"), (SUBDIVISIONS_URL, "country-subdivisions")):
+        page = admin.get(path)
+        assert page.status == 200 and page.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in page.headers
+        assert page.body == fakesite.dataset_bytes(SERIES, 19, dataset)
+        bodies.append(page.body)
+    listing = admin.get("/admin/organisations")  # pages are not chunked
+    assert int(listing.headers["Content-Length"]) == len(listing.body)
+    assert "Transfer-Encoding" not in listing.headers
+    stats = fakesite.stats()
+    assert stats["dataset_bytes"] == sum(map(len, bodies))
+    assert stats["dataset_chunked"] == 2 and stats["dataset_codings"]["identity"] == 2
+
+
+def test_chunked_body_comes_in_several_chunks_and_keeps_the_connection(
+    fakesite: FakeSite, raw: RawConnection
+) -> None:
+    fakesite.faults.update({"dataset_transfer": "chunked"})
+    expected = fakesite.dataset_bytes(SERIES, 19, "comments")
+    etag = fakesite.dataset_file(SERIES, 19, "comments").etag
+    for _ in range(2):  # the second on the same connection, after the zero-length chunk
+        answer = raw.get(DATASET)
+        assert answer.status == 200 and answer.complete
+        assert "content-length" not in answer.headers
+        assert len(answer.chunks) >= 3 and answer.body == expected
+    not_modified = raw.get(DATASET, If_None_Match=etag)
+    assert not_modified.status == 304
+    assert "content-length" not in not_modified.headers  # the 200 has none to repeat
+    assert "transfer-encoding" not in not_modified.headers
+    page = raw.get("/admin/organisations")
+    assert page.status == 200 and b"m-organisation-list" in page.body
+    subdivisions = raw.get(SUBDIVISIONS_URL)
+    assert subdivisions.complete and len(subdivisions.chunks) >= 3
+    assert subdivisions.body == fakesite.dataset_bytes(SERIES, 19, "country-subdivisions")
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip", BR])
+def test_big_file_chunked_is_exact_and_streamed(
+    compress: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def joined(self: DatasetFile) -> bytes:
+        raise AssertionError("the site joined a whole file")
+
+    monkeypatch.setattr(DatasetFile, "content", joined)
+    with FakeSite(SiteOptions(big_file_mb=3)) as site:
+        client = Browser(site)
+        client.sign_in()
+        site.faults.update({"dataset_transfer": "chunked", "compress": compress})
+        course, run = site.data.big_file
+        raw = RawConnection(site, client.cookie_header()["Cookie"])
+        path = f"/admin/courses/{course}/{run}/stats-dashboard/data/step_activity"
+        answer = raw.get(path, Accept_Encoding="gzip, br")
+        raw.close()
+        client.close()
+        file = site.dataset_file(course, run, "step_activity")
+        assert site.stats()["dataset_bytes"] == len(answer.body)
+    assert answer.status == 200 and answer.complete
+    assert max(map(len, answer.chunks)) <= 16 * 1024
+    body = answer.body if compress == "none" else decode(answer.body, compress)
+    assert answer.headers.get("content-encoding") == (None if compress == "none" else compress)
+    assert body == b"".join(file.chunks()) and len(body) == 3 * 1024 * 1024
+    if compress == "none":
+        assert len(answer.chunks) >= 3 * 1024 * 1024 // (16 * 1024)
+    else:  # flushed as it goes, as a CDN compressing on the fly does
+        assert len(answer.chunks) > 10 and len(answer.body) < len(body) // 2
+
+
+def test_weak_etag_is_sent_and_matched_both_ways(fakesite: FakeSite, admin: Browser) -> None:
+    strong = fakesite.dataset_file(SERIES, 19, "comments").etag
+    fakesite.faults.update({"weak_etag": True})
+    page = admin.get(DATASET)
+    assert page.status == 200 and page.headers["ETag"] == f"W/{strong}"
+    assert page.body == fakesite.dataset_bytes(SERIES, 19, "comments")
+    for tag in (f"W/{strong}", strong, f'"other", W/{strong}', "*"):
+        answer = admin.get(DATASET, If_None_Match=tag)
+        assert answer.status == 304 and answer.body == b"", tag
+        assert answer.headers["ETag"] == f"W/{strong}"
+    assert admin.get(DATASET, If_None_Match='W/"other"').status == 200
+    subdivisions = admin.get(SUBDIVISIONS_URL)
+    assert subdivisions.headers["ETag"].startswith('W/"')
+    assert admin.get(SUBDIVISIONS_URL, If_None_Match=subdivisions.headers["ETag"]).status == 304
+    fakesite.faults.update({"dataset_transfer": "chunked"})
+    chunked = admin.get(DATASET, If_None_Match=strong)
+    assert chunked.status == 304 and chunked.headers["ETag"] == f"W/{strong}"
+    assert "Content-Length" not in chunked.headers
+    fakesite.faults.update({"weak_etag": False})
+    assert admin.get(DATASET).headers["ETag"] == strong
+    assert fakesite.stats()["not_modified"] == 6
+
+
+def accept_encodings(content_coding: str) -> tuple[list[str], list[str]]:
+    """Accept-Encoding values that take ``content_coding``, and values that do not."""
+    alias = "x-gzip" if content_coding == "gzip" else "br"
+    taken = [
+        content_coding,
+        content_coding.upper(),
+        alias,
+        "gzip, deflate, br, zstd",
+        "*",
+        f"identity;q=1, {content_coding};q=0.5",
+        f"{content_coding};q=0.001",
+        "deflate, *;q=0.1",
+    ]
+    refused = [
+        "identity",
+        "",
+        "deflate",
+        f"{content_coding};q=0",
+        f"{content_coding};q=0.000, identity",
+        f"*, {content_coding};q=0",
+        "*;q=0",
+        f"{content_coding};q=2",  # malformed: not taken as a yes
+    ]
+    return taken, refused
+
+
+@pytest.mark.parametrize("content_coding", ["gzip", BR])
+def test_compressed_only_when_accepted(
+    fakesite: FakeSite, admin: Browser, raw: RawConnection, content_coding: str
+) -> None:
+    fakesite.faults.update({"compress": content_coding})
+    expected = fakesite.dataset_bytes(SERIES, 19, "comments")
+    taken, refused = accept_encodings(content_coding)
+    sent = 0
+    for accept_encoding in taken:
+        page = admin.get(DATASET, Accept_Encoding=accept_encoding)
+        assert page.headers["Content-Encoding"] == content_coding, accept_encoding
+        assert page.headers["Vary"] == "Accept-Encoding"
+        assert page.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in page.headers
+        assert decode(page.body, content_coding) == expected
+        assert len(page.body) < len(expected)
+        sent += len(page.body)
+    for accept_encoding in refused:
+        page = admin.get(DATASET, Accept_Encoding=accept_encoding)
+        assert "Content-Encoding" not in page.headers, accept_encoding
+        assert page.headers["Vary"] == "Accept-Encoding"
+        assert int(page.headers["Content-Length"]) == len(page.body)
+        assert page.body == expected
+        sent += len(page.body)
+    plain = raw.get(DATASET)  # no Accept-Encoding at all: not compressed either
+    assert "content-encoding" not in plain.headers and plain.body == expected
+    etag = plain.headers["etag"]
+    not_modified = admin.get(DATASET, If_None_Match=etag, Accept_Encoding=content_coding)
+    assert not_modified.status == 304 and not_modified.headers["Vary"] == "Accept-Encoding"
+    page = admin.get("/admin/organisations", Accept_Encoding=content_coding)
+    assert "Content-Encoding" not in page.headers and "Vary" not in page.headers
+    stats = fakesite.stats()
+    assert stats["dataset_codings"][content_coding] == len(taken)
+    assert stats["dataset_codings"]["identity"] == len(refused) + 1
+    assert stats["dataset_chunked"] == len(taken)
+    assert stats["dataset_bytes"] == sent + len(plain.body)
+
+
+def test_compressed_and_chunked_subdivisions(fakesite: FakeSite, raw: RawConnection) -> None:
+    fakesite.faults.update({"compress": "gzip", "dataset_transfer": "chunked"})
+    answer = raw.get(SUBDIVISIONS_URL, Accept_Encoding="gzip")
+    assert answer.complete and answer.headers["content-encoding"] == "gzip"
+    expected = fakesite.dataset_bytes(SERIES, 19, "country-subdivisions")
+    assert decode(answer.body, "gzip") == expected
+    identity = raw.get(SUBDIVISIONS_URL, Accept_Encoding="identity")
+    assert identity.complete and "content-length" not in identity.headers  # chunked all the same
+    assert identity.body == expected
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip"])
+def test_truncated_chunked_answer_lacks_the_last_chunk(
+    fakesite: FakeSite, admin: Browser, raw: RawConnection, compress: str
+) -> None:
+    fakesite.faults.update({"dataset_transfer": "chunked", "compress": compress})
+    expected = fakesite.dataset_bytes(SERIES, 19, "comments")
+    fakesite.faults.update({"truncate_next": 1})
+    headers = {**admin.cookie_header(), "Accept-Encoding": "identity"}
+    admin.conn.request("GET", DATASET, headers=headers)
+    response = admin.conn.getresponse()
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in response.headers
+    with pytest.raises(http.client.IncompleteRead) as raised:
+        response.read()
+    partial = raised.value.partial
+    assert 0 < len(partial) < len(expected) and expected.startswith(partial)
+    admin.conn.close()
+    fakesite.faults.update({"truncate_next": 1})
+    cut = raw.get(DATASET, Accept_Encoding="gzip")
+    assert cut.status == 200 and cut.chunks and not cut.complete
+    assert raw.closed_by_server()
+    decoder = zlib.decompressobj(wbits=31) if compress == "gzip" else None
+    decoded = decoder.decompress(cut.body) if decoder else cut.body
+    assert 0 < len(decoded) < len(expected) and expected.startswith(decoded)
+    assert decoder is None or not decoder.eof  # the gzip stream never ended either
+    assert fakesite.stats()["dataset_bytes"] == len(partial) + len(cut.body)
+    assert admin.get(DATASET).body == expected  # the next answer is whole
+
+
+def test_transfer_knobs_are_checked_and_set_over_http(
+    fakesite: FakeSite, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = fakesite.faults.as_dict()
+    assert (defaults["dataset_transfer"], defaults["weak_etag"], defaults["compress"]) == (
+        "length",
+        False,
+        "none",
+    )
+    bad = [
+        ("dataset_transfer", "gzip"),
+        ("dataset_transfer", None),
+        ("weak_etag", "yes"),
+        ("weak_etag", 1),
+        ("compress", "deflate"),
+        ("compress", True),
+    ]
+    for name, value in bad:
+        with pytest.raises(ValueError, match=f"bad value for {name}"):
+            fakesite.faults.update({name: value})
+    knobs = {"dataset_transfer": "chunked", "weak_etag": True, "compress": "gzip"}
+    headers = {"Content-Type": "application/json"}
+    page = browser.request("POST", "/_fakesite/control", json.dumps(knobs).encode(), headers)
+    assert page.status == 200 and {k: json.loads(page.body)[k] for k in knobs} == knobs
+    refused = json.dumps({"weak_etag": False, "compress": "zstd"}).encode()
+    page = browser.request("POST", "/_fakesite/control", refused, headers)
+    assert page.status == 400 and "compress" in json.loads(page.body)["error"]
+    assert fakesite.faults.weak_etag is True  # a refused update sets nothing
+    monkeypatch.setattr(coding, "brotli", None)
+    with pytest.raises(ValueError, match="'br' needs the brotli package"):
+        fakesite.faults.update({"compress": "br"})
+    assert fakesite.faults.compress == "gzip"
+
+
+def test_cli_sets_the_transfer_knobs() -> None:
+    options = ["--dataset-transfer", "chunked", "--weak-etag", "--compress", "gzip"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/_fakesite/control")
+        knobs = json.loads(connection.getresponse().read())
+        connection.close()
+        assert knobs["dataset_transfer"] == "chunked" and knobs["weak_etag"] is True
+        assert knobs["compress"] == "gzip"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0

@@ -1,4 +1,4 @@
-"""An imitation of FutureLearn's admin site, per ../../shared/futurelearn-site.md.
+"""An imitation of FutureLearn's admin site, per docs/site-model.md (the site's description).
 
 ``FakeSite`` serves it over real HTTP on 127.0.0.1 for tests; ``python -m tests.fakesite``
 serves it from a process of its own. See server.py for the control endpoints and

@@ -7,7 +7,7 @@ import signal
 import threading
 
 from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
-from tests.fakesite.control import SESSION_COOKIE_MODES
+from tests.fakesite.control import COMPRESS_MODES, DATASET_TRANSFERS, SESSION_COOKIE_MODES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
                 "expire_session_after": args.expire_session_after,
                 "expiry_answer": args.expiry_answer,
                 "expiry_cookie": not args.no_expiry_cookie,
+                "dataset_transfer": args.dataset_transfer,
+                "weak_etag": args.weak_etag,
+                "compress": args.compress,
             }
         )
     except ValueError as error:
@@ -87,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
         "--no-expiry-cookie",
         action="store_true",
         help="keep an expired session's cookie (signed out) instead of a new one",
+    )
+    # Dataset answers as the CDN may send them: see Faults (control.py).
+    parser.add_argument(
+        "--dataset-transfer",
+        choices=DATASET_TRANSFERS,
+        default="length",
+        help="dataset bodies with a Content-Length, or chunked without one",
+    )
+    parser.add_argument("--weak-etag", action="store_true", help='dataset ETags as W/"..."')
+    parser.add_argument(
+        "--compress",
+        choices=COMPRESS_MODES,
+        default="none",
+        help="compress dataset bodies for requests that accept it (br needs brotli)",
     )
     parser.add_argument("--no-tricky", action="store_true", help="leave out the edge cases")
     parser.add_argument("--seed", type=int, default=1)

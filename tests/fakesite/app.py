@@ -14,7 +14,7 @@ from datetime import date
 from email.message import Message
 from email.utils import format_datetime, parsedate_to_datetime
 
-from tests.fakesite import pages
+from tests.fakesite import coding, pages
 from tests.fakesite.control import DATASET_KINDS, Faults
 from tests.fakesite.data import ACCOUNTS, SUBDIVISIONS, Run, SiteData
 from tests.fakesite.datasets import DatasetFile, DatasetStore
@@ -53,6 +53,9 @@ class Reply:
     truncate: bool = False  # send about half of the file, then drop the connection
     # For a 304: the length the 200 would have had (RFC 9110 allows only that one).
     declared_length: int | None = None
+    content_coding: str = coding.IDENTITY  # how the file is coded as sent (gzip, br)
+    # Transfer-Encoding: chunked, no Content-Length (a 304 then has neither).
+    chunked: bool = False
 
     @property
     def length(self) -> int:
@@ -320,22 +323,50 @@ class App:
     def _csv(self, request: Request, run: Run, dataset: str) -> Reply:
         file = self.files.get(run, dataset, self.faults.generation)
         filename = f"{run.course_slug}-{run.number}_{dataset.replace('_', '-')}.csv"
+        etag = f"W/{file.etag}" if self.faults.weak_etag else file.etag
         validators = [
-            ("ETag", file.etag),
+            ("ETag", etag),
             ("Last-Modified", format_datetime(file.last_modified, usegmt=True)),
         ]
+        content_coding, chunked, cdn_headers = self._cdn(request)
         if self.faults.validators and _not_modified(request.headers, file):
             return Reply(
-                304, [("Cache-Control", "private"), *validators], declared_length=file.size
+                304,
+                [("Cache-Control", "private"), *validators, *cdn_headers],
+                declared_length=file.size,
+                chunked=chunked,
             )
         headers = [
             ("Content-Type", "text/csv; charset=utf-8"),
             ("Content-Disposition", f'attachment; filename="{filename}"'),
             ("Cache-Control", "private"),
             *(validators if self.faults.validators else []),
+            *cdn_headers,
         ]
+        if content_coding != coding.IDENTITY:
+            headers.append(("Content-Encoding", content_coding))
         truncate = request.method == "GET" and self.faults.take_truncation()
-        return Reply(200, headers, file=file, truncate=truncate)
+        return Reply(
+            200,
+            headers,
+            file=file,
+            truncate=truncate,
+            content_coding=content_coding,
+            chunked=chunked,
+        )
+
+    def _cdn(self, request: Request) -> tuple[str, bool, list[tuple[str, str]]]:
+        """What the CDN makes of a dataset answer: its coding, whether it is chunked, and
+        the headers of a compressing CDN (on a 304 too, which must say what the 200 would)."""
+        compress = self.faults.compress
+        if compress == "none":
+            return coding.IDENTITY, self.faults.dataset_transfer == "chunked", []
+        accept_encoding = request.headers.get_all("Accept-Encoding")
+        header = None if accept_encoding is None else ", ".join(accept_encoding)
+        content_coding = compress if coding.accepts(header, compress) else coding.IDENTITY
+        # Compressing on the fly, a CDN cannot know the length before the end: chunked.
+        chunked = content_coding != coding.IDENTITY or self.faults.dataset_transfer == "chunked"
+        return content_coding, chunked, [("Vary", "Accept-Encoding")]
 
     def _failure(self, status: int) -> Reply:
         if status == 302:  # what an expired session gets, whatever its cookie
@@ -348,7 +379,11 @@ class App:
 
 
 def _not_modified(headers: Message, file: DatasetFile) -> bool:
-    """RFC 9110 13.2.2: If-None-Match decides when present, else If-Modified-Since."""
+    """RFC 9110 13.2.2: If-None-Match decides when present, else If-Modified-Since.
+
+    If-None-Match uses the weak comparison (13.1.2): ``W/"x"`` and ``"x"`` both match the
+    file's ``"x"``, whichever form the answer's ETag took.
+    """
     if_none_match = headers.get("If-None-Match")
     if if_none_match is not None:
         tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]

@@ -7,15 +7,21 @@ held whole and a client receives compressed bytes as they are made.
 
 from __future__ import annotations
 
+import importlib
 import re
 import zlib
 from typing import Any, Protocol
 
-brotli: Any
-try:
-    import brotli
-except ImportError:  # optional for the site; Scrapy brings it on CPython
-    brotli = None
+
+def _optional(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# Optional for the site (then "br" is refused); Scrapy brings it on CPython.
+brotli: Any = _optional("brotli")
 
 IDENTITY = "identity"
 CODINGS = (IDENTITY, "gzip", "br")

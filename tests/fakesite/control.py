@@ -164,6 +164,8 @@ class Stats:
             self._statuses: Counter[int] = Counter()
             self._dataset_bytes = 0
             self._dataset_seconds = 0.0
+            self._dataset_codings: Counter[str] = Counter()
+            self._dataset_chunked = 0
             self._log: list[tuple[str, str, int]] = []
 
     def record(self, method: str, path: str, kind: str, status: int) -> None:
@@ -178,9 +180,18 @@ class Stats:
             self._dataset_seconds += seconds
 
     def add_dataset_bytes(self, count: int) -> None:
-        """Body bytes of dataset and subdivision answers (negative: taken back, unsent)."""
+        """Body bytes of dataset and subdivision answers (negative: taken back, unsent).
+
+        Counted as coded (compressed, if it was), without the framing of chunks.
+        """
         with self._lock:
             self._dataset_bytes += count
+
+    def add_dataset_answer(self, content_coding: str, chunked: bool) -> None:
+        """A dataset or subdivision answer with a body (200): how it was coded and framed."""
+        with self._lock:
+            self._dataset_codings[content_coding] += 1
+            self._dataset_chunked += chunked
 
     def snapshot(self) -> dict[str, Any]:
         """The counters; status keys are strings, as in the JSON of /_fakesite/stats."""
@@ -191,6 +202,10 @@ class Stats:
                 "by_status": {str(s): n for s, n in sorted(self._statuses.items())},
                 "dataset_bytes": self._dataset_bytes,
                 "dataset_seconds": self._dataset_seconds,
+                # 200 dataset answers by Content-Encoding (identity: none), and how many of
+                # them were chunked.
+                "dataset_codings": {c: self._dataset_codings[c] for c in coding.CODINGS},
+                "dataset_chunked": self._dataset_chunked,
                 "not_modified": self._statuses[304],
                 "log": list(self._log),
             }

@@ -7,7 +7,9 @@ counted, delayed nor failed. ``POST /_fakesite/control`` with a JSON object sets
 ``session_cookie`` ("new_at_sign_in", "kept" or "every_answer": when the session cookie takes
 a new value), ``expire_session_after`` (/admin requests per sign-in), ``expiry_answer``
 ("redirect" or "html" on dataset URLs) and ``expiry_cookie`` (whether an expired answer
-brings a new signed-out cookie or leaves the old one signed out).
+brings a new signed-out cookie or leaves the old one signed out); and how the CDN sends
+dataset bodies: ``dataset_transfer`` ("length" or "chunked"), ``weak_etag`` and ``compress``
+("none", "gzip" or "br", for requests whose Accept-Encoding takes it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from datetime import date
 from http.cookies import CookieError, SimpleCookie
@@ -25,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakesite import coding
 from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, route
 from tests.fakesite.control import DATASET_KINDS, Faults, Stats
 from tests.fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
@@ -32,6 +36,11 @@ from tests.fakesite.datasets import DatasetFile
 
 logger = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_fakesite/"
+# A chunked body goes in chunks of at most this many bytes, and a small file still in about
+# _CHUNKS_PER_FILE of them, so that every file exercises a client's reading of chunks.
+_CHUNK_MAX = 16 * 1024
+_CHUNKS_PER_FILE = 4
+_LAST_CHUNK = b"0\r\n\r\n"  # the zero-length chunk, with no trailer fields
 
 
 class FakeSite:
@@ -205,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         # Counted before sending, so a client that has its answer also sees it counted.
         self.server.stats.record(self.command, self.path, kind, reply.status)
         self._count_bytes = kind in DATASET_KINDS
+        if self._count_bytes and reply.file is not None:
+            self.server.stats.add_dataset_answer(reply.content_coding, reply.chunked)
         self._send(reply)
 
     def _read_body(self) -> bytes | None:
@@ -256,36 +267,79 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for name, value in reply.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(reply.length))
+        if not reply.chunked:
+            self.send_header("Content-Length", str(reply.length))
+        elif reply.status != 304:
+            # A 304 gets neither: it has no body, and the 200 would have had no length.
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if self.command == "HEAD" or reply.status == 304:
             return
         if reply.file is None:
             self._write(reply.body)
             return
-        limit = reply.file.size // 2 if reply.truncate else reply.file.size
         started = time.monotonic()
-        for chunk in reply.file.chunks():
+        if reply.chunked:
+            self._send_chunked(reply.file, reply.content_coding, reply.truncate)
+        else:
+            self._send_length(reply.file, reply.truncate)
+        if self._count_bytes:
+            self.server.stats.add_dataset_seconds(time.monotonic() - started)
+        if reply.truncate:
+            # Hanging up short of the end is what the client is meant to notice.
+            self.close_connection = True
+
+    def _send_length(self, file: DatasetFile, truncate: bool) -> None:
+        limit = file.size // 2 if truncate else file.size
+        for chunk in file.chunks():
             room = limit - self._body_sent
             self._write(chunk if len(chunk) <= room else memoryview(chunk)[:room])
             if self._body_sent >= limit:
                 break
-        if self._count_bytes:
-            self.server.stats.add_dataset_seconds(time.monotonic() - started)
-        if reply.truncate:
-            # Hanging up short of Content-Length is what the client is meant to notice.
-            self.close_connection = True
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _send_chunked(self, file: DatasetFile, content_coding: str, truncate: bool) -> None:
+        encoder = coding.encoder(content_coding)
+        for piece in _pieces(file, file.size // 2 if truncate else file.size):
+            self._write_chunk(encoder.encode(piece))
+        if truncate:
+            # Gone before the last chunk (and the end of a compressed stream): a client sees
+            # a body that never ended, whatever it has decoded so far.
+            return
+        self._write_chunk(encoder.finish())
+        self._write(_LAST_CHUNK, counted=0)
+
+    def _write_chunk(self, data: bytes | memoryview) -> None:
+        if not data:
+            return  # an empty chunk would end the body
+        # One write per chunk: with Nagle off, the size line alone would be a packet.
+        frame = b"%x\r\n" % len(data) + data + b"\r\n"
+        self._write(frame, counted=len(data))
+
+    def _write(self, data: bytes | memoryview, counted: int | None = None) -> None:
+        """Send ``data``, of which ``counted`` bytes (default: all) are the body's."""
+        counted = len(data) if counted is None else counted
         if self._count_bytes:
-            self.server.stats.add_dataset_bytes(len(data))
+            self.server.stats.add_dataset_bytes(counted)
         try:
             self.wfile.write(data)
         except OSError:
             if self._count_bytes:
-                self.server.stats.add_dataset_bytes(-len(data))
+                self.server.stats.add_dataset_bytes(-counted)
             raise
-        self._body_sent += len(data)
+        self._body_sent += counted
+
+
+def _pieces(file: DatasetFile, limit: int) -> Iterator[memoryview]:
+    """The first ``limit`` bytes of the file, in slices for chunks; never the file joined."""
+    size = max(1, min(_CHUNK_MAX, file.size // _CHUNKS_PER_FILE + 1))
+    left = limit
+    for block in file.chunks():
+        view = memoryview(block)[:left]
+        for start in range(0, len(view), size):
+            yield view[start : start + size]
+        left -= len(view)
+        if left <= 0:
+            return
 
 
 def _control(server: _Server, method: str, path: str, body: bytes) -> Reply:
