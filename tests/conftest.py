@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite
+from flsync import tree
+from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite
 
 
 @pytest.fixture
@@ -97,6 +98,43 @@ class Sync:
             output, _ = process.communicate()
             pytest.fail(f"the sync did not end within {timeout} s:\n{output}")
         return SyncResult(process.returncode, output, self.data_dir)
+
+
+def expected_tree(site: FakeSite) -> dict[str, bytes | None]:
+    """Every dataset file and metadata.csv the site's started runs should give, by path
+    (metadata.csv: None, its content is checked on its own)."""
+    files: dict[str, bytes | None] = {}
+    for organisation in site.data.organisations:
+        for run in organisation.runs:
+            if not run.started_on(site.data.today):
+                continue
+            folder = tree.run_dir(
+                organisation.name, run.course_title, run.number, run.start_date, run.end_date
+            )
+            for dataset in (*run.datasets, SUBDIVISIONS):
+                name = tree.dataset_file_name(dataset)
+                files[f"{folder}/{name}"] = site.dataset_bytes(run.course_slug, run.number, dataset)
+            files[f"{folder}/{tree.METADATA_FILE}"] = None
+    return files
+
+
+def data_files(result: SyncResult) -> dict[str, bytes]:
+    """The synced data files, without update.txt and the state files."""
+    return {
+        path: content
+        for path, content in result.files().items()
+        if not path.endswith((tree.UPDATE_FILE, tree.STATE_FILE))
+    }
+
+
+def assert_full_tree(site: FakeSite, result: SyncResult) -> None:
+    """The sync stored every file the site has, byte for byte, and nothing else."""
+    expected = expected_tree(site)
+    files = data_files(result)
+    assert sorted(files) == sorted(expected)
+    for path, content in expected.items():
+        if content is not None:
+            assert files[path] == content, path
 
 
 @pytest.fixture

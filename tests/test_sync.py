@@ -12,40 +12,14 @@ import pytest
 
 from flsync import tree
 from flsync.storage import TEMP_SUFFIX
-from tests.conftest import Sync
-from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, SUBDIVISIONS, FakeSite, SiteOptions
+from tests.conftest import Sync, assert_full_tree, data_files, expected_tree
+from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, FakeSite, SiteOptions
 from tests.fakesite.control import SESSION_COOKIE_MODES
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
 # Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
 SHORT_WAITS = ("-s", "FLSYNC_RETRY_BACKOFF_BASE=0.01", "-s", "FLSYNC_RETRY_AFTER_MAX=0.1")
 UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
-
-
-def expected_tree(site: FakeSite) -> dict[str, bytes]:
-    """Every dataset file and metadata.csv the site's started runs should give, by path."""
-    files = {}
-    for organisation in site.data.organisations:
-        for run in organisation.runs:
-            if not run.started_on(site.data.today):
-                continue
-            folder = tree.run_dir(
-                organisation.name, run.course_title, run.number, run.start_date, run.end_date
-            )
-            for dataset in (*run.datasets, SUBDIVISIONS):
-                name = tree.dataset_file_name(dataset)
-                files[f"{folder}/{name}"] = site.dataset_bytes(run.course_slug, run.number, dataset)
-            files[f"{folder}/metadata.csv"] = None  # content checked on its own
-    return files
-
-
-def data_files(result) -> dict[str, bytes]:
-    """The synced data files, without update.txt and the state files."""
-    return {
-        path: content
-        for path, content in result.files().items()
-        if not path.endswith((tree.UPDATE_FILE, tree.STATE_FILE))
-    }
 
 
 @pytest.fixture
@@ -57,12 +31,7 @@ def small_site():
 def test_full_tree_byte_for_byte(fakesite, sync):
     result = sync()
     assert result.returncode == 0, result.output
-    expected = expected_tree(fakesite)
-    files = data_files(result)
-    assert sorted(files) == sorted(expected)
-    for path, content in expected.items():
-        if content is not None:
-            assert files[path] == content, path
+    assert_full_tree(fakesite, result)
     for organisation in fakesite.data.organisations:
         assert UPDATE_LINE.fullmatch(result.files()[f"{organisation.name}/update.txt"])
     assert "Sync complete: 471 downloaded, 0 unchanged" in result.output
@@ -136,10 +105,7 @@ def test_sessions_expiring_every_few_dozen_requests(
     )
     result = sync("-s", "FLSYNC_SIGN_IN_WAIT=0.05")
     assert result.returncode == 0, result.output
-    files = data_files(result)
-    expected = expected_tree(fakesite)
-    assert sorted(files) == sorted(expected)
-    assert all(files[p] == c for p, c in expected.items() if c is not None)
+    assert_full_tree(fakesite, result)
     stats = fakesite.stats()
     sign_ins = stats["by_kind"]["sign_in_post"]
     assert sign_ins >= 10  # about one per 40 requests: the session expired many times

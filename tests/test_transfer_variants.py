@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Sync, SyncResult
+from tests.conftest import Sync, SyncResult, assert_full_tree, data_files, expected_tree
 from tests.fakesite import FakeSite, SiteOptions
 from tests.test_incremental import file_ids
-from tests.test_sync import data_files, expected_tree
 
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
 VARIANTS = [
@@ -45,12 +44,7 @@ def dataset_answers(site: FakeSite) -> int:
 
 
 def assert_exact_tree(site: FakeSite, result: SyncResult) -> None:
-    expected = expected_tree(site)
-    files = data_files(result)
-    assert sorted(files) == sorted(expected)
-    for path, content in expected.items():
-        if content is not None:
-            assert files[path] == content, path
+    assert_full_tree(site, result)
 
 
 @pytest.mark.parametrize("knobs", VARIANTS)
