@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 
 from flsync import tree
-from flsync.storage import LocalStore
+from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX, LocalStore
 from tests.conftest import Sync
 from tests.fakesite import FakeSite, SiteOptions
 
@@ -198,3 +198,56 @@ def test_a_second_sync_on_the_same_folder_stops_at_once(site, sync):
     [line] = result.error_lines()
     assert "Another sync is using the data folder" in line
     assert site.stats()["requests"] == 0
+
+
+def forget_reads(data_dir) -> None:
+    """Set every data file's access time to 0: a read (relatime) moves it past the mtime."""
+    for path in data_dir.rglob("*.csv"):
+        os.utime(path, ns=(0, path.stat().st_mtime_ns))
+
+
+def read_datasets(data_dir) -> list[str]:
+    """The dataset files read since forget_reads() (metadata.csv, a few bytes compared to
+    decide whether to rewrite it, does not count)."""
+    return sorted(
+        str(p.relative_to(data_dir))
+        for p in data_dir.rglob("*.csv")
+        if p.stat().st_atime and p.name != tree.METADATA_FILE
+    )
+
+
+@pytest.mark.parametrize("validators", [True, False], ids=["304s", "200s"])
+def test_a_no_change_sync_reads_no_stored_file(site, sync, validators):
+    site.faults.update({"validators": validators})
+    assert sync().returncode == 0
+    forget_reads(sync.data_dir)
+    before = file_ids(sync.data_dir)
+    result = sync()
+    assert result.returncode == 0, result.output
+    assert read_datasets(sync.data_dir) == []  # the state said what each stored file holds
+    assert file_ids(sync.data_dir) == before
+
+
+def test_a_stored_file_the_state_does_not_describe_is_read(site, sync):
+    site.faults.update({"validators": False})
+    assert sync().returncode == 0
+    forget_reads(sync.data_dir)
+    touched = next(sync.data_dir.rglob("comments.csv"))
+    os.utime(touched, ns=(0, touched.stat().st_mtime_ns + 10**9))  # another time: not vouched for
+    result = sync()
+    assert result.returncode == 0, result.output
+    assert read_datasets(sync.data_dir) == [str(touched.relative_to(sync.data_dir))]
+    assert "'flsync/datasets/hashed': 1," in result.output
+    assert "0 downloaded, " in result.output  # read, found the same: not rewritten
+
+
+def test_temporary_files_of_a_killed_sync_are_deleted_at_start(site, sync):
+    assert sync().returncode == 0
+    folder = next(sync.data_dir.rglob("comments.csv")).parent
+    leftover = folder / f"{TEMP_PREFIX}killed{TEMP_SUFFIX}"
+    leftover.write_bytes(b"learner_id,enrol")
+    result = sync()
+    assert result.returncode == 0, result.output
+    assert not leftover.exists()
+    assert "Deleted 1 temporary file(s) left by an interrupted sync" in result.output
+    assert (sync.data_dir / "University of Exampleton" / tree.STATE_FILE).exists()
