@@ -8,7 +8,6 @@ flsync.config), plus Scrapy's ``COOKIES_*``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -21,10 +20,11 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from flsync import signals as flsync_signals
 from flsync import site
+from flsync.bodies import discard_body
 from flsync.config import config_from_settings
-from flsync.handlers import discard_body
 from flsync.session import Session, SessionError, SignInRefused, SignInRejected
 from flsync.stopping import PromptStop, SyncStopped
+from flsync.transport import CertificateError, ProxyError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -138,8 +138,6 @@ class SessionMiddleware(CookiesMiddleware):
             sign_in_wait=crawler.settings.getfloat("FLSYNC_SIGN_IN_WAIT"),
             sleep=self._sleep,
         )
-        self._stopped = False
-        self._closing: asyncio.Future[None] | None = None
         crawler.signals.connect(self.request_leaving, signal=flsync_signals.request_leaving)
 
     @classmethod
@@ -251,12 +249,52 @@ class SessionMiddleware(CookiesMiddleware):
         await stopper(self.crawler).sleep(seconds)
 
     def _stop(self, error: SessionError) -> None:
-        """Stop the sync, once, with the error's one line and a close reason naming it."""
-        if self._stopped:
-            return
-        self._stopped = True
+        """Stop the sync with the error's one line and a close reason naming it."""
         self.crawler.stats.inc_value(f"flsync/signin/{error.reason}")
-        logger.error("%(error)s", {"error": error})
-        self._closing = asyncio.ensure_future(
-            self.crawler.engine.close_spider_async(reason=f"flsync_signin_{error.reason}")
-        )
+        stopper(self.crawler).stop(f"signin_{error.reason}", str(error))
+
+
+class AccessMiddleware:
+    """Stops the sync at the first answer that no retry and no sign-in can change: the
+    site's bot protection (a challenge instead of the page), a certificate that does not
+    verify, a proxy that refuses. One error line says what happened and what to try; the
+    close reason names it (``flsync_bot_wall``, ``flsync_certificate``, ``flsync_proxy``).
+    Setting: ``FLSYNC_IMPERSONATE`` (named in the bot wall's line).
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.impersonate = crawler.settings.get("FLSYNC_IMPERSONATE") or "none"
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if site.is_bot_challenge(response):
+            self._stop(
+                "bot_wall",
+                f"The site's bot protection refused {request.url} (HTTP {response.status},"
+                f" a challenge page): it did not take flsync (FLSYNC_IMPERSONATE="
+                f"{self.impersonate}) for a browser. Try another browser in"
+                " FLSYNC_IMPERSONATE (e.g. chrome, safari, firefox)",
+            )
+        proxy = request.meta.get("proxy")
+        if proxy and response.status == 407:
+            self._stop(
+                "proxy",
+                f"the proxy {proxy} asked for credentials that were not given or not"
+                " accepted (407): put them in its URL (http_proxy=http://user:password@host:port)",
+            )
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        if isinstance(exception, CertificateError):
+            self._stop("certificate", f"Cannot reach {request.url}: {exception}")
+        if isinstance(exception, ProxyError):
+            self._stop("proxy", f"Cannot reach {request.url}: {exception}")
+
+    def _stop(self, reason: str, message: str) -> None:
+        self.crawler.stats.inc_value(f"flsync/access/{reason}")
+        stopper(self.crawler).stop(reason, message)
+        raise SyncStopped(message)

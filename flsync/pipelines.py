@@ -21,7 +21,8 @@ from scrapy.pipelines.files import FilesPipeline
 from scrapy.utils.defer import ensure_awaitable
 
 from flsync import site, storage, tree
-from flsync.handlers import STREAM_TO_META, StreamedResponse, discard_body
+from flsync.bodies import StreamedResponse, discard_body
+from flsync.handlers import STREAM_TO_META
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
 from flsync.middlewares import EXPECT_CSV_META, tries_note
 from flsync.mirror import mirror_of
@@ -80,7 +81,7 @@ class DatasetFilesPipeline(FilesPipeline):
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         if not isinstance(item, DatasetItem):
             return []
-        headers = {"Accept-Encoding": "identity"}
+        headers = {}
         previous = self._previous(item)
         if describes(previous, self.store.stat(item.path)):
             assert previous is not None

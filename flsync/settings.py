@@ -33,15 +33,23 @@ FLSYNC_SIGN_IN_MAX = 100
 # Least time, in seconds, between two sign-ins: a site that ends sessions at once is not
 # hammered with sign-ins.
 FLSYNC_SIGN_IN_WAIT = 1.0
-# Handler for everything that is not a dataset body (pages). scrapy-playwright's handler
-# can be named here for pages rendered by JavaScript.
-FLSYNC_PAGE_DOWNLOAD_HANDLER = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
+# The browser whose TLS and HTTP fingerprint every request carries (curl_cffi's names:
+# "chrome" is the newest Chrome it knows; also safari, firefox, edge, or an exact one such as
+# chrome136). "none" sends plain curl's fingerprint and USER_AGENT.
+FLSYNC_IMPERSONATE = "chrome"
+# A PEM file of certificate authorities to trust besides the system's (a university's
+# TLS-inspecting proxy, a test site's own CA). Certificates are always verified.
+FLSYNC_CA_BUNDLE = None
 
-# Dataset bodies are streamed to disk by flsync's handler; pages go to FLSYNC_PAGE_DOWNLOAD_HANDLER.
+# Every request goes through curl with the browser's fingerprint; dataset bodies are streamed
+# to disk as they arrive.
 DOWNLOAD_HANDLERS = {
-    "http": "flsync.handlers.StreamingDownloadHandler",
-    "https": "flsync.handlers.StreamingDownloadHandler",
+    "http": "flsync.handlers.CurlDownloadHandler",
+    "https": "flsync.handlers.CurlDownloadHandler",
 }
+# The impersonated browser sends its own User-Agent, Accept and Accept-Language; USER_AGENT
+# (below) is sent only with FLSYNC_IMPERSONATE=none.
+DEFAULT_REQUEST_HEADERS: dict[str, str] = {}
 
 ITEM_PIPELINES = {
     "flsync.pipelines.DatasetFilesPipeline": 100,
@@ -63,6 +71,12 @@ DOWNLOADER_MIDDLEWARES = {
     # replace the renewed session), and before RedirectMiddleware (600) follows a raw 302.
     "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
     "flsync.middlewares.SessionMiddleware": 700,
+    # Sees an answer before the session does: a bot challenge is never a refused sign-in.
+    "flsync.middlewares.AccessMiddleware": 710,
+    # The User-Agent is the impersonated browser's (or USER_AGENT, added by the handler).
+    "scrapy.downloadermiddlewares.useragent.UserAgentMiddleware": None,
+    # curl decodes bodies (gzip, br, zstd) as they arrive, and asks for them as the browser.
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
 }
 # The data tree (store, lock, sync states), and a prompt end on the first SIGTERM/SIGINT.
 EXTENSIONS = {

@@ -137,6 +137,18 @@ def is_signed_in(response: Response) -> bool:
     )
 
 
+def is_bot_challenge(response: Response) -> bool:
+    """The bot protection's answer instead of the page: a 403 marked ``cf-mitigated:
+    challenge``, or (the header lost on the way) a 403/503 "Just a moment..." page."""
+    if response.status not in (403, 503):
+        return False
+    if (response.headers.get(b"cf-mitigated") or b"").lower() == b"challenge":
+        return True
+    return isinstance(response, TextResponse) and response.css("title::text").get("").strip() == (
+        "Just a moment..."
+    )
+
+
 def is_html(response: Response) -> bool:
     """An HTML page, e.g. the sign-in page served where a CSV was asked for."""
     content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1").lower()

@@ -1,4 +1,6 @@
-"""A prompt end to a sync stopped from outside (the first SIGTERM or SIGINT).
+"""A prompt end to a sync: stopped from outside (the first SIGTERM or SIGINT), or by flsync
+itself when going on cannot help (a sign-in refused, the site's bot wall, a certificate that
+does not verify: see :meth:`PromptStop.stop`).
 
 Scrapy's graceful stop waits for every request already in the downloader: queued ones are
 still sent, a retry still sleeps out its back-off, a 1 GB transfer runs to its end. For a
@@ -13,6 +15,7 @@ ends at once with ``SyncStopped``. What was fetched stays; the sync ends "shutdo
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 
+logger = logging.getLogger(__name__)
+
+
 class SyncStopped(IgnoreRequest):
     """The request was not sent (or not sent again): the sync is stopping."""
 
@@ -39,6 +45,7 @@ class PromptStop:
         self.crawler = crawler
         self.stopping = False
         self._stopped = asyncio.Event()
+        self._closing: asyncio.Future[None] | None = None
         self._watch = LoopingCall(self._check)
         crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
@@ -58,6 +65,18 @@ class PromptStop:
         if self.stopping:
             raise SyncStopped("the sync is stopping")
 
+    def stop(self, reason: str, message: str) -> None:
+        """End the sync now, once: ``message`` as its one error line, ``flsync_<reason>`` as
+        its close reason; transfers in flight are cancelled, nothing more is sent."""
+        if self._closing is not None:
+            return
+        logger.error("%(message)s", {"message": message})
+        assert self.crawler.engine is not None
+        self._closing = asyncio.ensure_future(
+            self.crawler.engine.close_spider_async(reason=f"flsync_{reason}")
+        )
+        self._set_stopping()
+
     def _spider_opened(self) -> None:
         self._watch.start(self.CHECK_INTERVAL, now=False)
 
@@ -66,12 +85,16 @@ class PromptStop:
             self._watch.stop()
 
     def _check(self) -> None:
-        if self.crawler.crawling:
-            return
-        self._watch.stop()
-        self.stopping = True
-        self._stopped.set()
-        self.crawler.signals.send_catch_log(signal=flsync_signals.sync_stopping)
+        if not self.crawler.crawling:
+            self._set_stopping()
+
+    def _set_stopping(self) -> None:
+        if self._watch.running:
+            self._watch.stop()
+        if not self.stopping:
+            self.stopping = True
+            self._stopped.set()
+            self.crawler.signals.send_catch_log(signal=flsync_signals.sync_stopping)
 
     def _request_leaving(self, request: Request, **kwargs: Any) -> None:
         if self.stopping:

@@ -6,9 +6,12 @@ import csv
 import gzip
 import http.client
 import io
+import ipaddress
 import json
+import logging
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -17,13 +20,15 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from cryptography import x509
+from curl_cffi import requests as creq
 from parsel import Selector
 
 from tests.fakesite import (
@@ -36,10 +41,12 @@ from tests.fakesite import (
     FakeSite,
     SiteOptions,
     coding,
+    wall,
 )
 from tests.fakesite.app import SESSION_COOKIE
 from tests.fakesite.control import SESSION_COOKIE_MODES
 from tests.fakesite.datasets import HEADERS, OLD_HEADERS, DatasetFile
+from tests.fakesite.tls import CERTIFICATES, make_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIES = "foundations-of-data-science"  # the tricky course with 22 runs
@@ -986,9 +993,7 @@ def test_saved_pages_are_there() -> None:
 # Dataset answers as the CDN may send them: chunked, with a weak ETag, compressed
 
 SUBDIVISIONS_URL = f"/admin/courses/{SERIES}/19{SUBDIVISIONS_PATH}"
-BR = pytest.param(
-    "br", marks=pytest.mark.skipif(not coding.brotli_available(), reason="no brotli package")
-)
+BR = "br"  # brotli comes with Scrapy (a dependency of it on CPython): never skipped
 
 
 @dataclass
@@ -1312,3 +1317,350 @@ def test_cli_sets_the_transfer_knobs() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+# In front of the site: HTTPS with a test CA, and the bot wall (the contract's "In front of
+# the site: HTTPS and bot protection")
+
+
+def tls_context(ca_file: Path) -> ssl.SSLContext:
+    """Python's own client side: OpenSSL, verifying against ``ca_file`` only."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def tls_browser(site: FakeSite, ca_file: Path | None = None) -> Browser:
+    """A ``Browser`` on HTTPS (the connection opens at the first request)."""
+    browser = Browser(site)
+    context = tls_context(ca_file or site.ca_file)
+    browser.conn = http.client.HTTPSConnection("127.0.0.1", site.port, timeout=10, context=context)
+    return browser
+
+
+def tls_raw(site: FakeSite, cookie: str) -> RawConnection:
+    """A ``RawConnection`` on HTTPS, to see how bodies are framed inside TLS."""
+    raw = RawConnection(site, cookie)
+    raw.file.close()
+    raw.sock = tls_context(site.ca_file).wrap_socket(raw.sock, server_hostname="127.0.0.1")
+    raw.file = raw.sock.makefile("rb")
+    return raw
+
+
+def control(browser: Browser, knobs: dict[str, object]) -> Page:
+    body = json.dumps(knobs).encode()
+    return browser.request("POST", "/_fakesite/control", body, {"Content-Type": "application/json"})
+
+
+def assert_challenge(status: int, headers: dict[str, str], body: bytes) -> None:
+    """Cloudflare's 403 interstitial, as the contract describes it (headers: lower case)."""
+    assert status == 403
+    assert headers["cf-mitigated"] == "challenge"
+    assert headers["content-type"] == "text/html; charset=UTF-8"
+    assert headers["cache-control"] == "private, max-age=0, no-store, no-cache, must-revalidate"
+    assert Selector(text=body.decode()).css("title::text").get() == "Just a moment..."
+
+
+def lower_headers(headers: object) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+@pytest.fixture
+def https_site() -> Iterator[FakeSite]:
+    with FakeSite(https=True) as site:
+        yield site
+
+
+@pytest.fixture
+def walled_site() -> Iterator[FakeSite]:
+    with FakeSite(https=True, bot_wall=True) as site:
+        yield site
+
+
+def test_https_serves_the_site_with_the_test_ca(https_site: FakeSite) -> None:
+    assert re.fullmatch(r"https://127\.0\.0\.1:\d+", https_site.base_url)
+    assert https_site.ca_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    browser = tls_browser(https_site)
+    page = browser.get("/sign-in")
+    assert page.status == 200 and page.sel.css('form[action="/sign-in"]')
+    assert browser.sign_in(page=page).status == 302
+    assert browser.get("/admin/organisations").status == 200
+    sock = browser.conn.sock
+    assert browser.get(DATASET).body == https_site.dataset_bytes(SERIES, 19, "comments")
+    assert browser.conn.sock is sock  # kept alive
+    stats = json.loads(browser.get("/_fakesite/stats").body)  # control, over TLS too
+    assert stats["requests"] == 4 and stats["walled"] == 0
+    # One connection, and Python's ssl sends no GREASE.
+    assert stats["client_hellos"] == {"grease": 0, "no_grease": 1, "malformed": 0}
+    browser.close()
+    # A browser offers h2 first: the site speaks HTTP/1.1 only, and says so.
+    context = tls_context(https_site.ca_file)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    plain = socket.create_connection(("127.0.0.1", https_site.port), timeout=10)
+    with context.wrap_socket(plain, server_hostname="127.0.0.1") as secure:
+        assert secure.selected_alpn_protocol() == "http/1.1"
+
+
+def test_https_keeps_the_transfer_variants_and_faults(https_site: FakeSite) -> None:
+    browser = tls_browser(https_site)
+    browser.sign_in()
+    https_site.faults.update({"dataset_transfer": "chunked", "compress": "gzip"})
+    raw = tls_raw(https_site, browser.cookie_header()["Cookie"])
+    answer = raw.get(DATASET, Accept_Encoding="gzip")
+    expected = https_site.dataset_bytes(SERIES, 19, "comments")
+    assert answer.headers["content-encoding"] == "gzip" and len(answer.chunks) > 1
+    assert answer.complete and gzip.decompress(answer.body) == expected
+    assert raw.get(DATASET).body == expected  # same connection, kept after the last chunk
+    https_site.faults.update({"truncate_next": 1, "compress": "none"})
+    cut = raw.get(DATASET)
+    assert not cut.complete and raw.closed_by_server()
+    raw.close()
+    https_site.faults.update({"dataset_transfer": "length", "truncate_next": 1})
+    browser.conn.request("GET", DATASET, headers=browser.cookie_header())
+    with pytest.raises(http.client.IncompleteRead):
+        browser.conn.getresponse().read()
+    browser.close()
+    https_site.faults.update({"fail_next": 1, "fail_with": 429})
+    assert browser.get("/admin/organisations").status == 429
+    assert browser.get("/admin/organisations").status == 200
+    stats = https_site.stats()
+    assert stats["dataset_chunked"] == 3 and stats["dataset_codings"]["gzip"] == 1
+    browser.close()
+
+
+def test_bot_wall_refuses_python_ssl_even_signed_in(https_site: FakeSite) -> None:
+    browser = tls_browser(https_site)
+    browser.sign_in()
+    page = control(browser, {"bot_wall": True})
+    assert page.status == 200 and json.loads(page.body)["bot_wall"] is True
+    # The same connection, with a valid session cookie: refused from its next request on.
+    for path in ("/sign-in", "/admin/organisations", DATASET):
+        page = browser.get(path)
+        assert_challenge(page.status, lower_headers(page.headers), page.body)
+    assert browser.request("HEAD", "/sign-in").status == 403
+    stats = https_site.stats()
+    assert stats["walled"] == 4 and stats["by_status"]["403"] == 4
+    assert stats["log"][-1] == ("HEAD", "/sign-in", 403)
+    assert stats["by_kind"]["dataset"] == 0 and stats["dataset_bytes"] == 0
+    control(browser, {"bot_wall": False})
+    assert browser.get("/admin/organisations").status == 200  # still signed in
+    browser.close()
+
+
+@pytest.mark.parametrize(
+    ("impersonate", "grease"),
+    [
+        ("chrome", True),
+        ("safari", True),
+        (None, False),  # curl_cffi on its own: BoringSSL without GREASE
+        # Firefox's NSS sends no GREASE: stricter than Cloudflare, which lets Firefox in.
+        ("firefox", False),
+    ],
+)
+def test_bot_wall_lets_in_only_clients_that_send_grease(
+    walled_site: FakeSite, impersonate: str | None, grease: bool
+) -> None:
+    response = creq.get(
+        walled_site.url("/sign-in"), impersonate=impersonate, verify=str(walled_site.ca_file)
+    )
+    hellos = walled_site.stats()["client_hellos"]
+    assert hellos == {"grease": int(grease), "no_grease": int(not grease), "malformed": 0}
+    if grease:
+        assert response.status_code == 200 and "authenticity_token" in response.text
+    else:
+        assert_challenge(response.status_code, lower_headers(response.headers), response.content)
+
+
+def test_chrome_impersonation_signs_in_and_downloads_through_the_wall(
+    walled_site: FakeSite,
+) -> None:
+    session = creq.Session(impersonate="chrome", verify=str(walled_site.ca_file))
+    form = Selector(text=session.get(walled_site.url("/sign-in")).text)
+    fields = {
+        i.attrib["name"]: i.attrib.get("value", "")
+        for i in form.css('form[action="/sign-in"] input[type=hidden]')
+    }
+    fields |= {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    signed_in = session.post(walled_site.url("/sign-in"), data=fields, allow_redirects=False)
+    assert signed_in.status_code == 302
+    dataset = session.get(walled_site.url(DATASET))
+    assert dataset.status_code == 200
+    assert dataset.content == walled_site.dataset_bytes(SERIES, 19, "comments")
+    session.close()
+    assert walled_site.stats()["walled"] == 0
+
+
+@pytest.mark.parametrize(
+    ("certificate", "trust_other_ca", "reason"),
+    [
+        ("expired", False, "certificate has expired"),
+        ("wrong_host", False, "mismatch"),
+        ("good", True, "unable to get local issuer certificate"),
+    ],
+)
+def test_certificates_that_python_ssl_rejects(
+    certificate: str, trust_other_ca: bool, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeSite(https=True, certificate=certificate) as site:
+        assert site.pki is not None
+        ca_file = site.pki.other_ca_file if trust_other_ca else site.ca_file
+        browser = tls_browser(site, ca_file)
+        with pytest.raises(ssl.SSLCertVerificationError, match=reason):
+            browser.get("/sign-in")
+        browser.close()
+        if certificate == "good":
+            assert tls_browser(site).get("/sign-in").status == 200  # the right CA passes
+        else:
+            assert site.stats()["requests"] == 0
+    # A client refusing the certificate is no server error.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("certificate", ["expired", "wrong_host"])
+def test_certificates_that_curl_cffi_rejects(certificate: str) -> None:
+    with FakeSite(https=True, certificate=certificate) as site:
+        with pytest.raises(creq.exceptions.CertificateVerifyError):
+            creq.get(site.url("/sign-in"), impersonate="chrome", verify=str(site.ca_file))
+        assert site.stats()["client_hellos"]["grease"] == 1
+
+
+def test_https_connection_without_a_client_hello_is_closed(https_site: FakeSite) -> None:
+    plain = socket.create_connection(("127.0.0.1", https_site.port), timeout=10)
+    plain.sendall(b"GET /sign-in HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert plain.recv(100) == b""  # plain HTTP on the HTTPS port: closed unanswered
+    plain.close()
+    cut = socket.create_connection(("127.0.0.1", https_site.port), timeout=10)
+    cut.sendall(client_hello_record([0x1301])[:20])
+    cut.shutdown(socket.SHUT_WR)  # the rest of the record will never come
+    assert cut.recv(100) == b""
+    cut.close()
+    assert https_site.stats()["client_hellos"] == {"grease": 0, "no_grease": 0, "malformed": 2}
+    assert tls_browser(https_site).get("/sign-in").status == 200
+
+
+def test_tls_options_and_the_bot_wall_knob_are_checked(
+    fakesite: FakeSite, browser: Browser, https_site: FakeSite
+) -> None:
+    for options in ({"bot_wall": True}, {"certificate": "expired"}, {"tls_dir": "/tmp"}):
+        with pytest.raises(ValueError, match="need https=True"):
+            FakeSite(**options)
+    with pytest.raises(ValueError, match="certificate must be one of"):
+        FakeSite(https=True, certificate="self-signed")
+    with pytest.raises(RuntimeError, match="not running on HTTPS"):
+        fakesite.ca_file  # noqa: B018
+    assert fakesite.faults.bot_wall is False
+    page = control(browser, {"bot_wall": True})  # plain HTTP: there is no ClientHello
+    assert page.status == 400 and "needs the site on HTTPS" in json.loads(page.body)["error"]
+    secure = tls_browser(https_site)
+    page = control(secure, {"bot_wall": "yes"})
+    assert page.status == 400 and "bot_wall" in json.loads(page.body)["error"]
+    assert https_site.faults.bot_wall is False
+    secure.close()
+
+
+def test_pki_files_and_variants(tmp_path: Path) -> None:
+    started = time.monotonic()
+    pkis = {variant: make_pki(tmp_path / variant, variant) for variant in CERTIFICATES}
+    assert time.monotonic() - started < 1.0
+    good = pkis["good"]
+    ca = x509.load_pem_x509_certificate(good.ca_file.read_bytes())
+    leaf = x509.load_pem_x509_certificate(good.cert_file.read_bytes())
+    other = x509.load_pem_x509_certificate(good.other_ca_file.read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    leaf.verify_directly_issued_by(ca)
+    with pytest.raises(ValueError):  # the other CA's name is not the issuer's
+        leaf.verify_directly_issued_by(other)
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    expired = x509.load_pem_x509_certificate(pkis["expired"].cert_file.read_bytes())
+    assert expired.not_valid_after_utc < datetime.now(UTC)
+    wrong = x509.load_pem_x509_certificate(pkis["wrong_host"].cert_file.read_bytes())
+    wrong_names = wrong.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(wrong_names) == [x509.DNSName("example.invalid")]
+    # The key goes with the certificate (load_cert_chain checks that).
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+        good.cert_file, good.key_file
+    )
+
+
+def client_hello_record(suites: list[int], session_id: bytes = b"\x5a" * 32) -> bytes:
+    """A TLS record with a ClientHello offering ``suites``, as a client would send it."""
+    body = b"".join(
+        [
+            b"\x03\x03" + bytes(range(32)),  # legacy_version TLS 1.2, random
+            bytes([len(session_id)]) + session_id,
+            struct.pack("!H", 2 * len(suites)) + b"".join(struct.pack("!H", s) for s in suites),
+            b"\x01\x00",  # compression methods: null only
+            struct.pack("!H", 4) + b"\x00\x17\x00\x00",  # extensions: extended_master_secret
+        ]
+    )
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
+
+
+def test_client_hello_parser() -> None:
+    assert {int(f"{d}A{d}A", 16) for d in "0123456789ABCDEF"} == wall.GREASE
+    plain = wall.parse_client_hello(client_hello_record([0x1301, 0x1302, 0xC02F]))
+    assert plain.cipher_suites == (0x1301, 0x1302, 0xC02F) and not plain.grease
+    assert plain.version == 0x0303 and plain.session_id == b"\x5a" * 32
+    greasy = wall.parse_client_hello(client_hello_record([0x3A3A, 0x1301], session_id=b""))
+    assert greasy.grease and greasy.cipher_suites == (0x3A3A, 0x1301)
+    for near_miss in (0x0A1A, 0x0B0B, 0xAAAB, 0x00FF):
+        assert not wall.parse_client_hello(client_hello_record([near_miss])).grease
+    # A ClientHello going on in a second record: parsed from the first as far as the suites.
+    record = bytearray(client_hello_record([0xDADA]))
+    record[6:9] = (len(record) + 100).to_bytes(3, "big")
+    assert wall.parse_client_hello(bytes(record)).grease
+    whole = client_hello_record([0x1301, 0x2A2A])
+    refused = {
+        "truncated record": whole[:-1],
+        "truncated record header": whole[:4],
+        "not a handshake record": b"GET / HTTP/1.1\r\n",
+        "bad record length": b"\x16\x03\x01\x00\x00",
+        # A record that is whole, but whose ClientHello stops inside the cipher suites.
+        "cut short": b"\x16\x03\x01\x00\x2c" + whole[5:49],
+        "not a ClientHello": whole[:5] + b"\x02" + whole[6:],
+    }
+    for message, data in refused.items():
+        with pytest.raises(wall.MalformedHello, match=message):
+            wall.parse_client_hello(data)
+
+
+HTTPS_OPTIONS = ("--https", "--bot-wall")
+
+
+def test_cli_serves_https_behind_the_bot_wall() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *HTTPS_OPTIONS],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        serving = re.match(
+            r"FakeSite serving https://127\.0\.0\.1:(\d+) ", process.stdout.readline()
+        )
+        assert serving
+        port = int(serving[1])
+        ca_file = Path(re.fullmatch(r"CA certificate: (.+)\n", process.stdout.readline())[1])
+        context = tls_context(ca_file)
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        connection.request("GET", "/sign-in")
+        response = connection.getresponse()
+        assert_challenge(response.status, lower_headers(response.headers), response.read())
+        connection.request("GET", "/_fakesite/control")
+        assert json.loads(connection.getresponse().read())["bot_wall"] is True
+        connection.close()
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    assert not ca_file.exists()  # the temporary folder went with the site
+    refused = subprocess.run(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--bot-wall"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 2 and "need https=True" in refused.stderr

@@ -1,8 +1,11 @@
-"""Tests for flsync.handlers.StreamingDownloadHandler, against a local HTTP server."""
+"""Tests for flsync.handlers.CurlDownloadHandler (and the transport under it), against a
+local HTTP server that misbehaves on purpose."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -13,7 +16,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,23 +24,22 @@ import pytest_twisted
 from scrapy import Request, Spider
 from scrapy.crawler import CrawlerRunner
 from scrapy.exceptions import (
-    DownloadConnectionRefusedError,
+    DownloadFailedError,
     DownloadTimeoutError,
+    IgnoreRequest,
     ResponseDataLossError,
 )
 from scrapy.http import HtmlResponse, Response
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
-from flsync.handlers import (
-    STREAM_TO_META,
-    StreamedResponse,
-    StreamingDownloadHandler,
-    _open_new_file,
-)
+from flsync import signals as flsync_signals
+from flsync.bodies import StreamedResponse
+from flsync.handlers import STREAM_TO_META, CurlDownloadHandler
+from flsync.stopping import SyncStopped
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -53,10 +55,13 @@ BLOCK = bytes(range(256)) * 4096  # 1 MiB
 PAGE = b"<html><body><p>Your courses</p></body></html>"
 SETTINGS: dict[str, Any] = {
     "DOWNLOAD_HANDLERS": {
-        "http": "flsync.handlers.StreamingDownloadHandler",
-        "https": "flsync.handlers.StreamingDownloadHandler",
+        "http": "flsync.handlers.CurlDownloadHandler",
+        "https": "flsync.handlers.CurlDownloadHandler",
     },
-    "LOG_LEVEL": "INFO",
+    "FLSYNC_IMPERSONATE": "chrome",
+    "USER_AGENT": "flsync-test",
+    "TWISTED_REACTOR": "twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+    "RETRY_ENABLED": False,
 }
 
 
@@ -74,6 +79,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(200, json.dumps({"body": body.decode()}).encode(), Content_Type="text/plain")
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: float(v[0]) for k, v in parse_qs(url.query).items()}
@@ -83,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up, as meant
             self.close_connection = True
 
-    def _route(self, path: str, query: dict[str, float]) -> None:
+    def _route(self, path: str, query: dict[str, float]) -> None:  # noqa: PLR0912, PLR0915 (one branch per misbehaviour)
         if path == "/page":
             self._send(200, PAGE, Content_Type="text/html", Set_Cookie="fl_session=s3cret; Path=/")
         elif path == "/data.csv":
@@ -106,6 +115,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(CSV)
             self.close_connection = True
+        elif path == "/gzip":  # what a CDN sends a client that accepts gzip
+            self._send(200, gzip.compress(CSV), Content_Type="text/csv", Content_Encoding="gzip")
+        elif path == "/chunked":  # no Content-Length; the last chunk marks the end
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (CSV[:1000], CSV[1000:]):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            if "cut" not in query:
+                self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = "cut" in query
+        elif path == "/silent":  # the headers, then nothing for a while
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(4)
         elif path == "/redirect":
             self._send(302, b"moved", Location="/data.csv")
         elif path == "/not-modified":
@@ -154,13 +180,13 @@ def crawler() -> Any:
 
 
 @pytest.fixture
-def handler(crawler: Any) -> Generator[StreamingDownloadHandler]:
-    handler = build_from_crawler(StreamingDownloadHandler, crawler)
+def handler(crawler: Any) -> Generator[CurlDownloadHandler]:
+    handler = build_from_crawler(CurlDownloadHandler, crawler)
     yield handler
     pytest_twisted.blockon(deferred_from_coro(handler.close()))
 
 
-def download(handler: StreamingDownloadHandler, request: Request) -> Deferred[Response]:
+def download(handler: CurlDownloadHandler, request: Request) -> Deferred[Response]:
     return deferred_from_coro(handler.download_request(request))
 
 
@@ -177,6 +203,25 @@ def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def last_headers(server: ThreadingHTTPServer) -> dict[str, str]:
+    """The headers of the last request the server saw, by lower-case name."""
+    return {k.lower(): v for k, v in server.seen[-1][1].items()}  # type: ignore[attr-defined]
+
+
+def wait_for(condition: Callable[[], bool]) -> Deferred[bool]:
+    from twisted.internet import reactor  # noqa: PLC0415 (installed by pytest-twisted)
+
+    @inlineCallbacks
+    def poll() -> Generator[Deferred[None], None, bool]:
+        for _ in range(250):
+            if condition():
+                return True
+            yield deferLater(reactor, 0.02)
+        return condition()
+
+    return poll()
+
+
 @pytest_twisted.inlineCallbacks
 def test_streams_body_to_disk(handler, crawler, base, tmp_path):
     request = streamed(f"{base}/data.csv", tmp_path)
@@ -190,9 +235,7 @@ def test_streams_body_to_disk(handler, crawler, base, tmp_path):
     assert response.headers[b"Content-Length"] == str(len(CSV)).encode()
     assert response.headers[b"Content-Type"] == b"text/csv"
     assert Path(response.body_path).read_bytes() == CSV
-    assert Path(response.body_path).parent == tmp_path
-    assert Path(response.body_path).name.startswith(".flsync-")
-    assert response.body_path.endswith(".part")
+    assert response.body_path == request.meta[STREAM_TO_META]
     assert response.body_size == len(CSV)
     assert response.body_sha256 == hashlib.sha256(CSV).hexdigest()
     assert request.meta["download_latency"] > 0
@@ -201,7 +244,7 @@ def test_streams_body_to_disk(handler, crawler, base, tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_large_body(handler, crawler, base, tmp_path):
+def test_large_body(handler, base, tmp_path):
     response = yield download(handler, streamed(f"{base}/big?mib=64", tmp_path))
 
     expected = hashlib.sha256()
@@ -209,95 +252,79 @@ def test_large_body(handler, crawler, base, tmp_path):
         expected.update(BLOCK)
     assert response.body_size == os.path.getsize(response.body_path) == 64 * MIB
     assert response.body_sha256 == expected.hexdigest()
-    assert crawler.stats.get_value("flsync/stream/bytes") == 64 * MIB
-    os.unlink(response.body_path)
 
 
 @pytest_twisted.inlineCallbacks
-def test_streamed_request_asks_for_identity_encoding(handler, server, base, tmp_path):
-    request = streamed(f"{base}/data.csv", tmp_path)
-    request.headers["Accept-Encoding"] = "gzip, deflate"
-    request.headers["X-Probe"] = "kept"
-    yield download(handler, request)
+def test_a_compressed_body_is_kept_decoded(handler, base, tmp_path):
+    response = yield download(handler, streamed(f"{base}/gzip", tmp_path))
 
-    path, headers = server.seen[-1]
-    assert path == "/data.csv"
-    assert headers["Accept-Encoding"] == "identity"
-    assert headers["X-Probe"] == "kept"
-
-
-def test_replace_keeps_file_attributes():
-    response = StreamedResponse(
-        "http://example.org/a.csv", body_path="/tmp/x.part", body_size=3, body_sha256="abc"
-    )
-    copy = response.replace(status=203)
-
-    assert type(copy) is StreamedResponse
-    assert (copy.status, copy.body_path, copy.body_size, copy.body_sha256) == (
-        203,
-        "/tmp/x.part",
-        3,
-        "abc",
-    )
+    assert Path(response.body_path).read_bytes() == CSV
+    assert response.body_sha256 == hashlib.sha256(CSV).hexdigest()
+    # The headers described the encoded body; they would mislead whoever reads them now.
+    assert b"Content-Encoding" not in response.headers
+    assert b"Content-Length" not in response.headers
 
 
 @pytest_twisted.inlineCallbacks
-def test_requests_without_stream_dir_are_delegated(handler, crawler, base, tmp_path):
+def test_a_chunked_body_is_complete_at_its_last_chunk(handler, base, tmp_path):
+    response = yield download(handler, streamed(f"{base}/chunked", tmp_path))
+    assert Path(response.body_path).read_bytes() == CSV
+
+    with pytest.raises(ResponseDataLossError):
+        yield download(handler, streamed(f"{base}/chunked?cut=1", tmp_path))
+    assert files_in(tmp_path) == [Path(response.body_path).name]
+
+
+@pytest_twisted.inlineCallbacks
+def test_requests_carry_the_browser_fingerprint_headers(handler, server, base, tmp_path):
+    yield download(handler, streamed(f"{base}/data.csv", tmp_path))
+
+    headers = last_headers(server)
+    assert "Chrome/" in headers["user-agent"]
+    assert headers["accept-encoding"] == "gzip, deflate, br, zstd"
+    assert headers["sec-ch-ua-platform"]
+    assert "upgrade" not in headers  # browsers speak HTTP/2 over TLS only, never h2c
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_impersonation_the_user_agent_setting_is_sent(server, base, tmp_path):
+    crawler = get_crawler(Spider, {**SETTINGS, "FLSYNC_IMPERSONATE": "none"})
+    handler = build_from_crawler(CurlDownloadHandler, crawler)
+    try:
+        yield download(handler, Request(f"{base}/page"))
+    finally:
+        yield deferred_from_coro(handler.close())
+    assert last_headers(server)["user-agent"] == "flsync-test"
+    assert "sec-ch-ua" not in last_headers(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pages_are_read_into_memory(handler, base):
     response = yield download(handler, Request(f"{base}/page"))
 
-    assert type(response) is HtmlResponse
+    assert isinstance(response, HtmlResponse)
     assert response.body == PAGE
-    assert crawler.stats.get_value("flsync/stream/files") is None
-
-
-class _OldStyleHandler:
-    """A page handler with the deprecated Deferred interface, as older plugins have."""
-
-    lazy = False
-    instances: ClassVar[list[_OldStyleHandler]] = []
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.instances.append(self)
-
-    def download_request(self, request: Request, spider: Spider | None) -> Deferred[Response]:
-        return succeed(HtmlResponse(request.url, body=b"<p>old style</p>"))
-
-    def close(self) -> None:
-        self.closed = True
+    assert response.headers.getlist(b"Set-Cookie") == [b"fl_session=s3cret; Path=/"]
 
 
 @pytest_twisted.inlineCallbacks
-def test_page_handler_from_setting(base):
-    path = f"{__name__}._OldStyleHandler"
-    crawler = get_crawler(Spider, {**SETTINGS, "FLSYNC_PAGE_DOWNLOAD_HANDLER": path})
-    handler = build_from_crawler(StreamingDownloadHandler, crawler)
-    [page_handler] = _OldStyleHandler.instances  # not lazy: built with ours
-    response = yield download(handler, Request(f"{base}/page"))
-    yield deferred_from_coro(handler.close())
-
-    assert response.body == b"<p>old style</p>"
-    assert page_handler.closed
+def test_a_form_is_posted(handler, base):
+    request = Request(f"{base}/form", method="POST", body=b"email=a%40b&password=x")
+    response = yield download(handler, request)
+    assert json.loads(response.body) == {"body": "email=a%40b&password=x"}
 
 
 @pytest.mark.parametrize(
-    "case",
-    [
-        ("/redirect", 302, b"moved"),
-        ("/not-modified", 304, b""),
-        ("/unavailable", 503, b"<html><body>Busy</body></html>"),
-    ],
+    ("path", "status"), [("/redirect", 302), ("/not-modified", 304), ("/unavailable", 503)]
 )
 @pytest_twisted.inlineCallbacks
-def test_other_statuses_are_read_into_memory(handler, crawler, base, tmp_path, case):
-    path, status, body = case
-    response = yield download(handler, streamed(base + path, tmp_path))
+def test_other_statuses_make_no_file(handler, base, tmp_path, path, status):
+    request = streamed(base + path, tmp_path)
+    response = yield download(handler, request)
 
     assert not isinstance(response, StreamedResponse)
     assert response.status == status
-    assert response.body == body
     assert files_in(tmp_path) == []
-    assert crawler.stats.get_value("flsync/stream/files") is None
 
 
 @pytest_twisted.inlineCallbacks
@@ -307,17 +334,15 @@ def test_cut_off_body_is_data_loss(handler, crawler, base, tmp_path, caplog):
 
     assert files_in(tmp_path) == []
     assert crawler.stats.get_value("flsync/stream/failed/dataloss") == 1
-    assert caplog.record_tuples[-1] == (
-        "flsync.handlers",
-        logging.WARNING,
-        f"Stream (dataloss): {base}/cut, {len(CSV) // 2} of {len(CSV)} bytes",
-    )
+    [(logger, level, message)] = [r for r in caplog.record_tuples if "Stream (" in r[2]]
+    assert (logger, level) == ("flsync.handlers", logging.WARNING)
+    assert message.startswith(f"Stream (dataloss): {base}/cut: body cut off after ")
 
 
 @pytest_twisted.inlineCallbacks
 def test_body_without_length_is_data_loss(handler, base, tmp_path):
-    # Twisted cannot tell a complete body from a cut one here (PotentialDataLoss).
-    with pytest.raises(ResponseDataLossError):
+    # Ended by the connection with no length: complete or cut, there is no telling.
+    with pytest.raises(ResponseDataLossError, match="no length to check it against"):
         yield download(handler, streamed(f"{base}/no-length", tmp_path))
 
     assert files_in(tmp_path) == []
@@ -325,7 +350,7 @@ def test_body_without_length_is_data_loss(handler, base, tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_idle_timeout(handler, crawler, base, tmp_path):
-    request = streamed(f"{base}/trickle?stall=3", tmp_path, download_timeout=0.5)
+    request = streamed(f"{base}/silent", tmp_path, download_timeout=1)
     with pytest.raises(DownloadTimeoutError):
         yield download(handler, request)
 
@@ -335,39 +360,39 @@ def test_idle_timeout(handler, crawler, base, tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_timeout_is_reset_by_each_chunk(handler, base, tmp_path):
-    # 8 chunks 0.15 s apart take longer than the 0.6 s timeout, but never idle that long.
-    request = streamed(f"{base}/trickle?every=0.15", tmp_path, download_timeout=0.6)
+    # 8 chunks 0.3 s apart: 2.1 s in all, longer than the 1 s allowed without data.
+    request = streamed(f"{base}/trickle?every=0.3", tmp_path, download_timeout=1)
     response = yield download(handler, request)
 
-    assert Path(response.body_path).read_bytes() == b"0123456789" * 8
-
-
-def wait_for(condition: Callable[[], bool]) -> Deferred[bool]:
-    """Poll *condition* every 20 ms for up to 10 s; fire with its last value."""
-    from twisted.internet import reactor  # noqa: PLC0415 (installed by pytest-twisted)
-
-    @inlineCallbacks
-    def poll() -> Generator[Deferred[None], None, bool]:
-        for _ in range(500):
-            if condition():
-                return True
-            yield deferLater(reactor, 0.02)
-        return condition()
-
-    return poll()
+    assert response.body_size == 80
 
 
 @pytest_twisted.inlineCallbacks
-def test_cancel_deletes_temp_file(handler, base, tmp_path):
-    request = streamed(f"{base}/trickle?stall=5", tmp_path)
+def test_cancel_deletes_the_file_at_once(handler, base, tmp_path):
+    request = streamed(f"{base}/trickle?stall=30", tmp_path)
     d = download(handler, request)
     d.addErrback(lambda _: None)
-    # download_latency is set once the headers are in and the body is being written.
-    assert (yield wait_for(lambda: "download_latency" in request.meta))
-    assert len(files_in(tmp_path)) == 1
+    # download_latency is set only at the end: wait for the first bytes on disk instead.
+    assert (yield wait_for(lambda: len(files_in(tmp_path)) == 1))
     d.cancel()
 
-    assert (yield wait_for(lambda: not files_in(tmp_path)))
+    # Within a few seconds, not 30 s later when the server would send again.
+    assert (yield wait_for(lambda: files_in(tmp_path) == []))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_stopping_sync_fails_transfers_at_once_and_quietly(handler, crawler, base, tmp_path):
+    waiting = download(handler, Request(f"{base}/trickle?stall=30&chunks=2"))
+    streaming = download(handler, streamed(f"{base}/trickle?stall=30", tmp_path))
+    assert (yield wait_for(lambda: len(files_in(tmp_path)) == 1))
+    started = time.monotonic()
+    crawler.signals.send_catch_log(signal=flsync_signals.sync_stopping)
+
+    for d in (waiting, streaming):
+        with pytest.raises(SyncStopped):
+            yield d
+    assert time.monotonic() - started < 5
+    assert files_in(tmp_path) == []
 
 
 @pytest_twisted.inlineCallbacks
@@ -375,7 +400,7 @@ def test_connection_refused_is_a_scrapy_error(handler, tmp_path):
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(DownloadConnectionRefusedError):
+    with pytest.raises(DownloadFailedError):
         yield download(handler, streamed(f"http://127.0.0.1:{port}/a.csv", tmp_path))
 
     assert files_in(tmp_path) == []
@@ -391,18 +416,28 @@ def test_missing_directory_fails_and_the_handler_goes_on(handler, base, tmp_path
 
 
 @pytest_twisted.inlineCallbacks
-def test_no_file_is_made_unless_the_answer_is_200(handler, base, tmp_path):
-    request = streamed(f"{base}/not-modified", tmp_path)
-    response = yield download(handler, request)
+def test_request_leaving_receivers_hold_update_or_refuse(handler, crawler, server, base):
+    def stamp(request: Request) -> None:
+        request.headers[b"X-Stamped-At-Departure"] = b"yes"
 
-    assert response.status == 304
-    assert files_in(tmp_path) == []
-    assert not os.path.exists(request.meta[STREAM_TO_META])
+    def refuse(request: Request) -> None:
+        if request.url.endswith("/unavailable"):
+            raise IgnoreRequest("not this one")
+
+    crawler.signals.connect(stamp, signal=flsync_signals.request_leaving)
+    crawler.signals.connect(refuse, signal=flsync_signals.request_leaving)
+    sent = len(server.seen)
+
+    yield download(handler, Request(f"{base}/page"))
+    assert last_headers(server)["x-stamped-at-departure"] == "yes"
+    with pytest.raises(IgnoreRequest, match="not this one"):
+        yield download(handler, Request(f"{base}/unavailable"))
+    assert len(server.seen) == sent + 1  # the refused one never left
 
 
 class _MixedSpider(Spider):
     name = "mixed"
-    custom_settings = {"RETRY_TIMES": 1, "LOG_LEVEL": "INFO"}  # noqa: RUF012
+    custom_settings = {"RETRY_ENABLED": True, "RETRY_TIMES": 1, "LOG_LEVEL": "INFO"}  # noqa: RUF012
 
     def __init__(self, base: str, directory: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -475,13 +510,13 @@ from scrapy import Request
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
-from flsync.handlers import StreamingDownloadHandler
+from flsync.handlers import CurlDownloadHandler
 
 def peak_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 async def main():
-    handler = build_from_crawler(StreamingDownloadHandler, get_crawler())
+    handler = build_from_crawler(CurlDownloadHandler, get_crawler())
     before = peak_kib()
     request = Request(sys.argv[1], meta={"flsync_stream_to": sys.argv[2] + "/.flsync-tmp-rss.part"})
     response = await handler.download_request(request)
@@ -521,17 +556,3 @@ def test_memory_does_not_grow_with_body_size(base, tmp_path):
     print(f"peak RSS KiB: 32 MiB {start_32} -> {peak_32}, 256 MiB {start_256} -> {peak_256}")  # noqa: T201
     assert files_in(tmp_path) == []
     assert peak_256 < peak_32 + 40 * 1024
-
-
-@pytest_twisted.inlineCallbacks
-def test_a_file_opened_after_its_download_was_cancelled_is_deleted(tmp_path):
-    from twisted.internet import reactor  # noqa: PLC0415 (installed by pytest-twisted)
-
-    path = temp_path(tmp_path)
-    d = _open_new_file(path)
-    d.addErrback(lambda _: None)
-    d.cancel()  # before the worker thread's answer reaches the reactor
-
-    assert (yield wait_for(lambda: not os.path.exists(path)))
-    yield deferLater(reactor, 0.1)
-    assert files_in(tmp_path) == []

@@ -16,12 +16,14 @@ import scrapy
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
-from flsync.config import LOADED_CONFIG, config_from_settings, load_config
+from flsync.config import LOADED_CONFIG, ConfigError, config_from_settings, load_config
+from flsync.handlers import impersonation
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
 from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
 from flsync.stopping import SyncStopped
 from flsync.storage import store_class
+from flsync.transport import combined_ca_bundle
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -50,6 +52,11 @@ class FuturelearnSpider(scrapy.Spider):
         # one clear error before anything starts (see flsync.commands.crawl).
         config = load_config(settings.get("FLSYNC_CONFIG") or "config.json")
         store_class(config.data_dir).check_location(config.data_dir)
+        try:
+            impersonation(settings)
+            combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         settings.set(LOADED_CONFIG, config, "spider")
         # The files pipeline stores into data_dir (unless -s FILES_STORE=… says otherwise).
         settings.set("FILES_STORE", config.data_dir, "spider")

@@ -2,7 +2,9 @@
 
 ``FakeSite`` serves it over real HTTP on 127.0.0.1 for tests; ``python -m tests.fakesite``
 serves it from a process of its own. See server.py for the control endpoints and
-``Faults`` (control.py) for the faults it can be told to show.
+``Faults`` (control.py) for the faults it can be told to show. ``FakeSite(https=True)``
+serves it over TLS with a CA made for the run (tls.py), optionally behind Cloudflare's bot
+wall as the imitation plays it (wall.py).
 """
 
 from __future__ import annotations

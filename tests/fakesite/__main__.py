@@ -1,4 +1,7 @@
-"""Serve the imitation site until SIGINT or SIGTERM: ``python -m tests.fakesite --port 0``."""
+"""Serve the imitation site until SIGINT or SIGTERM: ``python -m tests.fakesite --port 0``.
+
+With ``--https`` a second line gives the CA file that clients must trust.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import threading
 
 from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
 from tests.fakesite.control import COMPRESS_MODES, DATASET_TRANSFERS, SESSION_COOKIE_MODES
+from tests.fakesite.tls import CERTIFICATES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,8 +26,17 @@ def main(argv: list[str] | None = None) -> None:
         tricky=not args.no_tricky,
         seed=args.seed,
     )
-    site = FakeSite(options, host=args.host, port=args.port, log_requests=args.log_requests)
     try:
+        site = FakeSite(
+            options,
+            host=args.host,
+            port=args.port,
+            log_requests=args.log_requests,
+            https=args.https,
+            certificate=args.certificate,
+            tls_dir=args.tls_dir,
+            bot_wall=args.bot_wall,
+        )
         site.faults.update(
             {
                 "latency_ms": args.latency_ms,
@@ -47,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
             f"FakeSite serving {site.base_url} (sign in as {ADMIN_EMAIL} / {ADMIN_PASSWORD})",
             flush=True,
         )
+        if site.https:
+            print(f"CA certificate: {site.ca_file}", flush=True)
         while not stopping.wait(0.5):
             pass
 
@@ -104,6 +119,25 @@ def _parser() -> argparse.ArgumentParser:
         choices=COMPRESS_MODES,
         default="none",
         help="compress dataset bodies for requests that accept it (br needs brotli)",
+    )
+    # In front of the site: see FakeSite (server.py) and wall.py.
+    parser.add_argument("--https", action="store_true", help="serve over TLS with a test CA")
+    parser.add_argument(
+        "--certificate",
+        choices=CERTIFICATES,
+        default="good",
+        help="the server certificate (--https): valid, expired, or for another host",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="write the CA, certificate and key here (--https; default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--bot-wall",
+        action="store_true",
+        help="(--https) answer 403 challenges to TLS clients that send no GREASE, as no "
+        "OpenSSL-based one does",
     )
     parser.add_argument("--no-tricky", action="store_true", help="leave out the edge cases")
     parser.add_argument("--seed", type=int, default=1)

@@ -68,6 +68,13 @@ class Faults:
 
     ``truncate_next`` cuts a body of either framing short: a ``Content-Length`` answer stops
     at half the file, a chunked one before its last chunk; both then drop the connection.
+
+    ``bot_wall`` (the contract's "In front of the site"; a site on HTTPS only: the control
+    endpoint refuses it on plain HTTP, where it would do nothing): every request on a
+    connection whose TLS ClientHello had no GREASE cipher suite, as no OpenSSL-based client's
+    has, is answered ``403`` with Cloudflare's challenge page and ``cf-mitigated: challenge``
+    (wall.py), before any latency, fault or session. ``/_fakesite/`` requests pass. Takes
+    effect on connections already open, from their next request.
     """
 
     session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
@@ -85,6 +92,7 @@ class Faults:
     dataset_transfer: str = "length"  # or "chunked": Transfer-Encoding, no Content-Length
     weak_etag: bool = False  # ETag sent as W/"..."
     compress: str = "none"  # or "gzip", "br": when the request's Accept-Encoding takes it
+    bot_wall: bool = False  # HTTPS: 403 challenge for connections without GREASE
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -134,6 +142,7 @@ def _check(name: str, value: Any) -> None:
         "dataset_transfer": value in DATASET_TRANSFERS,
         "weak_etag": isinstance(value, bool),
         "compress": value in COMPRESS_MODES,
+        "bot_wall": isinstance(value, bool),
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")
@@ -166,6 +175,8 @@ class Stats:
             self._dataset_seconds = 0.0
             self._dataset_codings: Counter[str] = Counter()
             self._dataset_chunked = 0
+            self._walled = 0
+            self._client_hellos: Counter[str] = Counter()
             self._log: list[tuple[str, str, int]] = []
 
     def record(self, method: str, path: str, kind: str, status: int) -> None:
@@ -173,6 +184,19 @@ class Stats:
             self._kinds[kind] += 1
             self._statuses[status] += 1
             self._log.append((method, path, status))
+
+    def record_walled(self, method: str, path: str) -> None:
+        """A request refused at the bot wall: in the log and statuses, in no kind."""
+        with self._lock:
+            self._walled += 1
+            self._statuses[403] += 1
+            self._log.append((method, path, 403))
+
+    def add_client_hello(self, grease: bool | None) -> None:
+        """An HTTPS connection's ClientHello: with GREASE, without, or None: none readable."""
+        key = {True: "grease", False: "no_grease", None: "malformed"}[grease]
+        with self._lock:
+            self._client_hellos[key] += 1
 
     def add_dataset_seconds(self, seconds: float) -> None:
         """Time spent sending dataset bodies: TCP paces it at the client's reading speed."""
@@ -207,5 +231,11 @@ class Stats:
                 "dataset_codings": {c: self._dataset_codings[c] for c in coding.CODINGS},
                 "dataset_chunked": self._dataset_chunked,
                 "not_modified": self._statuses[304],
+                # Requests answered by the bot wall's 403 (also in requests, by_status, log).
+                "walled": self._walled,
+                # HTTPS connections by their ClientHello (malformed: none came whole).
+                "client_hellos": {
+                    k: self._client_hellos[k] for k in ("grease", "no_grease", "malformed")
+                },
                 "log": list(self._log),
             }

@@ -10,6 +10,15 @@ a new value), ``expire_session_after`` (/admin requests per sign-in), ``expiry_a
 brings a new signed-out cookie or leaves the old one signed out); and how the CDN sends
 dataset bodies: ``dataset_transfer`` ("length" or "chunked"), ``weak_etag`` and ``compress``
 ("none", "gzip" or "br", for requests whose Accept-Encoding takes it).
+
+HTTPS (``FakeSite(https=True)``): the same site over TLS, with a certificate for 127.0.0.1
+from a CA made for the run (``site.ca_file``; tls.py), or with an expired certificate or one
+for another host (``certificate=``). On HTTPS the knob ``bot_wall`` (or ``bot_wall=True``)
+raises Cloudflare's wall (wall.py): a connection whose ClientHello has no GREASE cipher suite
+gets a ``403`` challenge page with ``cf-mitigated: challenge`` for every request but the
+control ones, counted as ``walled`` in the stats. The ClientHello is read before the
+handshake whether the wall is up or not, so the knob takes effect on open connections too; a
+connection that sends no ClientHello is closed.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +36,7 @@ from contextlib import suppress
 from datetime import date
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +45,8 @@ from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, route
 from tests.fakesite.control import DATASET_KINDS, Faults, Stats
 from tests.fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
 from tests.fakesite.datasets import DatasetFile
+from tests.fakesite.tls import CERTIFICATES, TestPKI, make_pki
+from tests.fakesite.wall import ClientHello, challenge_reply, read_client_hello
 
 logger = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_fakesite/"
@@ -41,6 +55,10 @@ CONTROL_PREFIX = "/_fakesite/"
 _CHUNK_MAX = 16 * 1024
 _CHUNKS_PER_FILE = 4
 _LAST_CHUNK = b"0\r\n\r\n"  # the zero-length chunk, with no trailer fields
+# Seconds a new HTTPS connection has to send its ClientHello, and then to end the handshake;
+# a connection still silent then is closed, so that it holds no thread for long.
+_HELLO_SECONDS = 5.0
+_HANDSHAKE_SECONDS = 10.0
 
 
 class FakeSite:
@@ -48,6 +66,13 @@ class FakeSite:
 
     ``with FakeSite(SiteOptions(...)) as site:`` starts it (port 0 picks a free port) and
     stops it at the end; ``site.faults`` can be changed at any time.
+
+    ``https=True`` serves it over TLS: ``base_url`` is then ``https://...`` and ``ca_file``
+    the CA that clients must trust (``pki`` has the other files, among them an unrelated CA).
+    The certificate and keys are made at ``start`` into ``tls_dir``, or into a temporary
+    folder removed at ``stop``. ``certificate`` picks the server certificate: ``"good"``,
+    ``"expired"`` or ``"wrong_host"`` (for ``example.invalid`` only). ``bot_wall=True``
+    starts with the knob of that name on: see wall.py.
     """
 
     def __init__(
@@ -57,19 +82,30 @@ class FakeSite:
         host: str = "127.0.0.1",
         port: int = 0,
         log_requests: bool = False,
+        https: bool = False,
+        certificate: str = "good",
+        tls_dir: Path | str | None = None,
+        bot_wall: bool = False,
     ) -> None:
+        _check_tls_options(https, certificate, tls_dir, bot_wall)
         self.options = options or SiteOptions()
         self.data: SiteData = build_site_data(self.options, date.today())
-        self.faults = Faults()
+        self.faults = Faults(bot_wall=bot_wall)
         self._stats = Stats()
         self._app = App(self.data, self.faults)
         self._address = (host, port)
         self._log_requests = log_requests
+        self.https = https
+        self._certificate = certificate
+        self._tls_dir = Path(tls_dir) if tls_dir is not None else None
+        self._temporary_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.pki: TestPKI | None = None  # while it runs on HTTPS
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> FakeSite:
-        self._server = _Server(self._address, self._app, self._stats, self._log_requests)
+        tls = self._make_tls() if self.https else None
+        self._server = _Server(self._address, self._app, self._stats, self._log_requests, tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -85,6 +121,24 @@ class FakeSite:
         if self._thread is not None:
             self._thread.join()
         self._server = self._thread = None
+        self.pki = None
+        if self._temporary_dir is not None:
+            self._temporary_dir.cleanup()
+            self._temporary_dir = None
+
+    def _make_tls(self) -> ssl.SSLContext:
+        """Make the certificates (``self.pki``) and the server's TLS context."""
+        folder = self._tls_dir
+        if folder is None:
+            self._temporary_dir = tempfile.TemporaryDirectory(prefix="fakesite-tls-")
+            folder = Path(self._temporary_dir.name)
+        self.pki = make_pki(folder, self._certificate)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.pki.cert_file, self.pki.key_file)
+        # Browsers offer h2 first; the server speaks HTTP/1.1 only, and says so.
+        context.set_alpn_protocols(["http/1.1"])
+        return context
 
     def __enter__(self) -> FakeSite:
         return self.start()
@@ -100,7 +154,15 @@ class FakeSite:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._address[0]}:{self.port}"
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://{self._address[0]}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM file of the CA that signed the server's certificate (HTTPS, running)."""
+        if self.pki is None:
+            raise RuntimeError("the site is not running on HTTPS")
+        return self.pki.ca_file
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -133,6 +195,15 @@ class FakeSite:
         return self.dataset_file(course_slug, run_number, dataset, generation).content()
 
 
+def _check_tls_options(
+    https: bool, certificate: str, tls_dir: Path | str | None, bot_wall: bool
+) -> None:
+    if certificate not in CERTIFICATES:
+        raise ValueError(f"certificate must be one of {CERTIFICATES}, not {certificate!r}")
+    if not https and (certificate != "good" or tls_dir is not None or bot_wall):
+        raise ValueError("certificate, tls_dir and bot_wall need https=True")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default backlog of 5 drops connections when a client opens many at once;
@@ -140,11 +211,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], app: App, stats: Stats, log_requests: bool
+        self,
+        address: tuple[str, int],
+        app: App,
+        stats: Stats,
+        log_requests: bool,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.stats = stats
         self.log_requests = log_requests
+        self.tls = tls
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -158,6 +235,52 @@ class _Server(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, in its own thread: over TLS, read its ClientHello first."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        # Peeked at before the handshake, which then reads it as usual.
+        hello = read_client_hello(request, _HELLO_SECONDS)
+        self.stats.add_client_hello(None if hello is None else hello.grease)
+        if hello is None:
+            return  # not TLS, or cut short: shutdown_request closes it
+        connection = self._handshake(request)
+        if connection is None:
+            return
+        try:
+            _Handler(connection, client_address, self, client_hello=hello)
+        finally:
+            self._close(connection)
+
+    def _handshake(self, request: socket.socket) -> ssl.SSLSocket | None:
+        """The connection over TLS, or None (closed) if the handshake failed."""
+        assert self.tls is not None
+        with self._connections_lock:
+            # wrap_socket takes over the socket's descriptor: stop() must now reach it here.
+            connection = self.tls.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
+            self._connections.discard(request)
+            self._connections.add(connection)
+        connection.settimeout(_HANDSHAKE_SECONDS)
+        try:
+            connection.do_handshake()
+        except OSError as error:  # SSLError and the timeout too
+            # A client refusing the certificate ends here: what fault tests look for.
+            logger.debug("fakesite: TLS handshake failed: %s", error)
+            self._close(connection)
+            return None
+        return connection
+
+    def _close(self, connection: ssl.SSLSocket) -> None:
+        # No close_notify: waiting for the client's could hold the thread.
+        with self._connections_lock:
+            self._connections.discard(connection)
+        with suppress(OSError):
+            connection.shutdown(socket.SHUT_WR)
+        connection.close()
 
     def close_connections(self) -> None:
         """End kept-alive connections, whose threads would otherwise wait for a request."""
@@ -181,6 +304,18 @@ class _Handler(BaseHTTPRequestHandler):
     # the client's delayed ACK.
     disable_nagle_algorithm = True
     server: _Server
+
+    def __init__(
+        self,
+        request: Any,
+        client_address: Any,
+        server: _Server,
+        *,
+        client_hello: ClientHello | None = None,
+    ) -> None:
+        # Set first: the base class serves the whole connection from its __init__.
+        self.client_hello = client_hello  # None on plain HTTP
+        super().__init__(request, client_address, server)
 
     def do_GET(self) -> None:
         self._serve()
@@ -208,6 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.startswith(CONTROL_PREFIX):
             self._send(_control(self.server, self.command, url.path, body))
             return
+        if self._walled():
+            # Answered in front of the site: no latency, no fault, no session touched.
+            self.server.stats.record_walled(self.command, self.path)
+            self._send(challenge_reply())
+            return
         kind, _ = route(self.command, url.path)
         time.sleep(self.server.app.faults.latency_ms / 1000)
         reply = self._answer(url.path, url.query, body)
@@ -217,6 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self._count_bytes and reply.file is not None:
             self.server.stats.add_dataset_answer(reply.content_coding, reply.chunked)
         self._send(reply)
+
+    def _walled(self) -> bool:
+        """Whether the bot wall is up and this connection's ClientHello had no GREASE."""
+        hello = self.client_hello
+        return hello is not None and self.server.app.faults.bot_wall and not hello.grease
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering a body that cannot be read."""
@@ -357,6 +502,8 @@ def _control(server: _Server, method: str, path: str, body: bytes) -> Reply:
                 values = json.loads(body or b"{}")
                 if not isinstance(values, dict):
                     raise ValueError("expected a JSON object")
+                if values.get("bot_wall") is True and server.tls is None:
+                    raise ValueError("bot_wall needs the site on HTTPS")
                 app.faults.update(values)
             except ValueError as error:
                 return _json(400, {"error": str(error)})
