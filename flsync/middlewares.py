@@ -277,7 +277,7 @@ class AccessMiddleware:
                 f"The site's bot protection refused {request.url} (HTTP {response.status},"
                 f" a challenge page): it did not take flsync (FLSYNC_IMPERSONATE="
                 f"{self.impersonate}) for a browser. Try another browser in"
-                " FLSYNC_IMPERSONATE (e.g. chrome, safari, firefox)",
+                " FLSYNC_IMPERSONATE (e.g. chrome, edge, safari)",
             )
         proxy = request.meta.get("proxy")
         if proxy and response.status == 407:

@@ -296,7 +296,7 @@ def browser_target(name: str) -> str:
     if target not in {browser.value for browser in BrowserType}:
         raise ValueError(
             f"FLSYNC_IMPERSONATE {name!r} is not a browser flsync can impersonate"
-            " (chrome, safari, firefox, edge, an exact one such as chrome136, or none)"
+            " (chrome, edge, safari, firefox, an exact one such as chrome136, or none)"
         )
     return target
 
@@ -315,9 +315,10 @@ def combined_ca_bundle(extra: str | None) -> bytes:
         ssl.create_default_context().load_verify_locations(cafile=extra)
         with open(extra, "rb") as f:
             added = f.read()
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or "not a PEM file of certificates"
-        raise ValueError(f"FLSYNC_CA_BUNDLE {extra}: {reason}") from None
+    except ssl.SSLError:
+        raise ValueError(f"FLSYNC_CA_BUNDLE {extra}: not a PEM file of certificates") from None
+    except OSError as exc:
+        raise ValueError(f"FLSYNC_CA_BUNDLE {extra}: {exc.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in added:
         raise ValueError(f"FLSYNC_CA_BUNDLE {extra}: not a PEM file of certificates")
     return system.rstrip(b"\n") + b"\n" + added
