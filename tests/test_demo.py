@@ -14,6 +14,7 @@ def test_demo_syncs_twice_and_shows_the_tree():
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     lines = demo.stdout.splitlines()
+    assert lines[0].startswith("Imitation FutureLearn at https://127.0.0.1:")
     assert lines[1].startswith("First sync, exit status 0: INFO: Sync complete: 471 downloaded")
     assert lines[2].startswith("Second sync, exit status 0: INFO: Sync complete: 0 downloaded")
     assert "University of Exampleton/   update.txt: " in demo.stdout
