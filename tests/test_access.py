@@ -3,6 +3,8 @@ behind a wall that refuses non-browser TLS, through proxies; and one clear error
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from flsync import tree
@@ -137,10 +139,11 @@ def test_every_request_through_an_http_proxy(fakesite, tmp_path):
 def test_every_request_through_a_tunnel_to_https(walled_site, tmp_path):
     with ForwardProxy(credentials=("uni", "pr0xy-secret")) as proxy:
         result = Sync(walled_site.base_url, tmp_path)(
-            *trusting(walled_site),
+            *trusting(walled_site, "-s", "LOG_LEVEL=DEBUG"),
             env={"https_proxy": proxy.url_with_credentials("uni", "pr0xy-secret")},
         )
         stats = proxy.stats()
+    assert base64.b64encode(b"uni:pr0xy-secret").decode() not in result.output
     assert result.returncode == 0, result.output
     assert_full_tree(walled_site, result)
     assert stats.connects  # CONNECT tunnels, the requests inside them unseen by the proxy
