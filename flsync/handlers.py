@@ -8,7 +8,8 @@ is written to that file as it arrives, and the response is a
 :class:`~flsync.bodies.StreamedResponse`; any other body is read into memory. Just before a
 request leaves, the handler sends ``flsync.signals.request_leaving`` and waits for its
 receivers (they may hold the request, update it, or refuse it with IgnoreRequest). On
-``flsync.signals.sync_stopping`` it cancels the transfers in flight.
+``flsync.signals.sync_stopping`` it cancels the transfers in flight. Requests marked
+``meta["playwright"]`` are rendered in a browser instead (see flsync.browser), once they leave.
 
 Settings: ``FLSYNC_IMPERSONATE`` (the browser to impersonate, or ``none``), ``FLSYNC_CA_BUNDLE``
 (extra CAs to trust), ``USER_AGENT`` (sent only when not impersonating), ``DOWNLOAD_TIMEOUT``
@@ -42,6 +43,7 @@ from scrapy.responsetypes import responsetypes
 
 from flsync import signals as flsync_signals
 from flsync.bodies import FileBody, StreamedResponse
+from flsync.browser import BrowserPages
 from flsync.stopping import SyncStopped
 from flsync.transport import (
     Answer,
@@ -91,6 +93,8 @@ class CurlDownloadHandler:
         self._maxsize = settings.getint("DOWNLOAD_MAXSIZE")
         self._ca_file = _write_ca_file(combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE")))
         self._workers = Workers(self._ca_file)
+        # Pages marked meta["playwright"] are rendered in a browser (FLSYNC_BROWSER).
+        self._browser = BrowserPages(crawler) if settings.getbool("FLSYNC_BROWSER") else None
         self._in_flight: dict[Transfer, asyncio.Future[Answer]] = {}
         self._stopping = False
         # Body files this handler made; any still there when the spider closes (response
@@ -105,6 +109,8 @@ class CurlDownloadHandler:
 
     async def download_request(self, request: Request) -> Response:
         await self._leaving(request)
+        if request.meta.get("playwright") and self._browser is not None:
+            return await self._browser.download(request)
         transfer = Transfer(
             method=request.method,
             url=request.url.split("#", 1)[0],
@@ -217,6 +223,8 @@ class CurlDownloadHandler:
         """Delete unclaimed files and the CA file; let the worker threads end."""
         self._delete_unclaimed()
         self._workers.close()
+        if self._browser is not None:
+            await self._browser.close()
         with suppress(FileNotFoundError):
             os.unlink(self._ca_file)
 

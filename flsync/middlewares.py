@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
@@ -21,8 +22,16 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from flsync import signals as flsync_signals
 from flsync import site
 from flsync.bodies import discard_body
+from flsync.browser import BrowserError, bot_pass, challenge_visit
 from flsync.config import config_from_settings
-from flsync.session import Session, SessionError, SignInRefused, SignInRejected
+from flsync.session import (
+    ChallengeFailed,
+    Clearance,
+    Session,
+    SessionError,
+    SignInRefused,
+    SignInRejected,
+)
 from flsync.stopping import PromptStop, SyncStopped
 from flsync.transport import CertificateError, ProxyError
 
@@ -42,6 +51,7 @@ SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never held, never taken as
 EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
 GENERATION_META = "flsync_session"  # the sign-in (generation) this request was sent under
 SESSION_RESENDS_META = "flsync_session_resends"  # times it was sent again after "signed out"
+CLEARANCE_META = "flsync_clearance"  # the browser visit that passes the bot challenge
 SIGN_IN_SLOT = "flsync-sign-in"
 
 
@@ -115,29 +125,47 @@ def parse_retry_after(value: str) -> float | None:
 
 
 class SessionMiddleware(CookiesMiddleware):
-    """Scrapy's CookiesMiddleware that also keeps the crawl signed in (see flsync.session).
+    """Scrapy's CookiesMiddleware that also keeps the crawl signed in (see flsync.session),
+    and, with FLSYNC_BROWSER, holds the pass through the site's bot challenge.
 
     It signs in before the first request leaves, and again when an answer says the session
     has expired (a redirect to the sign-in page, or HTML where a CSV was asked for); that
     answer never reaches the spider or the files pipeline, and its cookies (a new signed-out
-    session, often) never reach the jar. Cookies are added when a request enters the
-    downloader, as usual, and brought up to date when it leaves if a sign-in happened
-    meanwhile. A request is sent again after "signed out" at most ``FLSYNC_SESSION_RETRIES``
-    times; a sign-in that is refused, or whose session serves nothing, stops the sync.
+    session, often) never reach the jar. With FLSYNC_BROWSER on, an answer that is the bot
+    challenge sends a browser to pass it (flsync.browser); its pass (a cookie, and the
+    browser's User-Agent, which the cookie is good for) then goes with every request.
+    Cookies are added when a request enters the downloader, as usual, and brought up to date
+    when it leaves if a sign-in or a pass came meanwhile. A request is sent again after
+    "signed out" or a challenge at most ``FLSYNC_SESSION_RETRIES`` times; a sign-in that is
+    refused, or a session or pass that serves nothing, stops the sync.
     """
 
     def __init__(self, crawler: Crawler, config: FlsyncConfig):
         super().__init__(crawler.settings.getbool("COOKIES_DEBUG"))
         self.crawler = crawler
         self.config = config
-        self.max_resends = crawler.settings.getint("FLSYNC_SESSION_RETRIES")
+        settings = crawler.settings
+        self.max_resends = settings.getint("FLSYNC_SESSION_RETRIES")
+        max_renewals = settings.getint("FLSYNC_SIGN_IN_MAX")
+        wait = settings.getfloat("FLSYNC_SIGN_IN_WAIT")
         self.session = Session(
             self._sign_in,
             account=config.username,
-            max_sign_ins=crawler.settings.getint("FLSYNC_SIGN_IN_MAX"),
-            sign_in_wait=crawler.settings.getfloat("FLSYNC_SIGN_IN_WAIT"),
+            max_sign_ins=max_renewals,
+            sign_in_wait=wait,
             sleep=self._sleep,
         )
+        self.clearance: Clearance | None = None
+        if settings.getbool("FLSYNC_BROWSER"):
+            self.clearance = Clearance(
+                self._pass_challenge,
+                account=urlsplit(config.base_url).netloc,
+                max_sign_ins=max_renewals,
+                sign_in_wait=wait,
+                sleep=self._sleep,
+            )
+        self.browser_timeout = settings.getfloat("FLSYNC_BROWSER_TIMEOUT")
+        self.user_agent: str | None = None  # the browser's, once it passed a challenge
         crawler.signals.connect(self.request_leaving, signal=flsync_signals.request_leaving)
 
     @classmethod
@@ -148,58 +176,118 @@ class SessionMiddleware(CookiesMiddleware):
 
     def process_request(self, request: Request, spider: Any = None) -> None:
         super().process_request(request)
-        request.meta[GENERATION_META] = self.session.generation
+        request.meta[GENERATION_META] = self._generations()
+
+    def _generations(self) -> tuple[int, int]:
+        """(sign-ins, passes) so far: what a request's cookies are as of."""
+        return self.session.generation, self.clearance.generation if self.clearance else 0
 
     async def request_leaving(self, request: Request, **kwargs: Any) -> None:
-        """Hold the request while a sign-in is under way, then send it under the newest."""
-        if request.meta.get(SIGN_IN_META):
+        """Hold the request while a sign-in or a challenge visit is under way, then send it
+        with the newest session and pass."""
+        if request.meta.get(CLEARANCE_META):
             return
         try:
-            generation = await self.session.ready()
+            if self.clearance is not None:
+                await self.clearance.ready()
+            if not request.meta.get(SIGN_IN_META):
+                await self.session.ready()
         except SessionError as exc:
             self._stop(exc)
             raise SyncStopped(str(exc)) from None
-        if request.meta.get(GENERATION_META) != generation:
-            # It got its cookies when it entered the downloader, before the latest sign-in.
+        generations = self._generations()
+        if request.meta.get(GENERATION_META) != generations:
+            # It got its cookies when it entered the downloader, before a sign-in or a pass.
+            request.headers.pop(b"Cookie", None)
             super().process_request(request)
-            request.meta[GENERATION_META] = generation
+            request.meta[GENERATION_META] = generations
+        if self.user_agent and not request.meta.get("playwright"):
+            request.headers[b"User-Agent"] = self.user_agent
 
     async def process_response(  # type: ignore[override]  # a coroutine, which Scrapy awaits
         self, request: Request, response: Response, spider: Any = None
     ) -> Request | Response:
+        if request.meta.get(CLEARANCE_META):
+            return response  # the browser keeps its cookies; the pass is read from there
+        session, clearance = request.meta.get(GENERATION_META, (0, 0))
+        if self.clearance is not None:
+            if site.is_bot_challenge(response):
+                self.crawler.stats.inc_value("flsync/challenge/met")
+                return await self._send_again(request, response, self.clearance, clearance)
+            self.clearance.answered(clearance)
         if request.meta.get(SIGN_IN_META):
             return super().process_response(request, response)
-        generation = request.meta.get(GENERATION_META, 0)
         if not self._signed_out(request, response):
-            self.session.answered(generation)
+            self.session.answered(session)
             return super().process_response(request, response)
-        discard_body(response)
         self.crawler.stats.inc_value("flsync/session/expired")
+        return await self._send_again(request, response, self.session, session)
+
+    async def _send_again(
+        self, request: Request, response: Response, renewal: Session, generation: int
+    ) -> Request:
+        """The request again, once ``renewal`` (the session, the pass) has been renewed."""
+        discard_body(response)
         resends = request.meta.get(SESSION_RESENDS_META, 0)
         if resends >= self.max_resends:
             self.crawler.stats.inc_value("flsync/session/gave_up")
-            raise IgnoreRequest(
-                f"answered as signed out {resends + 1} times (FLSYNC_SESSION_RETRIES)"
-            )
+            what = "challenged" if isinstance(renewal, Clearance) else "answered as signed out"
+            raise IgnoreRequest(f"{what} {resends + 1} times (FLSYNC_SESSION_RETRIES)")
         try:
-            await self.session.expired(generation)
+            await renewal.expired(generation)
         except SessionError as exc:
             self._stop(exc)
             raise SyncStopped(str(exc)) from None
         self.crawler.stats.inc_value("flsync/session/resent")
         retry = request.replace(dont_filter=True)
         retry.meta[SESSION_RESENDS_META] = resends + 1
-        # Its Cookie header is the expired session's: CookiesMiddleware sets a new one only on
-        # a request that has none.
+        # Its Cookie header is the old one: CookiesMiddleware sets a new one only on a
+        # request that has none.
         retry.headers.pop(b"Cookie", None)
         return retry
 
+    async def _pass_challenge(self) -> None:
+        """One visit in the browser that passes the bot challenge; its pass kept."""
+        logger.info(
+            "The site's bot protection challenged flsync: passing its challenge in the browser"
+        )
+        meta = {
+            CLEARANCE_META: True,
+            "playwright": True,
+            "dont_redirect": True,
+            "handle_httpstatus_all": True,
+            "download_slot": SIGN_IN_SLOT,
+        }
+        url = site.sign_in_url(self.config.base_url)
+        visit = challenge_visit(url, self.browser_timeout, meta)
+        try:
+            await self.crawler.engine.download_async(visit)
+            found = bot_pass(visit)
+        except SyncStopped:
+            raise
+        except Exception as exc:
+            raise ChallengeFailed(
+                f"The browser could not pass the bot challenge of {url}: {exc}"
+            ) from None
+        if found is None:
+            raise ChallengeFailed(
+                f"The browser came back from {url} without the bot challenge's pass"
+            )
+        for cookie in found.cookies:
+            self.jars[None].set_cookie(cookie)
+        self.user_agent = found.user_agent
+        self.crawler.stats.inc_value("flsync/challenge/passed")
+
     @staticmethod
     def _signed_out(request: Request, response: Response) -> bool:
-        return site.is_sign_in_redirect(response) or (
-            request.meta.get(EXPECT_CSV_META, False)
-            and response.status == 200
-            and site.is_html(response)
+        return (
+            site.is_sign_in_redirect(response)
+            or site.landed_on_sign_in(request, response)
+            or (
+                request.meta.get(EXPECT_CSV_META, False)
+                and response.status == 200
+                and site.is_html(response)
+            )
         )
 
     async def _sign_in(self) -> None:
@@ -256,28 +344,33 @@ class SessionMiddleware(CookiesMiddleware):
 
 class AccessMiddleware:
     """Stops the sync at the first answer that no retry and no sign-in can change: the
-    site's bot protection (a challenge instead of the page), a certificate that does not
-    verify, a proxy that refuses. One error line says what happened and what to try; the
-    close reason names it (``flsync_bot_wall``, ``flsync_certificate``, ``flsync_proxy``).
-    Setting: ``FLSYNC_IMPERSONATE`` (named in the bot wall's line).
+    site's bot protection (a challenge instead of the page, unless FLSYNC_BROWSER is on), a
+    certificate that does not verify, a proxy that refuses. One error line says what
+    happened and what to try; the close reason names it (``flsync_bot_wall``,
+    ``flsync_certificate``, ``flsync_proxy``; a browser that will not start:
+    ``flsync_browser``). Settings: ``FLSYNC_IMPERSONATE`` (named in the
+    bot wall's line), ``FLSYNC_BROWSER``.
     """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.impersonate = crawler.settings.get("FLSYNC_IMPERSONATE") or "none"
+        # With a browser, a challenge is passed there (SessionMiddleware), not the end.
+        self.browser = crawler.settings.getbool("FLSYNC_BROWSER")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if site.is_bot_challenge(response):
+        if site.is_bot_challenge(response) and not self.browser:
             self._stop(
                 "bot_wall",
                 f"The site's bot protection refused {request.url} (HTTP {response.status},"
                 f" a challenge page): it did not take flsync (FLSYNC_IMPERSONATE="
                 f"{self.impersonate}) for a browser. Try another browser in"
-                " FLSYNC_IMPERSONATE (e.g. chrome, edge, safari)",
+                " FLSYNC_IMPERSONATE (e.g. chrome, edge, safari), or FLSYNC_BROWSER=1 to pass"
+                " its challenge in a real browser",
             )
         proxy = request.meta.get("proxy")
         if proxy and response.status == 407:
@@ -293,6 +386,8 @@ class AccessMiddleware:
             self._stop("certificate", f"Cannot reach {request.url}: {exception}")
         if isinstance(exception, ProxyError):
             self._stop("proxy", f"Cannot reach {request.url}: {exception}")
+        if isinstance(exception, BrowserError):
+            self._stop("browser", str(exception))
 
     def _stop(self, reason: str, message: str) -> None:
         self.crawler.stats.inc_value(f"flsync/access/{reason}")

@@ -48,6 +48,18 @@ class TooManySignIns(SessionError):
     reason = "too_many"
 
 
+class ChallengeRepeated(SessionError):
+    reason = "challenge_repeated"
+
+
+class TooManyChallenges(SessionError):
+    reason = "challenges"
+
+
+class ChallengeFailed(SessionError):
+    reason = "challenge_failed"
+
+
 class Session:
     """Generations of the signed-in session, and the one sign-in under way.
 
@@ -56,6 +68,10 @@ class Session:
     ends a sign-in with an exception ends the session: that exception is raised to every
     request waiting for it, and to every later one.
     """
+
+    # Whether the first request waits for a first sign-in (a session), or goes out as it is
+    # until it is answered "no" (a pass through the bot wall: only once it asks for one).
+    renew_first = True
 
     def __init__(
         self,
@@ -83,7 +99,8 @@ class Session:
         """Wait until there is a session (signing in first if there never was one, or
         waiting for the sign-in under way); the generation a request leaving now is sent
         under. Raises what ended the session, if something did."""
-        if self._signing_in is None and self.generation == 0 and self._failure is None:
+        first = self.renew_first and self.generation == 0
+        if self._signing_in is None and first and self._failure is None:
             self._start_sign_in()
         if self._signing_in is not None:
             # shield(): one waiter's cancellation must not cancel the sign-in for the others.
@@ -103,12 +120,8 @@ class Session:
         if self._failure is not None:
             raise self._failure
         if generation == self.generation and self._signing_in is None:
-            if not self.served:
-                error = SessionUnusable(
-                    f"Signed in as {self.account}, but the site answered the next request as"
-                    " signed out: signing in again would not help (check that the account"
-                    " can use the admin pages in a browser)"
-                )
+            if self.generation and not self.served:
+                error = self._unusable()
                 self._fail(error)
                 raise error
             self._start_sign_in()
@@ -120,10 +133,7 @@ class Session:
     async def _sign_in(self) -> None:
         try:
             if self.generation >= self.max_sign_ins:
-                raise TooManySignIns(
-                    f"Signed in as {self.account} {self.generation} times in this sync"
-                    f" (FLSYNC_SIGN_IN_MAX): the site keeps ending the session; stopping"
-                )
+                raise self._too_many()
             if self._last_sign_in is not None:
                 await self._sleep(self._last_sign_in + self.sign_in_wait - self._clock())
             await self._sign_in_once()
@@ -140,3 +150,41 @@ class Session:
 
     def _fail(self, error: Exception) -> None:
         self._failure = self._failure or error
+
+    def _unusable(self) -> SessionError:
+        return SessionUnusable(
+            f"Signed in as {self.account}, but the site answered the next request as signed"
+            " out: signing in again would not help (check that the account can use the admin"
+            " pages in a browser)"
+        )
+
+    def _too_many(self) -> SessionError:
+        return TooManySignIns(
+            f"Signed in as {self.account} {self.generation} times in this sync"
+            " (FLSYNC_SIGN_IN_MAX): the site keeps ending the session; stopping"
+        )
+
+
+class Clearance(Session):
+    """Generations of the pass through the site's bot challenge, won in a real browser.
+
+    The same bounds as for sign-ins, with the same settings: a pass is won only once a
+    request is challenged; every request that met that challenge waits for the one browser
+    visit; a pass that is challenged again before serving a single request ends the sync.
+    ``account`` names the site.
+    """
+
+    renew_first = False
+
+    def _unusable(self) -> SessionError:
+        return ChallengeRepeated(
+            f"The browser passed the bot challenge of {self.account}, but the next request was"
+            " challenged again: its pass does not hold (is the browser's User-Agent or address"
+            " different from flsync's?)"
+        )
+
+    def _too_many(self) -> SessionError:
+        return TooManyChallenges(
+            f"Passed the bot challenge of {self.account} {self.generation} times in this sync"
+            " (FLSYNC_SIGN_IN_MAX): the pass keeps lapsing; stopping"
+        )

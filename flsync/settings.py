@@ -41,6 +41,18 @@ FLSYNC_IMPERSONATE = "chrome"
 # TLS-inspecting proxy, a test site's own CA). Certificates are always verified.
 FLSYNC_CA_BUNDLE = None
 
+# A real browser (headless Chromium, through scrapy-playwright) for the runs listings and
+# stats dashboards, which FutureLearn may build by script, and for the bot protection's script
+# challenge. Off by default: plain HTTP is lighter and enough while the pages come built.
+FLSYNC_BROWSER = False
+# The browser executable; by default chromium or chromium-browser on the PATH (Playwright's
+# own browser download is not needed).
+FLSYNC_BROWSER_PATH = None
+# Pages open in the browser at once: each holds a renderer process (tens of MB).
+FLSYNC_BROWSER_PAGES = 4
+# Seconds a page may take to load and build itself (and a challenge to be passed).
+FLSYNC_BROWSER_TIMEOUT = 30.0
+
 # Every request goes through curl with the browser's fingerprint; dataset bodies are streamed
 # to disk as they arrive.
 DOWNLOAD_HANDLERS = {

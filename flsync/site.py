@@ -19,7 +19,7 @@ from scrapy.http import TextResponse
 if TYPE_CHECKING:
     from form2request import Request as FormRequestData
     from parsel import Selector
-    from scrapy.http import Response
+    from scrapy.http import Request, Response
 
 SIGN_IN_PATH = "/sign-in"
 ORGANISATIONS_PATH = "/admin/organisations"
@@ -137,6 +137,42 @@ def is_signed_in(response: Response) -> bool:
     )
 
 
+# Pages built by script: the runs listing and the stats dashboard may arrive as a shell whose
+# table or list is marked aria-busy="true" until its script has filled it in; then the script
+# sets aria-busy="false", or data-error="..." when it failed. In a browser, a page is read
+# once this holds (the bot challenge's interstitial is not the page either).
+RENDERED_PAGE_DONE_JS = (
+    "() => document.title !== 'Just a moment...'"
+    " && document.readyState !== 'loading'"
+    " && !document.querySelector('[aria-busy=\"true\"]')"
+)
+_UNBUILT = 'table.m-table--runs[aria-busy="true"], ul.m-datasets[aria-busy="true"]'
+_BUILD_FAILED = "table.m-table--runs[data-error], ul.m-datasets[data-error]"
+
+
+def is_unbuilt(response: TextResponse) -> bool:
+    """A page built by script, read before its script ran (a plain HTTP fetch of a shell)."""
+    return bool(response.css(_UNBUILT))
+
+
+def build_error(response: TextResponse) -> str | None:
+    """What the page's script said went wrong (``data-error``), if it failed."""
+    return response.css(_BUILD_FAILED).attrib.get("data-error")
+
+
+def landed_on_sign_in(request: Request, response: Response) -> bool:
+    """The answer is the sign-in page though something else was asked for (a browser follows
+    the redirect an expired session gets)."""
+    asked, got = urlsplit(request.url).path, urlsplit(response.url).path
+    return got == SIGN_IN_PATH and asked != SIGN_IN_PATH
+
+
+# What the bot protection's script challenge leaves a browser that passed it: a cookie, good
+# only with the same User-Agent, for a limited time.
+BOT_PASS_COOKIES = ("cf_clearance",)
+CHALLENGE_PASSED_JS = "() => document.title !== 'Just a moment...'"
+
+
 def is_bot_challenge(response: Response) -> bool:
     """The bot protection's answer instead of the page: a 403 marked ``cf-mitigated:
     challenge``, or (the header lost on the way) a 403/503 "Just a moment..." page."""
@@ -144,8 +180,14 @@ def is_bot_challenge(response: Response) -> bool:
         return False
     if (response.headers.get(b"cf-mitigated") or b"").lower() == b"challenge":
         return True
-    return isinstance(response, TextResponse) and response.css("title::text").get("").strip() == (
-        "Just a moment..."
+    return is_challenge_page(response)
+
+
+def is_challenge_page(response: Response) -> bool:
+    """The page is the challenge's interstitial ("Just a moment..."), not the site's."""
+    return (
+        isinstance(response, TextResponse)
+        and response.css("title::text").get("").strip() == "Just a moment..."
     )
 
 

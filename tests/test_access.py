@@ -65,7 +65,8 @@ def test_a_client_the_wall_refuses_stops_with_one_clear_error(walled_site, tmp_p
     assert line.endswith(
         f"The site's bot protection refused {walled_site.base_url}/sign-in (HTTP 403, a"
         f" challenge page): it did not take flsync (FLSYNC_IMPERSONATE={browser}) for a"
-        " browser. Try another browser in FLSYNC_IMPERSONATE (e.g. chrome, edge, safari)"
+        " browser. Try another browser in FLSYNC_IMPERSONATE (e.g. chrome, edge, safari), or"
+        " FLSYNC_BROWSER=1 to pass its challenge in a real browser"
     )
     assert "Sync FAILED (flsync_bot_wall" in summary
     assert "Traceback" not in result.output

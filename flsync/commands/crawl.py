@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 # Close reasons that mean nothing was done (the reason was logged where it happened).
-USAGE_REASONS = ("flsync_locked",)
+USAGE_REASONS = ("flsync_locked", "flsync_browser")
 # Any of these above zero means the mirror is incomplete.
 FAILURE_STATS = (
     "flsync/datasets/failed",

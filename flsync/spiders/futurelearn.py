@@ -16,6 +16,7 @@ import scrapy
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
+from flsync.browser import BrowserError, browser_settings
 from flsync.config import LOADED_CONFIG, ConfigError, config_from_settings, load_config
 from flsync.handlers import impersonation
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
@@ -43,6 +44,7 @@ class FuturelearnSpider(scrapy.Spider):
     config: FlsyncConfig
     frozen_after_days: int  # 0: every run is asked for
     today: date
+    browser: bool  # FLSYNC_BROWSER: pages built by script are read in a browser
     mirror: Mirror
 
     @classmethod
@@ -55,7 +57,9 @@ class FuturelearnSpider(scrapy.Spider):
         try:
             impersonation(settings)
             combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
-        except ValueError as exc:
+            if settings.getbool("FLSYNC_BROWSER"):
+                settings.setdict(browser_settings(settings, config.base_url), "spider")
+        except (ValueError, BrowserError) as exc:
             raise ConfigError(str(exc)) from None
         settings.set(LOADED_CONFIG, config, "spider")
         # The files pipeline stores into data_dir (unless -s FILES_STORE=… says otherwise).
@@ -70,6 +74,7 @@ class FuturelearnSpider(scrapy.Spider):
             0 if settings.getbool("FLSYNC_FULL") else settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
         )
         spider.today = datetime.now(UTC).date()
+        spider.browser = settings.getbool("FLSYNC_BROWSER")
         return spider
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
@@ -114,12 +119,17 @@ class FuturelearnSpider(scrapy.Spider):
                     organisation.runs_url,
                     self.parse_runs,
                     organisation.name,
+                    rendered=True,
                     slug=organisation.slug,
                 )
 
     def parse_runs(
         self, response: TextResponse, organisation: str, slug: str, listed: int = 0, frozen: int = 0
     ) -> Iterator[Any]:
+        failure = self._unreadable(response, organisation)
+        if failure:
+            yield failure
+            return
         runs = site.parse_runs_page(response)
         self.crawler.stats.inc_value("flsync/runs/listed", len(runs))
         for listing in runs:
@@ -137,7 +147,13 @@ class FuturelearnSpider(scrapy.Spider):
         next_url = site.next_page_url(response)
         if next_url:
             yield self._page(
-                next_url, self.parse_runs, organisation, slug=slug, listed=listed, frozen=frozen
+                next_url,
+                self.parse_runs,
+                organisation,
+                rendered=True,
+                slug=slug,
+                listed=listed,
+                frozen=frozen,
             )
         else:
             yield OrganisationItem(organisation=organisation, run_count=listed, frozen=frozen)
@@ -169,11 +185,17 @@ class FuturelearnSpider(scrapy.Spider):
             duration_weeks=details.duration_weeks,
             folder=tree.run_dir(organisation, listing.course_title, listing.run, start, end),
         )
-        yield self._page(listing.dashboard_url, self.parse_dashboard, organisation, run=run)
+        yield self._page(
+            listing.dashboard_url, self.parse_dashboard, organisation, rendered=True, run=run
+        )
 
     def parse_dashboard(
         self, response: TextResponse, organisation: str, run: RunItem
     ) -> Iterator[Any]:
+        failure = self._unreadable(response, organisation)
+        if failure:
+            yield failure
+            return
         links = [(d.name, d.url) for d in site.parse_datasets(response)]
         links.append(
             (
@@ -241,12 +263,39 @@ class FuturelearnSpider(scrapy.Spider):
         wanted = {_dataset_key(d) for d in self.config.datasets}
         return not wanted or _dataset_key(dataset) in wanted
 
-    def _page(self, url: str, callback: Any, organisation: str, **kwargs: Any) -> scrapy.Request:
+    def _unreadable(self, response: TextResponse, organisation: str) -> FetchFailure | None:
+        """A page built by script that holds nothing to read: its script failed (that page
+        fails), or it was not run at all (without FLSYNC_BROWSER: the sync stops)."""
+        error = site.build_error(response)
+        if error:
+            self.crawler.stats.inc_value("flsync/pages/failed")
+            self.logger.error(
+                "Page (failed): %(url)s: its script failed to build it: %(error)s",
+                {"url": response.url, "error": error},
+            )
+            return FetchFailure(organisation=organisation, url=response.url, reason=error)
+        if site.is_unbuilt(response):
+            self.crawler.stats.inc_value("flsync/pages/unbuilt")
+            self.logger.error(
+                "%(url)s is built by script in the browser (it came with its list empty and"
+                " marked aria-busy): reading it needs FLSYNC_BROWSER on (-s FLSYNC_BROWSER=1,"
+                " with Chromium installed; see the README)",
+                {"url": response.url},
+            )
+            raise CloseSpider("flsync_needs_browser")
+        return None
+
+    def _page(
+        self, url: str, callback: Any, organisation: str, rendered: bool = False, **kwargs: Any
+    ) -> scrapy.Request:
+        """A page of an organisation; ``rendered``: one FutureLearn may build by script, read
+        in the browser when FLSYNC_BROWSER is on."""
         return scrapy.Request(
             url,
             callback=callback,
             errback=self.page_failed,
             cb_kwargs={"organisation": organisation, **kwargs},
+            meta={"playwright": True} if rendered and self.browser else {},
         )
 
 

@@ -1,0 +1,277 @@
+"""A real browser (headless Chromium through scrapy-playwright), for what plain HTTP cannot do:
+pages built by script, and the bot protection's script challenge.
+
+:func:`browser_settings` turns flsync's settings into scrapy-playwright's (checked when the
+crawl is set up, so a missing browser is one error before anything starts).
+:class:`BrowserPages` is a thin adapter over scrapy-playwright's handler: the download handler
+passes it the requests marked ``meta["playwright"]``. Before a page loads, the request's own
+cookies (the signed-in session's, set when it left) go into the browser context, since the
+page's scripts send theirs from there. A page is read once it is complete by the site's own
+signal (``site.RENDERED_PAGE_DONE_JS``), not at its ``load`` event; a page that does not get
+there in ``FLSYNC_BROWSER_TIMEOUT`` seconds fails with :class:`PageNotBuilt`.
+
+Settings: ``FLSYNC_BROWSER`` (on/off), ``FLSYNC_BROWSER_PATH`` (the browser executable; by
+default ``chromium`` or ``chromium-browser`` on the PATH), ``FLSYNC_BROWSER_PAGES`` (pages open
+at once), ``FLSYNC_BROWSER_TIMEOUT`` (seconds), and ``FLSYNC_CA_BUNDLE`` (trusted by the browser
+too, through an NSS database of its own; needs ``certutil``, Debian's ``libnss3-tools``).
+Proxies from the environment (``https_proxy``/``http_proxy``, ``no_proxy``) apply to it as to
+plain requests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from http.cookiejar import Cookie
+from http.cookies import SimpleCookie
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.exceptions import IgnoreRequest
+
+from flsync import site
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.settings import BaseSettings
+
+DEFAULT_BROWSERS = ("chromium", "chromium-browser")
+# Quiet, headless, no calls home (refused on closed networks, and slow to fail there).
+_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# Resources that build nothing a reader reads (the scripts are kept): not loaded.
+_SKIPPED_RESOURCES = {"image", "media", "font", "stylesheet"}
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+class BrowserError(Exception):
+    """The browser cannot be used (missing, or failing to start); one line for the user."""
+
+
+class PageNotBuilt(IgnoreRequest):
+    """A page built by script did not finish building itself in time."""
+
+
+def browser_settings(settings: BaseSettings, base_url: str) -> dict[str, Any]:
+    """scrapy-playwright's settings for flsync's (FLSYNC_BROWSER on); BrowserError if the
+    browser or, for FLSYNC_CA_BUNDLE, certutil cannot be found."""
+    executable = browser_path(settings)
+    if settings.get("FLSYNC_CA_BUNDLE") and not shutil.which("certutil"):
+        raise BrowserError(
+            "FLSYNC_CA_BUNDLE with FLSYNC_BROWSER needs certutil, to make the browser trust"
+            " those CAs too (Debian: apt-get install libnss3-tools)"
+        )
+    launch: dict[str, Any] = {"executable_path": executable, "headless": True, "args": _ARGS}
+    proxy = _browser_proxy(base_url)
+    if proxy:
+        launch["proxy"] = proxy
+    timeout_ms = int(settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
+    return {
+        "PLAYWRIGHT_BROWSER_TYPE": "chromium",
+        "PLAYWRIGHT_LAUNCH_OPTIONS": launch,
+        # The browser's own headers, not Scrapy's: it is there to be taken for a browser.
+        "PLAYWRIGHT_PROCESS_REQUEST_HEADERS": None,
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": settings.getint("FLSYNC_BROWSER_PAGES"),
+        "PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT": timeout_ms,
+        "PLAYWRIGHT_ABORT_REQUEST": skip_resource,
+    }
+
+
+def browser_path(settings: BaseSettings) -> str:
+    """The browser executable: FLSYNC_BROWSER_PATH, else Chromium on the PATH."""
+    named = settings.get("FLSYNC_BROWSER_PATH")
+    candidates = [named] if named else list(DEFAULT_BROWSERS)
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    where = f"FLSYNC_BROWSER_PATH={named} is not" if named else "no chromium on the PATH, and"
+    raise BrowserError(
+        f"FLSYNC_BROWSER is on but {where} an executable browser: install Chromium"
+        " (Debian: apt-get install chromium) or set FLSYNC_BROWSER_PATH to it"
+    )
+
+
+def skip_resource(request: Any) -> bool:
+    """PLAYWRIGHT_ABORT_REQUEST: images, media, fonts and stylesheets are not loaded."""
+    return request.resource_type in _SKIPPED_RESOURCES
+
+
+def _browser_proxy(base_url: str) -> dict[str, str] | None:
+    """The environment's proxy for the site, in Playwright's form (as curl and Scrapy use)."""
+    parts = urlsplit(base_url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    url = urlsplit(proxy)
+    server = {"server": f"{url.scheme}://{url.hostname}:{url.port}"}
+    if url.username:
+        server |= {"username": url.username, "password": url.password or ""}
+    return server
+
+
+class BrowserPages:
+    """Renders the requests marked ``meta["playwright"]`` in one browser for the crawl."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        # Imported here: scrapy-playwright (and Playwright, and Scrapy's Twisted HTTP stack
+        # under it) is loaded only when the browser is on.
+        from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler  # noqa: PLC0415
+
+        self._handler = ScrapyPlaywrightDownloadHandler(crawler)
+        self._timeout_ms = int(crawler.settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
+        self._home: str | None = None
+        extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
+        if extra:
+            self._home = _nss_home(extra)
+            launch = self._handler.config.launch_options
+            launch["env"] = {**os.environ, "HOME": self._home}
+
+    async def download(self, request: Request) -> Response:
+        request.meta.setdefault("playwright_page_init_callback", _add_request_cookies)
+        request.meta.setdefault("playwright_page_methods", [self.wait_until_built()])
+        try:
+            response: Response = await self._handler.download_request(request)
+        except Exception as exc:
+            raise _browser_failure(exc, request, self._timeout_ms) from None
+        if site.is_bot_challenge(response) and not site.is_challenge_page(response):
+            # The status and headers are those of the first answer, the challenge; the page
+            # read is the site's, reached once the browser passed it.
+            response.headers.pop(b"cf-mitigated", None)
+            response = response.replace(status=200)
+        return response
+
+    def wait_until_built(self) -> Any:
+        """A page method: wait for the page's completion signal (see site.py)."""
+        from scrapy_playwright.page import PageMethod  # noqa: PLC0415
+
+        return PageMethod("wait_for_function", site.RENDERED_PAGE_DONE_JS, timeout=self._timeout_ms)
+
+    async def close(self) -> None:
+        await self._handler.close()
+        if self._home:
+            shutil.rmtree(self._home, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class BotPass:
+    """What a browser that passed the bot challenge holds: its pass cookies, its User-Agent."""
+
+    cookies: tuple[Cookie, ...]
+    user_agent: str
+
+
+def challenge_visit(url: str, timeout_s: float, meta: dict[str, Any]) -> Request:
+    """A browser visit to ``url`` that lets the bot challenge's script run until the page is
+    the site again, then reads the pass (see :func:`bot_pass`)."""
+    from scrapy import Request  # noqa: PLC0415
+    from scrapy_playwright.page import PageMethod  # noqa: PLC0415
+
+    methods = [
+        PageMethod("wait_for_function", site.CHALLENGE_PASSED_JS, timeout=timeout_s * 1000),
+        PageMethod(_read_pass),
+    ]
+    return Request(url, meta={**meta, "playwright_page_methods": methods}, dont_filter=True)
+
+
+def bot_pass(visit: Request) -> BotPass | None:
+    """The pass a challenge visit came back with, if it holds one."""
+    found = visit.meta["playwright_page_methods"][-1].result
+    cookies = tuple(_jar_cookie(c) for c in found["cookies"] if c["name"] in site.BOT_PASS_COOKIES)
+    return BotPass(cookies, found["user_agent"]) if cookies else None
+
+
+async def _read_pass(page: Page) -> dict[str, Any]:
+    return {
+        "cookies": await page.context.cookies(),
+        "user_agent": await page.evaluate("navigator.userAgent"),
+    }
+
+
+def _jar_cookie(cookie: dict[str, Any]) -> Cookie:
+    """A browser cookie (Playwright's form) as the standard library's, for Scrapy's jar."""
+    domain = cookie["domain"]
+    expires = cookie.get("expires", -1)
+    return Cookie(
+        version=0,
+        name=cookie["name"],
+        value=cookie["value"],
+        port=None,
+        port_specified=False,
+        domain=domain,
+        domain_specified=domain.startswith("."),
+        domain_initial_dot=domain.startswith("."),
+        path=cookie.get("path", "/"),
+        path_specified=True,
+        secure=bool(cookie.get("secure")),
+        expires=int(expires) if expires and expires > 0 else None,
+        discard=not (expires and expires > 0),
+        comment=None,
+        comment_url=None,
+        rest={"HttpOnly": ""} if cookie.get("httpOnly") else {},
+    )
+
+
+async def _add_request_cookies(page: Page, request: Request) -> None:
+    """Put the cookies the request carries (the session's) into the page's context."""
+    origin = "{0.scheme}://{0.netloc}/".format(urlsplit(request.url))
+    cookies = []
+    for header in request.headers.getlist(b"Cookie"):
+        for name, morsel in SimpleCookie(header.decode("latin-1")).items():
+            cookies.append({"name": name, "value": morsel.value, "url": origin})
+    if cookies:
+        await page.context.add_cookies(cookies)  # type: ignore[arg-type]
+
+
+def _browser_failure(error: Exception, request: Request, timeout_ms: int) -> Exception:
+    """The browser's exception as flsync's: a page not built in time, or a browser that
+    cannot run; anything else as it is."""
+    from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415
+    from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: PLC0415
+
+    if isinstance(error, PlaywrightTimeout):
+        return PageNotBuilt(
+            f"the page did not finish building itself within {timeout_ms / 1000:g} s"
+            " (FLSYNC_BROWSER_TIMEOUT)"
+        )
+    if isinstance(error, PlaywrightError) and "launch" in str(error).lower():
+        first_line = str(error).strip().splitlines()[0]
+        return BrowserError(f"The browser (FLSYNC_BROWSER_PATH) failed to start: {first_line}")
+    return error
+
+
+def _nss_home(ca_bundle: str) -> str:
+    """A home folder whose NSS database (what Chromium on Linux trusts besides its own roots)
+    holds the CAs of ``ca_bundle``."""
+    home = tempfile.mkdtemp(prefix="flsync-browser-")
+    database = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(database)
+    certutil = ["certutil", "-d", f"sql:{database}"]
+    subprocess.run([*certutil, "-N", "--empty-password"], check=True, capture_output=True)
+    with open(ca_bundle, "rb") as f:
+        certificates = _PEM_CERTIFICATE.findall(f.read())
+    for number, certificate in enumerate(certificates):
+        subprocess.run(
+            [*certutil, "-A", "-t", "C,,", "-n", f"flsync-{number}"],
+            input=certificate,
+            check=True,
+            capture_output=True,
+        )
+    return home
