@@ -150,7 +150,7 @@ class BrowserPages:
         try:
             response: Response = await self._handler.download_request(request)
         except Exception as exc:
-            raise _browser_failure(exc, request, self._timeout_ms) from None
+            raise self._failure(exc) from None
         if site.is_bot_challenge(response) and not site.is_challenge_page(response):
             # The status and headers are those of the first answer, the challenge; the page
             # read is the site's, reached once the browser passed it.
@@ -163,6 +163,25 @@ class BrowserPages:
         from scrapy_playwright.page import PageMethod  # noqa: PLC0415
 
         return PageMethod("wait_for_function", site.RENDERED_PAGE_DONE_JS, timeout=self._timeout_ms)
+
+    def _failure(self, error: Exception) -> Exception:
+        """The browser's exception as flsync's: a page not built in time, or a browser that
+        cannot run; anything else as it is."""
+        from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415
+        from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: PLC0415
+
+        if isinstance(error, PlaywrightTimeout):
+            return PageNotBuilt(
+                f"the page did not finish building itself within {self._timeout_ms / 1000:g} s"
+                " (FLSYNC_BROWSER_TIMEOUT)"
+            )
+        if isinstance(error, PlaywrightError) and "launch" in str(error).lower():
+            executable = self._handler.config.launch_options["executable_path"]
+            first_line = str(error).strip().splitlines()[0]
+            return BrowserError(
+                f"The browser {executable} (FLSYNC_BROWSER_PATH) failed to start: {first_line}"
+            )
+        return error
 
     async def close(self) -> None:
         await self._handler.close()
@@ -238,23 +257,6 @@ async def _add_request_cookies(page: Page, request: Request) -> None:
             cookies.append({"name": name, "value": morsel.value, "url": origin})
     if cookies:
         await page.context.add_cookies(cookies)  # type: ignore[arg-type]
-
-
-def _browser_failure(error: Exception, request: Request, timeout_ms: int) -> Exception:
-    """The browser's exception as flsync's: a page not built in time, or a browser that
-    cannot run; anything else as it is."""
-    from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415
-    from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: PLC0415
-
-    if isinstance(error, PlaywrightTimeout):
-        return PageNotBuilt(
-            f"the page did not finish building itself within {timeout_ms / 1000:g} s"
-            " (FLSYNC_BROWSER_TIMEOUT)"
-        )
-    if isinstance(error, PlaywrightError) and "launch" in str(error).lower():
-        first_line = str(error).strip().splitlines()[0]
-        return BrowserError(f"The browser (FLSYNC_BROWSER_PATH) failed to start: {first_line}")
-    return error
 
 
 def _nss_home(ca_bundle: str) -> str:
