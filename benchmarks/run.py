@@ -34,9 +34,11 @@ SITE_START_TIMEOUT = 60.0
 SPEEDUP_TARGET = 6.0
 RSS_TARGET_MB = 100.0
 CURL_RATIO_TARGET = 1.5
+BROWSER_RATIO_TARGET = 3.0
+TREE_SAMPLE_S = 0.1
 TRICKY_OFF = ["--no-tricky"]  # only the courses and runs the options ask for
 COLUMNS = ("scenario", "command", "wall s", "CPU s", "site CPU s", "requests", "dataset MB")
-COLUMNS += ("MB/s", "xfer MB/s", "RSS MB", "exit")
+COLUMNS += ("MB/s", "xfer MB/s", "RSS MB", "tree MB", "exit")
 NOT_DATA = {"update.txt"}  # the time of the last fetch: rewritten by every complete sync
 FREEZE = ("-s", "FLSYNC_FROZEN_AFTER_DAYS=30")  # the opt-in: finished runs left alone
 # Proxies from the environment would send 127.0.0.1 traffic elsewhere: never use them.
@@ -48,6 +50,9 @@ class Measured:
     label: str
     wall_s: float = 0.0
     peak_rss_mb: float = 0.0
+    # Its whole process tree (a browser's processes included), proportional set size
+    # summed, sampled every TREE_SAMPLE_S: shared pages counted once.
+    peak_tree_mb: float = 0.0
     cpu_s: float = 0.0  # user + system time of the command
     site_cpu_s: float = 0.0  # the site's, meanwhile (both share the machine's cores)
     exit_status: int | str = "not run"
@@ -127,6 +132,12 @@ class FakeSite:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def control(self, knobs: dict[str, Any]) -> None:
+        """Set the site's knobs (its /_fakesite/control endpoint)."""
+        body = json.dumps(knobs).encode()
+        request = urllib.request.Request(self.base_url + "/_fakesite/control", data=body)
+        LOCAL.open(request, timeout=30).close()
+
     def reset_stats(self) -> None:
         request = urllib.request.Request(self.base_url + "/_fakesite/reset-stats", data=b"")
         LOCAL.open(request, timeout=30).close()
@@ -150,6 +161,7 @@ class Bench:
     def run(self, cmd: list[str], log: Path, cwd: Path = ROOT) -> Measured:
         """Run cmd to completion (killed after the timeout): wall time, peak RSS, exit status."""
         killed: list[bool] = []
+        tree_peak = [0]
 
         def kill() -> None:
             killed.append(True)
@@ -162,6 +174,9 @@ class Bench:
             )
             timer = threading.Timer(self.timeout, kill)
             timer.start()
+            done = threading.Event()
+            sampler = threading.Thread(target=sample_tree, args=(proc.pid, done, tree_peak))
+            sampler.start()
             try:
                 _pid, status, usage = os.wait4(proc.pid, 0)
             except BaseException:
@@ -170,12 +185,17 @@ class Bench:
                 raise
             finally:
                 timer.cancel()
+                done.set()
+                sampler.join()
             wall = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         code = f"timeout ({self.timeout:.0f} s)" if killed else proc.returncode
         cpu = usage.ru_utime + usage.ru_stime
         rss = usage.ru_maxrss / 1024  # KiB on Linux
-        return Measured(cmd[0], wall_s=wall, peak_rss_mb=rss, cpu_s=cpu, exit_status=code)
+        tree = tree_peak[0] / 1024
+        return Measured(
+            cmd[0], wall_s=wall, peak_rss_mb=rss, peak_tree_mb=tree, cpu_s=cpu, exit_status=code
+        )
 
     def measure(
         self, site: FakeSite, label: str, name: str, cmd: list[str], cwd: Path = ROOT
@@ -218,6 +238,34 @@ class Bench:
     def naive(self, site: FakeSite, label: str, name: str, out: Path) -> Measured:
         cmd = [sys.executable, "-m", "benchmarks.naive", "--base-url", site.base_url]
         return self.measure(site, label, name, [*cmd, "--out", str(out)])
+
+
+def sample_tree(pid: int, done: threading.Event, peak: list[int]) -> None:
+    """Until ``done``: the largest sum of PSS (KiB) over ``pid`` and its descendants."""
+    while not done.wait(TREE_SAMPLE_S):
+        peak[0] = max(peak[0], sum(pss_kib(p) for p in tree_pids(pid)))
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in task.read_text().split())
+            except OSError:  # ended meanwhile
+                continue
+    return pids
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
+    return int(found.group(1)) if found else 0
 
 
 def snapshot(data_dir: Path) -> dict[str, tuple[int, int]]:
@@ -309,6 +357,40 @@ def median_run(runs: list[Measured], speed: Callable[[Measured], float], label: 
     return median
 
 
+def scenario_c(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    """The speed scenario's site, synced plainly, and with its listings and dashboards built
+    by script, read in the browser (FLSYNC_BROWSER): taking turns, --repeat times each."""
+    print("Scenario C (pages built by script, read in a browser)", flush=True)
+    options = [
+        *("--organisations", str(args.organisations), "--courses", str(args.courses)),
+        *("--runs", str(args.runs), "--rows", str(args.rows), "--big-file-mb", "0"),
+        *("--latency-ms", str(args.latency_ms), *TRICKY_OFF),
+    ]
+    plains, rendereds = [], []
+    with bench.site("c", options) as site:
+        bench.flsync(site, "flsync (cold site)", "flsync-c0", bench.work / "c0")
+        for n in range(args.repeat):
+            site.control({"script_pages": False})
+            folder = bench.work / f"c-plain-{n}"
+            label = f"flsync, plain ({n + 1} of {args.repeat})"
+            plains.append(bench.flsync(site, label, f"flsync-c-plain-{n}", folder))
+            site.control({"script_pages": True})
+            folder = bench.work / f"c-browser-{n}"
+            label = f"flsync, FLSYNC_BROWSER=1, pages built by script ({n + 1} of {args.repeat})"
+            browser = ("-s", "FLSYNC_BROWSER=1")
+            rendereds.append(bench.flsync(site, label, f"flsync-c-browser-{n}", folder, *browser))
+    plain = median_run(plains, lambda m: -m.wall_s, "flsync, plain")
+    rendered = median_run(rendereds, lambda m: -m.wall_s, "flsync, FLSYNC_BROWSER=1")
+    return {
+        "site_options": options,
+        "plain": plain,
+        "rendered": rendered,
+        "plain_walls": [m.wall_s for m in plains],
+        "rendered_walls": [m.wall_s for m in rendereds],
+        "ratio": rendered.wall_s / plain.wall_s if plain.ok and rendered.ok else None,
+    }
+
+
 def scenario_b(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     print(f"Scenario B (large file, {args.big_file_mb} MB)", flush=True)
     options = [
@@ -366,7 +448,9 @@ def scenario_b(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     return result
 
 
-def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str, str]]:
+def check_targets(
+    a: dict[str, Any], b: dict[str, Any] | None, c: dict[str, Any] | None
+) -> list[dict[str, str]]:
     targets: list[dict[str, str]] = []
 
     def add(name: str, measured: str, required: str, passed: bool | None) -> None:
@@ -423,6 +507,24 @@ def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str,
         "0",
         second.ok and changed == 0 and nc["files_compared"] > 0,
     )
+    if c is not None:
+        ratio = c["ratio"]
+        add(
+            "C: FLSYNC_BROWSER=1 (pages built by script) wall / plain wall",
+            f"{ratio:.2f}" if ratio else "n/a",
+            f"<= {BROWSER_RATIO_TARGET:g}",
+            bool(ratio and ratio <= BROWSER_RATIO_TARGET),
+        )
+        targets.append(
+            {
+                "target": "C: (for the record) peak memory of the process tree, browser included",
+                "measured": (
+                    f"{c['rendered'].peak_tree_mb:.0f} MB (plain: {c['plain'].peak_tree_mb:.0f} MB)"
+                ),
+                "required": "-",
+                "result": "INFO",
+            }
+        )
     if b is None:
         return targets
     flsync, curl = b["flsync"], b["curl"]
@@ -474,7 +576,9 @@ def check_targets(a: dict[str, Any], b: dict[str, Any] | None) -> list[dict[str,
     return targets
 
 
-def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict]) -> None:
+def print_report(
+    a: dict[str, Any], b: dict[str, Any] | None, c: dict[str, Any] | None, targets: list[dict]
+) -> None:
     rows = [COLUMNS]
     keys = (
         "flsync_cold_site",
@@ -490,9 +594,11 @@ def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict
         measured += [("B", b["flsync"]), ("B", b["curl"]), ("B", b["naive"])]
         if b["baseline"]:
             measured.insert(-2, ("B", b["baseline"]))
+    if c:
+        measured += [("C", c["plain"]), ("C", c["rendered"])]
     for scenario, m in measured:
         if m is None:
-            rows.append((scenario, "curl -o file", *["-"] * 8, "curl not installed"))
+            rows.append((scenario, "curl -o file", *["-"] * 9, "curl not installed"))
             continue
         size = m.dataset_bytes
         rate = m.mb_per_s(size) if scenario == "B" else None
@@ -509,6 +615,7 @@ def print_report(a: dict[str, Any], b: dict[str, Any] | None, targets: list[dict
                 f"{rate:.0f}" if rate else "-",
                 f"{transfer:.0f}" if transfer else "-",
                 f"{m.peak_rss_mb:.0f}",
+                f"{m.peak_tree_mb:.0f}",
                 str(m.exit_status),
             )
         )
@@ -587,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-file-mb", type=int, default=1024)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/latest.json"))
     parser.add_argument("--skip-big", action="store_true", help="skip scenario B (large file)")
+    parser.add_argument(
+        "--skip-browser", action="store_true", help="skip scenario C (pages built by script)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="per command, in seconds")
     parser.add_argument(
         "--repeat",
@@ -617,17 +727,19 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(work, logs, args.timeout)
         a = scenario_a(args, bench)
         b = None if args.skip_big else scenario_b(args, bench)
+        c = None if args.skip_browser else scenario_c(args, bench)
     finally:
         if args.baseline_code:
             subprocess.run([*git, "remove", "--force", str(args.baseline_code)], check=False)
         shutil.rmtree(work, ignore_errors=True)
-    targets = check_targets(a, b)
-    print_report(a, b, targets)
+    targets = check_targets(a, b, c)
+    print_report(a, b, c, targets)
     report = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {**machine_info(), "loadavg_before": load_before},
         "scenario_a": a,
         "scenario_b": b,
+        "scenario_c": c,
         "targets": targets,
     }
     args.json.write_text(json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n")

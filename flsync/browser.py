@@ -20,6 +20,7 @@ plain requests.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -127,8 +128,19 @@ def _browser_proxy(base_url: str) -> dict[str, str] | None:
     return server
 
 
+class _NoTraceback(logging.Filter):
+    """scrapy-playwright logs a failed page with its traceback; flsync reports the failure
+    itself, in one line, so its record keeps the message and drops the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = record.exc_text = None
+        return True
+
+
 class BrowserPages:
     """Renders the requests marked ``meta["playwright"]`` in one browser for the crawl."""
+
+    _quiet = _NoTraceback()
 
     def __init__(self, crawler: Crawler) -> None:
         # Imported here: scrapy-playwright (and Playwright, and Scrapy's Twisted HTTP stack
@@ -136,6 +148,7 @@ class BrowserPages:
         from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler  # noqa: PLC0415
 
         self._handler = ScrapyPlaywrightDownloadHandler(crawler)
+        logging.getLogger("scrapy-playwright").addFilter(self._quiet)
         self._timeout_ms = int(crawler.settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
         self._home: str | None = None
         extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
@@ -185,6 +198,7 @@ class BrowserPages:
 
     async def close(self) -> None:
         await self._handler.close()
+        logging.getLogger("scrapy-playwright").removeFilter(self._quiet)
         if self._home:
             shutil.rmtree(self._home, ignore_errors=True)
 

@@ -32,7 +32,7 @@ from flsync.session import (
     SignInRefused,
     SignInRejected,
 )
-from flsync.stopping import PromptStop, SyncStopped
+from flsync.stopping import SyncStopped, stopper
 from flsync.transport import CertificateError, ProxyError
 
 if TYPE_CHECKING:
@@ -62,14 +62,6 @@ def tries_note(request: Request | None) -> str:
         return ""
     tries = 1 + request.meta.get("retry_times", 0) + request.meta.get(SESSION_RESENDS_META, 0)
     return f" (after {tries} tries)" if tries > 1 else ""
-
-
-def stopper(crawler: Crawler) -> PromptStop:
-    """The crawl's PromptStop extension (its waits end when the sync is stopped)."""
-    stop = crawler.get_extension(PromptStop)
-    if stop is None:
-        raise NotConfigured("flsync.stopping.PromptStop must be in EXTENSIONS")
-    return stop
 
 
 class RetryAfterMiddleware(RetryMiddleware):

@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 from twisted.internet.task import LoopingCall
 
 from flsync import signals as flsync_signals
@@ -99,3 +99,11 @@ class PromptStop:
     def _request_leaving(self, request: Request, **kwargs: Any) -> None:
         if self.stopping:
             raise SyncStopped("the sync is stopping")
+
+
+def stopper(crawler: Crawler) -> PromptStop:
+    """The crawl's PromptStop extension (its waits end when the sync is stopped)."""
+    stop = crawler.get_extension(PromptStop)
+    if stop is None:
+        raise NotConfigured("flsync.stopping.PromptStop must be in EXTENSIONS")
+    return stop

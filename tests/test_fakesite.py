@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import concurrent.futures
 import csv
 import gzip
+import hashlib
 import http.client
 import io
 import ipaddress
@@ -18,19 +22,30 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.verification import PolicyBuilder, Store
 from curl_cffi import requests as creq
 from parsel import Selector
+from playwright.async_api import Browser as PlaywrightBrowser
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page as Tab
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+from playwright.async_api import async_playwright
+from scrapy.http import HtmlResponse
 
+from flsync.site import RunListing, next_page_url, parse_datasets, parse_runs_page
 from tests.fakesite import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -39,11 +54,14 @@ from tests.fakesite import (
     PARTIAL_EMAIL,
     PARTIAL_PASSWORD,
     FakeSite,
+    Faults,
     SiteOptions,
+    challenge,
     coding,
     wall,
 )
 from tests.fakesite.app import SESSION_COOKIE
+from tests.fakesite.challenge import SOLVE_PATH
 from tests.fakesite.control import SESSION_COOKIE_MODES
 from tests.fakesite.datasets import HEADERS, OLD_HEADERS, DatasetFile
 from tests.fakesite.tls import CERTIFICATES, make_pki
@@ -868,7 +886,7 @@ def test_stats_counters(fakesite: FakeSite, browser: Browser) -> None:
     assert stats["requests"] == 11
     assert stats["by_kind"] == {
         "sign_in_get": 1, "sign_in_post": 1, "organisations": 2, "runs": 1, "run_details": 1,
-        "dashboard": 1, "dataset": 2, "subdivisions": 1, "other": 1,
+        "dashboard": 1, "dataset": 2, "subdivisions": 1, "api": 0, "other": 1,
     }  # fmt: skip
     assert stats["by_status"] == {"200": 7, "302": 2, "304": 1, "404": 1}
     assert stats["not_modified"] == 1
@@ -1664,3 +1682,549 @@ def test_cli_serves_https_behind_the_bot_wall() -> None:
         check=False,
     )
     assert refused.returncode == 2 and "need https=True" in refused.stderr
+
+
+# Pages built by script and the script challenge, in a real browser (the contract's "Pages
+# built by script (client-side rendering)" and "In front of the site"): headless Chromium
+# driven by Playwright.
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright's own browser download is not used
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+RUNS_PATH = "/admin/organisations/exampleton/runs"  # two pages, with every edge case
+TRICKY_RUNS_PATH = "/admin/organisations/tricky-institute/runs"  # one page
+TRICKY_TITLE = 'Data/Society: Ethics & "Open" Data — the “Learner’s” Café ☕ 📊'
+DONE = '[data-source][aria-busy="false"]'  # a script-built page, complete
+T = TypeVar("T")
+
+
+class Chromium:
+    """Headless Chromium, driven through Playwright's async API on a loop in its own thread.
+
+    The tests run inside pytest-twisted's asyncio loop (``--reactor=asyncio``), where
+    Playwright's sync API refuses to start, and which turns only while a test waits on a
+    Deferred. On a loop of its own the browser serves plain tests: ``run(coroutine)``.
+    """
+
+    def __init__(self, pinned_keys: list[str]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._playwright = self.run(async_playwright().start())
+        # Certificates are checked as usual, but for the keys pinned here (the sites' own).
+        pins = f"--ignore-certificate-errors-spki-list={','.join(pinned_keys)}"
+        launch = self._playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, pins]
+        )
+        self.browser: PlaywrightBrowser = self.run(launch)
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run ``coroutine`` on the browser's loop and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        self.run(self.browser.close())
+        self.run(self._playwright.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def spki_pin(site: FakeSite) -> str:
+    """What ``--ignore-certificate-errors-spki-list`` takes for the site's certificate (the
+    base64 SHA-256 of its SubjectPublicKeyInfo), once its chain to the test CA verifies."""
+    assert site.pki is not None
+    ca = x509.load_pem_x509_certificate(site.pki.ca_file.read_bytes())
+    leaf = x509.load_pem_x509_certificate(site.pki.cert_file.read_bytes())
+    local = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    PolicyBuilder().store(Store([ca])).build_server_verifier(local).verify(leaf, [])
+    spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def pinned_site() -> Iterator[FakeSite]:
+    """An HTTPS site behind the bot wall whose certificate ``chromium`` trusts: made once,
+    since Chromium takes the pin at launch."""
+    with FakeSite(https=True, bot_wall=True) as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def chromium(pinned_site: FakeSite) -> Iterator[Chromium]:
+    browser = Chromium([spki_pin(pinned_site)])
+    yield browser
+    browser.close()
+
+
+@asynccontextmanager
+async def tab(chromium: Chromium, site: FakeSite, session: str | None = None) -> AsyncIterator[Tab]:
+    """A page in a browser context of its own (cookies and all), signed in as ``session``."""
+    context = await chromium.browser.new_context()
+    try:
+        if session is not None:
+            cookie = {"name": SESSION_COOKIE, "value": session, "url": site.base_url + "/"}
+            await context.add_cookies([cookie])
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+@dataclass
+class Rendered:
+    url: str
+    at_load: str  # the document right after its load event
+    complete: str  # ... once it is complete (the same, for a server-rendered page)
+    # The markup flsync reads, as Chromium serialises it: the runs table's body, the
+    # pagination and the dataset list (None: not on the page).
+    fragments: dict[str, str | None]
+
+
+FRAGMENTS_JS = """() => {
+  const html = (selector, property) => document.querySelector(selector)?.[property] ?? null;
+  return {
+    runs: html("table.m-table--runs tbody", "innerHTML"),
+    pagination: html("nav.pagination", "outerHTML"),
+    datasets: html("ul.m-datasets", "innerHTML"),
+  };
+}"""
+
+
+async def render(page: Tab, url: str, *, script: bool) -> Rendered:
+    """Open ``url``: the document at its load event and, once complete, what flsync reads."""
+    await page.goto(url, wait_until="load")
+    at_load = await page.content()  # before anything else: no time for the script to start
+    if script:
+        await page.wait_for_selector(DONE, state="attached", timeout=10_000)
+    return Rendered(url, at_load, await page.content(), await page.evaluate(FRAGMENTS_JS))
+
+
+def read_page(url: str, html: str | bytes) -> tuple[list[RunListing], str | None, list]:
+    """What flsync reads from a page: its runs, the next page and the datasets."""
+    body = html.encode() if isinstance(html, str) else html
+    response = HtmlResponse(url=url, body=body, encoding="utf-8")
+    return parse_runs_page(response), next_page_url(response), parse_datasets(response)
+
+
+def shell_of(html: str) -> Selector:
+    """The element a shell page's script fills."""
+    return Selector(text=html).css("[data-source][aria-busy]")
+
+
+SCRIPT_PAGES = {
+    RUNS_PATH: (25, True),  # (runs or datasets, whether there is a next page)
+    RUNS_PATH + "?page=2": (11, False),  # the last page: a previous link, no next
+    TRICKY_RUNS_PATH: (9, False),  # one page: no pagination at all
+    f"/admin/courses/{SERIES}/19/stats-dashboard": (12, False),
+    "/admin/courses/data-society-ethics/2/stats-dashboard": (11, False),
+    f"/admin/courses/{SERIES}/22/stats-dashboard": (0, False),  # upcoming: none
+}
+
+
+def test_script_pages_render_what_the_server_renders(
+    fakesite: FakeSite, admin: Browser, chromium: Chromium
+) -> None:
+    urls = [fakesite.url(path) for path in SCRIPT_PAGES]
+    served = {
+        url: read_page(url, admin.get(url.removeprefix(fakesite.base_url)).body) for url in urls
+    }
+    session = admin.cookies[SESSION_COOKIE]
+
+    async def open_all(script: bool) -> list[Rendered]:
+        # All at once, each in a page of its own in one context: twice as fast as in turn.
+        async with tab(chromium, fakesite, session) as first:
+            pages = [first, *[await first.context.new_page() for _ in urls[1:]]]
+            opened = zip(pages, urls, strict=True)
+            return await asyncio.gather(*(render(page, url, script=script) for page, url in opened))
+
+    rendered = chromium.run(open_all(script=False))
+    # Six pages at once on a busy machine: the read right after a load event may come some
+    # hundred milliseconds later, so the script waits longer than its default (300 ms).
+    fakesite.faults.update({"script_pages": True, "script_delay_ms": 1000})
+    scripted = chromium.run(open_all(script=True))
+    expected = SCRIPT_PAGES.values()
+    for (count, has_next), plain, built in zip(expected, rendered, scripted, strict=True):
+        url = built.url
+        runs, next_url, datasets = served[url]
+        assert len(runs if "/runs" in url else datasets) == count, url
+        assert (next_url is not None) == has_next, url
+        assert read_page(url, plain.complete) == served[url], url  # Chromium's own parse
+        # At the load event: the shell, with nothing in it for a parser to find.
+        assert read_page(url, built.at_load) == ([], None, []), url
+        shell = shell_of(built.at_load)
+        assert shell.attrib["aria-busy"] == "true", url
+        assert shell.attrib["data-source"].startswith("/admin/api/"), url
+        assert not shell.css("tbody tr, li"), url
+        at_load = Selector(text=built.at_load)
+        assert "needs JavaScript" in at_load.css("noscript").get(), url
+        assert at_load.css('meta[name="csrf-token"]::attr(content)').get(), url
+        # Complete: the same runs, links, titles, dates, flags, pages and datasets...
+        assert read_page(url, built.complete) == served[url], url
+        assert shell_of(built.complete).attrib.get("data-error") is None, url
+        # ... and the very same markup, as Chromium serialises either.
+        assert built.fragments == plain.fragments, url
+    titles = {run.course_title for run in served[urls[0]][0]}
+    assert TRICKY_TITLE in titles  # quotes, &, /, Unicode and emoji, come out exactly
+    stats = fakesite.stats()
+    assert stats["by_kind"]["api"] == len(urls)
+    assert stats["by_kind"]["runs"] == stats["by_kind"]["dashboard"] == 2 * 3 + 3
+
+
+def test_script_page_shows_data_error_when_its_json_fails(
+    fakesite: FakeSite, admin: Browser, chromium: Chromium
+) -> None:
+    fakesite.faults.update({"script_pages": True, "script_delay_ms": 0, "script_error_next": 1})
+    dashboard = fakesite.url(f"/admin/courses/{SERIES}/19/stats-dashboard")
+
+    async def scenario(session: str) -> list[Rendered]:
+        async with tab(chromium, fakesite, session) as page:
+            failed = await render(page, fakesite.url(RUNS_PATH), script=True)
+            again = await render(page, fakesite.url(RUNS_PATH), script=True)  # counted down
+            fakesite.faults.update({"fail_next": 1, "fail_path": "^/admin/api/"})
+            unavailable = await render(page, dashboard, script=True)  # a 503 in front
+            await page.route("**/admin/api/**", lambda route: route.abort())
+            cut_off = await render(page, dashboard, script=True)  # no answer at all
+            return [failed, again, unavailable, cut_off]
+
+    failed, again, unavailable, cut_off = chromium.run(scenario(admin.cookies[SESSION_COOKIE]))
+    assert shell_of(failed.complete).attrib["data-error"] == "HTTP 500"
+    assert read_page(failed.url, failed.complete) == ([], None, [])  # no rows, no next page
+    assert failed.fragments == {"runs": "", "pagination": None, "datasets": None}
+    assert len(read_page(again.url, again.complete)[0]) == 25
+    assert shell_of(unavailable.complete).attrib["data-error"] == "HTTP 503"
+    assert unavailable.fragments["datasets"] == ""
+    assert shell_of(cut_off.complete).attrib["data-error"] == "Failed to fetch"
+    # A session that expires between the page and its JSON: the page is served, the JSON
+    # refused as signed out (401, not the pages' redirect).
+    admin.sign_in()
+    fakesite.faults.update({"expire_session_after": 1})
+
+    async def expiring(session: str) -> Rendered:
+        async with tab(chromium, fakesite, session) as page:
+            return await render(page, fakesite.url(RUNS_PATH), script=True)
+
+    expired = chromium.run(expiring(admin.cookies[SESSION_COOKIE]))
+    assert shell_of(expired.complete).attrib["data-error"] == "HTTP 401"
+    assert read_page(expired.url, expired.complete)[0] == []
+    api = [(path, status) for _, path, status in fakesite.stats()["log"] if "/admin/api/" in path]
+    assert [status for _, status in api] == [500, 200, 503, 401]
+    assert fakesite.stats()["by_kind"]["api"] == 4
+
+
+def test_script_page_that_never_completes(
+    fakesite: FakeSite, admin: Browser, chromium: Chromium
+) -> None:
+    fakesite.faults.update({"script_pages": True, "script_delay_ms": 0, "script_never_next": 1})
+
+    async def scenario(session: str) -> tuple[str, Rendered]:
+        async with tab(chromium, fakesite, session) as page:
+            await page.goto(fakesite.url(RUNS_PATH), wait_until="load")
+            with pytest.raises(PlaywrightTimeout):
+                await page.wait_for_selector(DONE, state="attached", timeout=700)
+            stuck = await page.content()
+            return stuck, await render(page, fakesite.url(RUNS_PATH), script=True)
+
+    stuck, next_one = chromium.run(scenario(admin.cookies[SESSION_COOKIE]))
+    assert shell_of(stuck).attrib["aria-busy"] == "true"
+    assert read_page(fakesite.url(RUNS_PATH), stuck) == ([], None, [])
+    assert len(read_page(next_one.url, next_one.complete)[0]) == 25  # only the next N
+    assert fakesite.stats()["by_kind"]["api"] == 1  # the stuck page never asked
+    assert fakesite.faults.script_never_next == 0
+
+
+def api_get(client: Browser, source: str, token: str | None) -> tuple[int, Any]:
+    headers = {"Accept": "application/json"} | ({"X-CSRF-Token": token} if token else {})
+    page = client.request("GET", source, headers=headers)
+    assert page.headers["Content-Type"] == "application/json; charset=utf-8"
+    return page.status, json.loads(page.body)
+
+
+def test_script_json_needs_the_signed_in_session_and_its_csrf_token(
+    fakesite: FakeSite, admin: Browser
+) -> None:
+    fakesite.faults.update({"script_pages": True})
+    shell = admin.get(RUNS_PATH).sel
+    source = shell.css("table.m-table--runs::attr(data-source)").get()
+    token = shell.css('meta[name="csrf-token"]::attr(content)').get()
+    assert source == "/admin/api/organisations/exampleton/runs?page=1" and token
+    assert not shell.css("tr.m-run") and not shell.css("nav.pagination")
+    status, data = api_get(admin, source, token)
+    assert status == 200 and len(data["runs"]) == 25
+    assert data["pages"] == {"current": 1, "count": 2, "url": RUNS_PATH}
+    tricky = next(run for run in data["runs"] if run["title"] == TRICKY_TITLE)
+    assert tricky["url"] == "/admin/courses/data-society-ethics/2"
+    assert tricky["start"] == {"order": "2023-10-02", "text": "2 Oct 2023"}
+    assert tricky["flags"] == [{"flag": "finished", "label": "Finished"}]
+    assert api_get(admin, source, None) == (422, {"error": "Invalid authenticity token."})
+    assert api_get(admin, source, token[::-1])[0] == 422
+    signed_out = Browser(fakesite)
+    assert api_get(signed_out, source, token)[0] == 401  # no session: 401, not a redirect
+    other = Browser(fakesite)
+    other.sign_in()
+    assert api_get(other, source, token)[0] == 422  # a token is good for its session only
+    dashboard = admin.get(f"/admin/courses/{SERIES}/19/stats-dashboard").sel
+    datasets_source = dashboard.css("ul.m-datasets::attr(data-source)").get()
+    assert datasets_source == f"/admin/api/courses/{SERIES}/19/datasets"
+    status, data = api_get(admin, datasets_source, token)
+    assert status == 200 and data["datasets"][1] == {
+        "name": "comments",
+        "label": "Comments",
+        "url": f"/admin/courses/{SERIES}/19/stats-dashboard/data/comments",
+    }
+    assert api_get(admin, source.replace("page=1", "page=3"), token)[0] == 404
+    # Everything else stays server-rendered.
+    assert admin.get(f"/admin/courses/{SERIES}/19").sel.css("dl.m-metadata")
+    assert admin.get("/admin/organisations").sel.css("ul.m-organisation-list li")
+    # A sign-in renews the token; the JSON calls count against the session like any /admin
+    # request: here the refused one, the page and the next one, then the session expires.
+    admin.sign_in()
+    assert api_get(admin, source, token)[0] == 422
+    fakesite.faults.update({"expire_session_after": 3})
+    fresh = admin.get(RUNS_PATH).sel.css('meta[name="csrf-token"]::attr(content)').get()
+    assert api_get(admin, source, fresh)[0] == 200
+    assert api_get(admin, source, fresh)[0] == 401  # expired
+    stats = fakesite.stats()
+    assert stats["by_kind"]["api"] == 10 and stats["by_status"]["422"] == 4
+
+
+def test_script_knobs_over_http_and_from_the_cli(fakesite: FakeSite, browser: Browser) -> None:
+    knobs = {"script_pages": True, "script_delay_ms": 50, "script_error_next": 2}
+    knobs |= {"script_never_next": 1, "script_challenge": True, "challenge_pass_seconds": 2.5}
+    page = control(browser, knobs)  # the challenge works on plain HTTP too
+    assert page.status == 200 and {k: json.loads(page.body)[k] for k in knobs} == knobs
+    bad = [
+        {"script_pages": "yes"},
+        {"script_delay_ms": -1},
+        {"script_error_next": 1.5},
+        {"script_never_next": -1},
+        {"script_challenge": 1},
+        {"challenge_pass_seconds": 0},
+    ]
+    for values in bad:
+        page = control(browser, values)
+        assert page.status == 400 and next(iter(values)) in json.loads(page.body)["error"]
+    options = ["--script-pages", "--script-delay-ms", "75", "--script-challenge"]
+    options += ["--challenge-pass-seconds", "60"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/_fakesite/control")
+        knobs = json.loads(connection.getresponse().read())
+        connection.request("GET", "/sign-in")
+        response = connection.getresponse()
+        assert_challenge(response.status, lower_headers(response.headers), response.read())
+        connection.close()
+        assert knobs["script_pages"] is True and knobs["script_delay_ms"] == 75
+        assert knobs["script_challenge"] is True and knobs["challenge_pass_seconds"] == 60
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def solve(client: Browser, nonce: str, answer: object) -> Page:
+    body = json.dumps({"nonce": nonce, "answer": answer}).encode()
+    return client.request("POST", SOLVE_PATH, body, {"Content-Type": "application/json"})
+
+
+def nonce_of(page: Page) -> str:
+    return re.search(r'const nonce = "([0-9a-f]+)"', page.text)[1]
+
+
+def test_script_challenge_stops_clients_that_run_no_script(
+    fakesite: FakeSite, admin: Browser
+) -> None:
+    fakesite.faults.update({"script_challenge": True})
+    for path in ("/", "/sign-in", "/admin/organisations", DATASET):
+        page = admin.get(path)  # signed in, but no clearance
+        assert_challenge(page.status, lower_headers(page.headers), page.body)
+        assert SOLVE_PATH in page.sel.css("script::text").get()
+        assert "cf_clearance" not in (page.headers.get("Set-Cookie") or "")
+    assert admin.request("HEAD", "/sign-in").status == 403
+    made_up = admin.get("/sign-in", Cookie="cf_clearance=made-up")
+    assert made_up.status == 403
+    page = admin.get("/admin/organisations")
+    nonce = nonce_of(page)
+    assert solve(admin, nonce, challenge.solution(nonce) ^ 1).status == 403  # wrong answer
+    assert solve(admin, nonce, challenge.solution(nonce)).status == 403  # a nonce serves once
+    assert solve(admin, "0" * 32, challenge.solution("0" * 32)).status == 403  # not handed out
+    assert (
+        admin.request("POST", SOLVE_PATH, b"{", {"Content-Type": "application/json"}).status == 400
+    )
+    stats = fakesite.stats()
+    assert stats["challenged"] == 7 and stats["passes"] == 0
+    assert stats["by_kind"]["dataset"] == 0 and stats["dataset_bytes"] == 0
+    assert stats["log"][-1] == ("POST", SOLVE_PATH, 400)
+    fakesite.faults.update({"script_challenge": False})
+    assert admin.get("/admin/organisations").status == 200  # the session was never touched
+
+
+async def pass_challenge(chromium: Chromium, site: FakeSite, path: str, session: str | None):
+    """Open ``path`` in a fresh context: the first answer's status and headers, then the
+    page reached through the challenge, the clearance cookie and the browser's User-Agent."""
+    async with tab(chromium, site, session) as page:
+        first = await page.goto(site.url(path), wait_until="commit")
+        await page.wait_for_selector("h1.m-action-bar__title", timeout=10_000)
+        cookies = await page.context.cookies()
+        clearance = next(c for c in cookies if c["name"] == challenge.CLEARANCE_COOKIE)
+        user_agent = await page.evaluate("navigator.userAgent")
+        return first.status, await first.all_headers(), await page.content(), clearance, user_agent
+
+
+def with_clearance(site: FakeSite, path: str, cookies: str, user_agent: str | None) -> Page:
+    """GET with these cookies and User-Agent (None: none), as a plain client."""
+    client = Browser(site)
+    headers = {"Cookie": cookies} | ({"User-Agent": user_agent} if user_agent else {})
+    page = client.request("GET", path, headers=headers)
+    client.close()
+    return page
+
+
+def test_chromium_passes_the_script_challenge_for_its_user_agent_only(
+    fakesite: FakeSite, admin: Browser, chromium: Chromium
+) -> None:
+    fakesite.faults.update({"script_challenge": True})
+    session = admin.cookies[SESSION_COOKIE]
+    status, headers, html, clearance, user_agent = chromium.run(
+        pass_challenge(chromium, fakesite, TRICKY_RUNS_PATH, session)
+    )
+    assert status == 403 and headers["cf-mitigated"] == "challenge"
+    assert len(read_page(fakesite.url(TRICKY_RUNS_PATH), html)[0]) == 9  # then the page
+    assert clearance["httpOnly"] and clearance["path"] == "/" and clearance["sameSite"] == "Lax"
+    assert clearance["secure"] is False  # plain HTTP
+    assert "HeadlessChrome" in user_agent
+    stats = fakesite.stats()
+    assert stats["passes"] == 1 and stats["challenged"] >= 1
+    # The clearance is the browser's User-Agent's: a plain client sending both gets in...
+    cookies = f"{challenge.CLEARANCE_COOKIE}={clearance['value']}; {SESSION_COOKIE}={session}"
+    page = with_clearance(fakesite, TRICKY_RUNS_PATH, cookies, user_agent)
+    assert page.status == 200 and len(page.sel.css("tr.m-run")) == 9
+    # ... but not with another User-Agent, or none.
+    for other in ("python-requests/2.32", user_agent.replace("HeadlessChrome", "Chrome"), None):
+        page = with_clearance(fakesite, TRICKY_RUNS_PATH, cookies, other)
+        assert_challenge(page.status, lower_headers(page.headers), page.body)
+    assert fakesite.stats()["passes"] == 1
+
+
+PASS_SECONDS = 1.5  # long enough to see a pass hold, short enough to wait out once
+
+
+def test_script_challenge_pass_expires(
+    fakesite: FakeSite, admin: Browser, chromium: Chromium
+) -> None:
+    fakesite.faults.update({"script_challenge": True, "challenge_pass_seconds": PASS_SECONDS})
+    session = admin.cookies[SESSION_COOKIE]
+    started = time.monotonic()
+    _, _, _, clearance, user_agent = chromium.run(
+        pass_challenge(chromium, fakesite, "/admin/organisations", session)
+    )
+    passed = time.monotonic()  # the pass was earned between started and now
+    cookies = f"{challenge.CLEARANCE_COOKIE}={clearance['value']}; {SESSION_COOKIE}={session}"
+    assert with_clearance(fakesite, "/admin/organisations", cookies, user_agent).status == 200
+    assert time.monotonic() - started < PASS_SECONDS  # so that was while the pass held
+    time.sleep(max(0.0, passed + PASS_SECONDS - time.monotonic()))  # by then it has run out
+    page = with_clearance(fakesite, "/admin/organisations", cookies, user_agent)
+    assert_challenge(page.status, lower_headers(page.headers), page.body)
+    status, _, html, renewed, _ = chromium.run(
+        pass_challenge(chromium, fakesite, "/admin/organisations", session)
+    )
+    assert status == 403 and renewed["value"] != clearance["value"]
+    assert Selector(text=html).css("ul.m-organisation-list li")
+    assert fakesite.stats()["passes"] == 2
+
+
+def reset(site: FakeSite, **knobs: object) -> None:
+    """The module's site as new: every knob at its default (but the wall up), no stats."""
+    site.faults.update({**Faults().as_dict(), "bot_wall": True, **knobs})
+    site.reset_stats()
+
+
+def test_chromium_through_the_wall_and_the_challenge_over_https(
+    pinned_site: FakeSite, chromium: Chromium
+) -> None:
+    site = pinned_site
+    # Every cookie value stays valid, and a new one comes with each answer: the browser
+    # keeps up, a plain client holding its values too.
+    reset(site, script_challenge=True, script_pages=True, session_cookie="every_answer")
+    plain = tls_browser(site)  # Python's ssl: refused by the wall, before any challenge
+    page = plain.get("/sign-in")
+    assert_challenge(page.status, lower_headers(page.headers), page.body)
+    plain.close()
+    verify = str(site.ca_file)
+    response = creq.get(site.url("/sign-in"), impersonate="chrome", verify=verify)
+    assert_challenge(response.status_code, lower_headers(response.headers), response.content)
+    assert site.stats()["walled"] == 1 and site.stats()["challenged"] == 1  # no script run
+
+    async def scenario() -> tuple[int, Rendered, list[dict], str]:
+        async with tab(chromium, site) as page:
+            first = await page.goto(site.url(TRICKY_RUNS_PATH), wait_until="commit")
+            # Through the challenge, then sent to sign in: done in the form, as a person would.
+            await page.wait_for_selector('form[action="/sign-in"]', timeout=10_000)
+            await page.fill("#user_email", ADMIN_EMAIL)
+            await page.fill("#user_password", ADMIN_PASSWORD)
+            await page.click('input[type="submit"]')
+            await page.wait_for_url("**/your-courses")
+            rendered = await render(page, site.url(TRICKY_RUNS_PATH), script=True)
+            user_agent = await page.evaluate("navigator.userAgent")
+            return first.status, rendered, await page.context.cookies(), user_agent
+
+    status, rendered, cookies, user_agent = chromium.run(scenario())
+    assert status == 403
+    runs = read_page(rendered.url, rendered.complete)[0]
+    assert [run.course_title for run in runs] == [
+        run.course_title for run in site.data.organisation("tricky-institute").runs
+    ]
+    clearance = next(c for c in cookies if c["name"] == challenge.CLEARANCE_COOKIE)
+    assert clearance["secure"] and clearance["httpOnly"]
+    stats = site.stats()
+    assert stats["passes"] == 1 and stats["walled"] == 1  # Chromium sends GREASE
+    assert stats["client_hellos"]["grease"] >= 2 and stats["by_kind"]["api"] == 1
+    # curl_cffi as Chrome, with the browser's cookies and User-Agent: the shell, and its JSON.
+    jar = "; ".join(f"{c['name']}={c['value']}" for c in cookies)
+    assert len(as_chrome(site, TRICKY_RUNS_PATH, jar, user_agent)["runs"]) == 9
+    with pytest.raises(AssertionError, match="403"):
+        as_chrome(site, TRICKY_RUNS_PATH, jar, "curl/8.5.0")
+
+
+def as_chrome(site: FakeSite, path: str, cookies: str, user_agent: str) -> Any:
+    """The JSON behind the shell at ``path``, fetched as curl_cffi impersonating Chrome."""
+    verify, same = str(site.ca_file), {"Cookie": cookies, "User-Agent": user_agent}
+    shell = creq.get(site.url(path), impersonate="chrome", verify=verify, headers=same)
+    assert shell.status_code == 200, shell.status_code
+    selector = Selector(text=shell.text)
+    assert selector.css("table.m-table--runs::attr(aria-busy)").get() == "true"
+    assert not selector.css("tr.m-run")
+    source = selector.css("table.m-table--runs::attr(data-source)").get()
+    token = selector.css('meta[name="csrf-token"]::attr(content)').get()
+    headers = same | {"X-CSRF-Token": token}
+    data = creq.get(site.url(source), impersonate="chrome", verify=verify, headers=headers)
+    assert data.status_code == 200
+    return data.json()
+
+
+def test_chromium_trusts_only_the_pinned_certificate(chromium: Chromium) -> None:
+    # Another site, with a test CA of its own: Chromium refuses it, as it would any site.
+    with FakeSite(https=True) as unpinned:
+
+        async def refused() -> None:
+            async with tab(chromium, unpinned) as page:
+                with pytest.raises(PlaywrightError, match="ERR_CERT_AUTHORITY_INVALID"):
+                    await page.goto(unpinned.url("/sign-in"))
+
+        chromium.run(refused())
+        assert unpinned.stats()["requests"] == 0

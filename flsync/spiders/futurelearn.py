@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import scrapy
+from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
@@ -22,7 +23,7 @@ from flsync.handlers import impersonation
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
 from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
-from flsync.stopping import SyncStopped
+from flsync.stopping import SyncStopped, stopper
 from flsync.storage import store_class
 from flsync.transport import combined_ca_bundle
 
@@ -126,9 +127,9 @@ class FuturelearnSpider(scrapy.Spider):
     def parse_runs(
         self, response: TextResponse, organisation: str, slug: str, listed: int = 0, frozen: int = 0
     ) -> Iterator[Any]:
-        failure = self._unreadable(response, organisation)
-        if failure:
-            yield failure
+        instead = self._unreadable(response, organisation)
+        if instead:
+            yield instead  # a failure, or the page again
             return
         runs = site.parse_runs_page(response)
         self.crawler.stats.inc_value("flsync/runs/listed", len(runs))
@@ -192,9 +193,9 @@ class FuturelearnSpider(scrapy.Spider):
     def parse_dashboard(
         self, response: TextResponse, organisation: str, run: RunItem
     ) -> Iterator[Any]:
-        failure = self._unreadable(response, organisation)
-        if failure:
-            yield failure
+        instead = self._unreadable(response, organisation)
+        if instead:
+            yield instead  # a failure, or the page again
             return
         links = [(d.name, d.url) for d in site.parse_datasets(response)]
         links.append(
@@ -263,26 +264,34 @@ class FuturelearnSpider(scrapy.Spider):
         wanted = {_dataset_key(d) for d in self.config.datasets}
         return not wanted or _dataset_key(dataset) in wanted
 
-    def _unreadable(self, response: TextResponse, organisation: str) -> FetchFailure | None:
-        """A page built by script that holds nothing to read: its script failed (that page
-        fails), or it was not run at all (without FLSYNC_BROWSER: the sync stops)."""
+    def _unreadable(
+        self, response: TextResponse, organisation: str
+    ) -> FetchFailure | scrapy.Request | None:
+        """A page built by script that holds nothing to read: its script failed (rendered
+        again while RETRY_TIMES allows, as its own calls may have met a lapse of the session
+        or of the bot pass; then that page fails), or it was not run at all (without
+        FLSYNC_BROWSER: the sync stops)."""
         error = site.build_error(response)
         if error:
+            assert response.request is not None  # set by Scrapy on every response it hands
+            retry = get_retry_request(response.request, spider=self, reason="script_failed")
+            if retry is not None:
+                return retry
             self.crawler.stats.inc_value("flsync/pages/failed")
             self.logger.error(
-                "Page (failed): %(url)s: its script failed to build it: %(error)s",
-                {"url": response.url, "error": error},
+                "Page (failed): %(url)s: its script failed to build it: %(error)s%(tries)s",
+                {"url": response.url, "error": error, "tries": tries_note(response.request)},
             )
             return FetchFailure(organisation=organisation, url=response.url, reason=error)
         if site.is_unbuilt(response):
             self.crawler.stats.inc_value("flsync/pages/unbuilt")
-            self.logger.error(
-                "%(url)s is built by script in the browser (it came with its list empty and"
-                " marked aria-busy): reading it needs FLSYNC_BROWSER on (-s FLSYNC_BROWSER=1,"
-                " with Chromium installed; see the README)",
-                {"url": response.url},
+            stopper(self.crawler).stop(
+                "needs_browser",
+                f"{response.url} is built by script in the browser (it came with its list"
+                " empty and marked aria-busy): reading it needs FLSYNC_BROWSER on"
+                " (-s FLSYNC_BROWSER=1, with Chromium installed; see the README)",
             )
-            raise CloseSpider("flsync_needs_browser")
+            return FetchFailure(organisation=organisation, url=response.url, reason="unbuilt")
         return None
 
     def _page(

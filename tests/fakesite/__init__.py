@@ -4,7 +4,9 @@
 serves it from a process of its own. See server.py for the control endpoints and
 ``Faults`` (control.py) for the faults it can be told to show. ``FakeSite(https=True)``
 serves it over TLS with a CA made for the run (tls.py), optionally behind Cloudflare's bot
-wall as the imitation plays it (wall.py).
+wall as the imitation plays it (wall.py). Other knobs of ``Faults`` make the runs listing
+and the stats dashboard pages built by script (pages.py, api.py) and put Cloudflare's script
+challenge in front of the site (challenge.py).
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
                 "dataset_transfer": args.dataset_transfer,
                 "weak_etag": args.weak_etag,
                 "compress": args.compress,
+                "script_pages": args.script_pages,
+                "script_delay_ms": args.script_delay_ms,
+                "script_challenge": args.script_challenge,
+                "challenge_pass_seconds": args.challenge_pass_seconds,
             }
         )
     except ValueError as error:
@@ -138,6 +142,32 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="(--https) answer 403 challenges to TLS clients that send no GREASE, as no "
         "OpenSSL-based one does",
+    )
+    parser.add_argument(
+        "--script-challenge",
+        action="store_true",
+        help="answer 403 'Just a moment...' pages whose script earns a cf_clearance cookie "
+        "(HTTP or HTTPS; with --bot-wall, behind the wall)",
+    )
+    parser.add_argument(
+        "--challenge-pass-seconds",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="how long a cf_clearance holds (--script-challenge)",
+    )
+    # Pages built by script: see Faults (control.py) and pages.py.
+    parser.add_argument(
+        "--script-pages",
+        action="store_true",
+        help="serve the runs listing and the stats dashboard as shells that a script fills",
+    )
+    parser.add_argument(
+        "--script-delay-ms",
+        type=float,
+        default=300.0,
+        metavar="MS",
+        help="how long after the load event the script of a shell page starts",
     )
     parser.add_argument("--no-tricky", action="store_true", help="leave out the edge cases")
     parser.add_argument("--seed", type=int, default=1)

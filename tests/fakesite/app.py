@@ -6,6 +6,7 @@ module sends it.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -14,9 +15,9 @@ from datetime import date
 from email.message import Message
 from email.utils import format_datetime, parsedate_to_datetime
 
-from tests.fakesite import coding, pages
+from tests.fakesite import api, coding, pages
 from tests.fakesite.control import DATASET_KINDS, Faults
-from tests.fakesite.data import ACCOUNTS, SUBDIVISIONS, Run, SiteData
+from tests.fakesite.data import ACCOUNTS, SUBDIVISIONS, Organisation, Run, SiteData
 from tests.fakesite.datasets import DatasetFile, DatasetStore
 
 SESSION_COOKIE = "_future_learn_session"
@@ -29,6 +30,9 @@ _ROUTES = (
     ("dashboard", re.compile(_RUN + r"/stats-dashboard")),
     ("dataset", re.compile(_RUN + r"/stats-dashboard/data/(?P<dataset>[^/]+)")),
     ("subdivisions", re.compile(_RUN + r"/demographics/countries/country-subdivisions-dataset")),
+    # The JSON behind the pages built by script (api.py).
+    ("api", re.compile(r"/admin/api/organisations/(?P<org>[^/]+)/runs")),
+    ("api", re.compile(r"/admin/api" + _RUN.removeprefix("/admin") + "/datasets")),
 )
 _HTML = "text/html; charset=utf-8"
 _TOKENS_KEPT = 100
@@ -76,6 +80,9 @@ class Session:
     cookies: list[str] = field(default_factory=list)
     # Forgotten: a request that looked it up before may still hold it, and must not use it.
     dropped: bool = False
+    # What pages built by script show in <meta name="csrf-token"> and their JSON calls send
+    # back; one per session, renewed at sign-in (as Rails keeps it in the session).
+    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
 def route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -160,6 +167,7 @@ class App:
                 # on sign-in), and the budget of /admin requests starts again.
                 session.email, session.admin_requests = email, 0
                 session.tokens.clear()
+                session.csrf_token = secrets.token_urlsafe(32)
                 return reply
             # A new session (and value) on sign-in, as a site does against session fixation;
             # every value of the signed-out one is forgotten.
@@ -231,7 +239,9 @@ class App:
     def _admin(self, request: Request, kind: str, params: dict[str, str]) -> Reply:
         session = self._session(request.session_id)
         email = self._spend(session) if session is not None else None
-        if email is None:
+        if kind == "api":
+            return self._api(request, session, email, params)
+        if session is None or email is None:
             return self._signed_out(request, kind)
         administered = self.data.administered_by(email)
         if not administered:
@@ -240,7 +250,7 @@ class App:
             organisations = [o for o in self.data.organisations if o.slug in administered]
             return _html(200, pages.organisations_page(organisations, email))
         if kind == "runs":
-            return self._runs(request, params["org"], administered, email)
+            return self._runs(request, session, params["org"], administered, email)
         if kind == "other":
             return _not_found(email)
         run = self.data.run(params["course"], int(params["run"]))
@@ -248,7 +258,7 @@ class App:
             return _not_found(email)
         if run.organisation_slug not in administered:
             return _forbidden()
-        return self._run_page(request, kind, run, params, email)
+        return self._run_page(request, kind, run, params, session=session, email=email)
 
     def _spend(self, session: Session) -> str | None:
         """Count an /admin request against the session: who it is signed in as, or None.
@@ -292,21 +302,33 @@ class App:
         return reply
 
     def _runs(
-        self, request: Request, slug: str, administered: tuple[str, ...], email: str
+        self,
+        request: Request,
+        session: Session,
+        slug: str,
+        administered: tuple[str, ...],
+        email: str,
     ) -> Reply:
         organisation = self.data.organisation(slug)
         if organisation is None:
             return _not_found(email)
         if slug not in administered:
             return _forbidden()
-        page_text = request.query.get("page", ["1"])[-1]
-        page = int(page_text) if page_text.isdigit() else 0
-        if not 1 <= page <= organisation.page_count():
+        page = _page_number(request, organisation)
+        if page is None:
             return _not_found(email)
-        return _html(200, pages.runs_page(organisation, page, date.today(), email))
+        shell = self._shell(session, api.runs_source(slug, page))
+        return _html(200, pages.runs_page(organisation, page, date.today(), email, shell))
 
     def _run_page(
-        self, request: Request, kind: str, run: Run, params: dict[str, str], email: str
+        self,
+        request: Request,
+        kind: str,
+        run: Run,
+        params: dict[str, str],
+        *,
+        session: Session,
+        email: str,
     ) -> Reply:
         organisation = self.data.organisation(run.organisation_slug)
         assert organisation is not None
@@ -314,11 +336,61 @@ class App:
         if kind == "run_details":
             return _html(200, pages.run_details_page(run, organisation, date.today(), email))
         if kind == "dashboard":
-            return _html(200, pages.dashboard_page(run, organisation, started, email))
+            shell = self._shell(session, api.datasets_source(run))
+            return _html(200, pages.dashboard_page(run, organisation, started, email, shell))
         dataset = params.get("dataset", SUBDIVISIONS)
         if not started or (kind == "dataset" and dataset not in run.datasets):
             return _not_found(email)
         return self._csv(request, run, dataset)
+
+    # Pages built by script
+
+    def _shell(self, session: Session, source: str) -> pages.Shell | None:
+        """How a page that may be built by script arrives: a shell, or None (rendered)."""
+        if not self.faults.script_pages:
+            return None
+        return pages.Shell(
+            source=source,
+            csrf_token=session.csrf_token,
+            delay_ms=self.faults.script_delay_ms,
+            stalled=self.faults.take_script_never(),
+        )
+
+    def _api(
+        self, request: Request, session: Session | None, email: str | None, params: dict[str, str]
+    ) -> Reply:
+        """The JSON a shell's script fetches: its page's data, for the page's session only.
+
+        Spent against the session like any /admin request. Errors come as JSON statuses, not
+        as the pages' redirects: a script cannot show a sign-in page in a table.
+        """
+        if self.faults.take_script_error():
+            return _json(500, {"error": "Internal server error"})
+        if session is None or email is None:
+            # What Devise answers a request that is not a page view (XHR, JSON).
+            return _json(401, {"error": "You need to sign in before continuing."})
+        token = request.headers.get("X-CSRF-Token", "")
+        if not secrets.compare_digest(token.encode(), session.csrf_token.encode()):
+            return _json(422, {"error": "Invalid authenticity token."})
+        administered = self.data.administered_by(email)
+        if "org" in params:
+            organisation = self.data.organisation(params["org"])
+            if organisation is None:
+                return _json_not_found()
+            if organisation.slug not in administered:
+                return _json_forbidden()
+            page = _page_number(request, organisation)
+            if page is None:
+                return _json_not_found()
+            return _json(200, api.runs_json(organisation, page, date.today()))
+        run = self.data.run(params["course"], int(params["run"]))
+        if run is None:
+            return _json_not_found()
+        if run.organisation_slug not in administered:
+            return _json_forbidden()
+        return _json(200, api.datasets_json(run, run.started_on(date.today())))
+
+    # Datasets
 
     def _csv(self, request: Request, run: Run, dataset: str) -> Reply:
         file = self.files.get(run, dataset, self.faults.generation)
@@ -378,6 +450,13 @@ class App:
         return reply
 
 
+def _page_number(request: Request, organisation: Organisation) -> int | None:
+    """The runs page asked for (``?page=N``, default 1), or None if it has no such page."""
+    text = request.query.get("page", ["1"])[-1]
+    page = int(text) if text.isdigit() else 0
+    return page if 1 <= page <= organisation.page_count() else None
+
+
 def _not_modified(headers: Message, file: DatasetFile) -> bool:
     """RFC 9110 13.2.2: If-None-Match decides when present, else If-Modified-Since.
 
@@ -421,6 +500,20 @@ def _html(status: int, body: bytes) -> Reply:
         [("Content-Type", _HTML), ("Cache-Control", "max-age=0, private, must-revalidate")],
         body,
     )
+
+
+def _json(status: int, value: object) -> Reply:
+    body = json.dumps(value, ensure_ascii=False).encode()
+    headers = [("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-store")]
+    return Reply(status, headers, body)
+
+
+def _json_not_found() -> Reply:
+    return _json(404, {"error": "Not found."})
+
+
+def _json_forbidden() -> Reply:
+    return _json(403, {"error": "You are not allowed to see this."})
 
 
 def _redirect(location: str) -> Reply:

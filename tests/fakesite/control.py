@@ -19,6 +19,7 @@ KINDS = (
     "dashboard",
     "dataset",
     "subdivisions",
+    "api",  # the JSON that script-built pages fetch (/admin/api/...)
     "other",
 )
 DATASET_KINDS = ("dataset", "subdivisions")
@@ -75,6 +76,28 @@ class Faults:
     has, is answered ``403`` with Cloudflare's challenge page and ``cf-mitigated: challenge``
     (wall.py), before any latency, fault or session. ``/_fakesite/`` requests pass. Takes
     effect on connections already open, from their next request.
+
+    Pages built by script (the contract's "Pages built by script"):
+
+    - ``script_pages``: the runs listing and the stats dashboard arrive as a shell: an empty
+      ``<tbody>`` (``<ul class="m-datasets">``) marked ``aria-busy="true"`` with a
+      ``data-source`` URL under ``/admin/api/``, which the page's inline script fetches (with
+      the session cookie and the page's CSRF token) and turns into the server-rendered markup
+      before setting ``aria-busy="false"``. The JSON answers are ``/admin`` requests like any
+      other (session expiry, faults) and are counted under the kind ``api``.
+    - ``script_delay_ms``: how long after the page's ``load`` event the script starts, so that
+      a client reading the page at ``load`` finds no rows.
+    - ``script_error_next``: the next N JSON calls answer ``500``: the page ends with
+      ``data-error`` and no rows.
+    - ``script_never_next``: the next N shell pages never complete (their script does
+      nothing, ``aria-busy`` stays ``"true"``).
+
+    The script challenge (the contract's "In front of the site"; challenge.py), on HTTP or
+    HTTPS, alone or behind ``bot_wall``: with ``script_challenge`` every request without a
+    valid ``cf_clearance`` cookie, but the control ones and the challenge's own endpoint, gets
+    a ``403`` "Just a moment..." page whose script earns the cookie. A clearance holds only
+    for the ``User-Agent`` that earned it, for ``challenge_pass_seconds`` (counted from the
+    pass, whatever the knob says later).
     """
 
     session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
@@ -93,6 +116,12 @@ class Faults:
     weak_etag: bool = False  # ETag sent as W/"..."
     compress: str = "none"  # or "gzip", "br": when the request's Accept-Encoding takes it
     bot_wall: bool = False  # HTTPS: 403 challenge for connections without GREASE
+    script_pages: bool = False  # runs listing and dashboard as shells filled by script
+    script_delay_ms: float = 300.0  # the script starts this long after the load event
+    script_error_next: int = 0  # the next N JSON calls answer 500
+    script_never_next: int = 0  # the next N shell pages never complete
+    script_challenge: bool = False  # 403 "Just a moment..." until a script earns cf_clearance
+    challenge_pass_seconds: float = 1800.0  # how long a cf_clearance holds
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -104,9 +133,20 @@ class Faults:
         return None
 
     def take_truncation(self) -> bool:
+        return self._take("truncate_next")
+
+    def take_script_error(self) -> bool:
+        return self._take("script_error_next")
+
+    def take_script_never(self) -> bool:
+        return self._take("script_never_next")
+
+    def _take(self, counter: str) -> bool:
+        """Whether a ``..._next`` counter was above 0, counting it down if so."""
         with self._lock:
-            if self.truncate_next > 0:
-                self.truncate_next -= 1
+            left = getattr(self, counter)
+            if left > 0:
+                setattr(self, counter, left - 1)
                 return True
         return False
 
@@ -126,6 +166,9 @@ def _check(name: str, value: Any) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    def is_number(v: Any) -> bool:
+        return is_int(v) or isinstance(v, float)
+
     checks = {
         "session_cookie": value in SESSION_COOKIE_MODES,
         "expire_session_after": value is None or (is_int(value) and value >= 0),
@@ -135,7 +178,7 @@ def _check(name: str, value: Any) -> None:
         "fail_next": is_int(value) and value >= 0,
         "fail_path": isinstance(value, str) and _compiles(value),
         "retry_after": value is None or isinstance(value, str),
-        "latency_ms": (is_int(value) or isinstance(value, float)) and value >= 0,
+        "latency_ms": is_number(value) and value >= 0,
         "truncate_next": is_int(value) and value >= 0,
         "validators": isinstance(value, bool),
         "generation": is_int(value) and value >= 1,
@@ -143,6 +186,12 @@ def _check(name: str, value: Any) -> None:
         "weak_etag": isinstance(value, bool),
         "compress": value in COMPRESS_MODES,
         "bot_wall": isinstance(value, bool),
+        "script_pages": isinstance(value, bool),
+        "script_delay_ms": is_number(value) and value >= 0,
+        "script_error_next": is_int(value) and value >= 0,
+        "script_never_next": is_int(value) and value >= 0,
+        "script_challenge": isinstance(value, bool),
+        "challenge_pass_seconds": is_number(value) and value > 0,
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")
@@ -176,6 +225,8 @@ class Stats:
             self._dataset_codings: Counter[str] = Counter()
             self._dataset_chunked = 0
             self._walled = 0
+            self._challenged = 0
+            self._passes = 0
             self._client_hellos: Counter[str] = Counter()
             self._log: list[tuple[str, str, int]] = []
 
@@ -191,6 +242,20 @@ class Stats:
             self._walled += 1
             self._statuses[403] += 1
             self._log.append((method, path, 403))
+
+    def record_challenged(self, method: str, path: str) -> None:
+        """A request answered by the script challenge's 403: in the log and statuses only."""
+        with self._lock:
+            self._challenged += 1
+            self._statuses[403] += 1
+            self._log.append((method, path, 403))
+
+    def record_solve(self, method: str, path: str, status: int) -> None:
+        """An answer handed to the challenge's endpoint; a 200 is a pass (a cf_clearance)."""
+        with self._lock:
+            self._passes += status == 200
+            self._statuses[status] += 1
+            self._log.append((method, path, status))
 
     def add_client_hello(self, grease: bool | None) -> None:
         """An HTTPS connection's ClientHello: with GREASE, without, or None: none readable."""
@@ -233,6 +298,10 @@ class Stats:
                 "not_modified": self._statuses[304],
                 # Requests answered by the bot wall's 403 (also in requests, by_status, log).
                 "walled": self._walled,
+                # Requests answered by the script challenge's 403, and the clearances earned
+                # (the challenge's own endpoint is in the log and statuses too, in no kind).
+                "challenged": self._challenged,
+                "passes": self._passes,
                 # HTTPS connections by their ClientHello (malformed: none came whole).
                 "client_hellos": {
                     k: self._client_hellos[k] for k in ("grease", "no_grease", "malformed")

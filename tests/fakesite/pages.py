@@ -2,10 +2,16 @@
 
 The chrome (head scripts, site header with a search form, breadcrumbs, footer, cookie banner)
 is there so that parsers meet the noise of a real page. Every text is escaped.
+
+The runs listing and the stats dashboard can also come as a ``Shell`` (the contract's "Pages
+built by script"): the same page with its table body or list left empty, for an inline script
+(``SHELL_SCRIPT``) to fill from the JSON of api.py.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import date
 from html import escape
 
@@ -14,6 +20,16 @@ from tests.fakesite.data import RUNS_PER_PAGE, Organisation, Run
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _STATUS_LABELS = {"upcoming": "Upcoming", "in-progress": "In progress", "finished": "Finished"}
 _DATASET_LABELS = {"question_response": "Question responses", "step_activity": "Step activity"}
+
+
+@dataclass(frozen=True)
+class Shell:
+    """A page that arrives without its data, for its script to fill in the browser."""
+
+    source: str  # the path of its JSON (``data-source``)
+    csrf_token: str  # the session's, for ``<meta name="csrf-token">``
+    delay_ms: float  # the script starts this long after the ``load`` event
+    stalled: bool  # the script never completes the page
 
 
 def format_date(day: date) -> str:
@@ -82,25 +98,29 @@ def organisations_page(organisations: list[Organisation], email: str) -> bytes:
     return _layout("Organisations", main, user=email)
 
 
-def runs_page(organisation: Organisation, page: int, today: date, email: str) -> bytes:
+def runs_page(
+    organisation: Organisation, page: int, today: date, email: str, shell: Shell | None = None
+) -> bytes:
     runs = organisation.runs_page(page)
     first = (page - 1) * RUNS_PER_PAGE + 1
-    rows = "\n".join(_run_row(run, today) for run in runs)
+    if shell is None:
+        rows = "\n" + "\n".join(_run_row(run, today) for run in runs) + "\n"
+        after_table = _pagination(organisation, page)
+    else:
+        rows, after_table = "", _shell_script(shell)
     main = f"""{_breadcrumbs([("Organisations", "/admin/organisations")])}
 <div class="m-action-bar">
 <h1 class="m-action-bar__title">{_e(organisation.name)}</h1>
 <a class="a-button a-button--secondary" href="/admin/organisations/{_e(organisation.slug)}/courses">Courses</a>
 </div>
 <p class="m-results-summary">Showing runs {first}&ndash;{first + len(runs) - 1} of {len(organisation.runs)}</p>
-<table class="m-table m-table--runs">
+<table class="m-table m-table--runs"{_busy(shell)}>
 <thead><tr><th scope="col">Course</th><th scope="col">Run</th><th scope="col">Start date</th>
 <th scope="col">Status</th><th scope="col"><span class="u-visually-hidden">Links</span></th></tr></thead>
-<tbody>
-{rows}
-</tbody>
+<tbody>{rows}</tbody>
 </table>
-{_pagination(organisation, page)}"""  # noqa: E501
-    return _layout(f"Runs: {organisation.name}", main, user=email)
+{after_table}"""  # noqa: E501
+    return _layout(f"Runs: {organisation.name}", main, user=email, csrf_token=_token(shell))
 
 
 def run_details_page(run: Run, organisation: Organisation, today: date, email: str) -> bytes:
@@ -131,13 +151,17 @@ def run_details_page(run: Run, organisation: Organisation, today: date, email: s
     return _layout(f"{run.course_title} - Run {run.number}", main, user=email)
 
 
-def dashboard_page(run: Run, organisation: Organisation, started: bool, email: str) -> bytes:
+def dashboard_page(
+    run: Run, organisation: Organisation, started: bool, email: str, shell: Shell | None = None
+) -> bytes:
     base = _run_path(run)
     items = "\n".join(
         f'<li><a class="m-datasets__link" href="{base}/stats-dashboard/data/{_e(name)}">'
         f"{_e(dataset_label(name))}</a></li>"
         for name in (run.datasets if started else ())
     )
+    items = "" if shell is not None else f"\n{items}\n"
+    script = "" if shell is None else "\n" + _shell_script(shell)
     note = (
         "Datasets are updated every day at about 3am UTC."
         if started
@@ -151,11 +175,11 @@ def dashboard_page(run: Run, organisation: Organisation, started: bool, email: s
 <section class="m-stats-downloads">
 <h2>Download datasets</h2>
 <p class="m-stats-downloads__note">{note}</p>
-<ul class="m-datasets">
-{items}
-</ul>
-</section>"""
-    return _layout(f"Stats dashboard: {run.course_title}", main, user=email)
+<ul class="m-datasets"{_busy(shell)}>{items}</ul>
+</section>{script}"""
+    return _layout(
+        f"Stats dashboard: {run.course_title}", main, user=email, csrf_token=_token(shell)
+    )
 
 
 def error_page(status: int, message: str, email: str | None = None) -> bytes:
@@ -197,12 +221,18 @@ def _run_row(run: Run, today: date) -> str:
 </tr>"""  # noqa: E501
 
 
-def _status_flags(run: Run, today: date) -> str:
+def status_flags(run: Run, today: date) -> list[tuple[str, str]]:
+    """The run's flags in the order shown, as (flag, label): ``flag--{flag}`` is the class."""
     status = run.status_on(today)
-    flag = f'<span class="flag flag--{status}">{_STATUS_LABELS[status]}</span>'
-    if run.invite_only:
-        return f'<span class="flag flag--invite-only">Invite-only</span> {flag}'
-    return flag
+    invite_only = [("invite-only", "Invite-only")] if run.invite_only else []
+    return [*invite_only, (status, _STATUS_LABELS[status])]
+
+
+def _status_flags(run: Run, today: date) -> str:
+    return " ".join(
+        f'<span class="flag flag--{flag}">{_e(label)}</span>'
+        for flag, label in status_flags(run, today)
+    )
 
 
 def _pagination(organisation: Organisation, page: int) -> str:
@@ -221,6 +251,114 @@ def _pagination(organisation: Organisation, page: int) -> str:
     if page < pages:
         links.append(f'<a rel="next" href="{path}?page={page + 1}">Next &rsaquo;</a>')
     return '<nav class="pagination" aria-label="Pages">\n' + "\n".join(links) + "\n</nav>"
+
+
+def _busy(shell: Shell | None) -> str:
+    """The attributes that mark the element a shell's script fills (none when rendered)."""
+    if shell is None:
+        return ""
+    return f' aria-busy="true" data-source="{_e(shell.source)}"'
+
+
+def _token(shell: Shell | None) -> str | None:
+    return None if shell is None else shell.csrf_token
+
+
+def _shell_script(shell: Shell) -> str:
+    # The knobs go in as a JSON literal; the rest of the script is the same on every page.
+    config = json.dumps({"delayMs": shell.delay_ms, "stalled": shell.stalled})
+    return (
+        '<noscript><p class="m-noscript">This page needs JavaScript: turn it on in your '
+        "browser to see it.</p></noscript>\n"
+        f"<script>\nconst config = {config};{SHELL_SCRIPT}</script>"
+    )
+
+
+# Fills the element marked aria-busy from its data-source JSON with the markup the server
+# renders (runs_page, dashboard_page), nodes made one by one: titles are never parsed as HTML.
+SHELL_SCRIPT = r"""
+const target = document.querySelector("[aria-busy][data-source]");
+
+function element(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.append(...children);  // strings become text nodes
+  return node;
+}
+
+function joined(nodes, separator) {
+  return nodes.flatMap((node, i) => (i ? [separator, node] : [node]));
+}
+
+// One node a line, as the server's templates lay them out.
+function lines(nodes) {
+  return ["\n", ...joined(nodes, "\n"), "\n"];
+}
+
+function runRow(run) {
+  const flags = run.flags.map((f) => element("span", {class: "flag flag--" + f.flag}, f.label));
+  return element("tr", {class: "m-run"}, ...lines([
+    element("td", {class: "m-run__course"},
+      element("a", {class: "course-meta__title", href: run.url, title: run.title}, run.title)),
+    element("td", {class: "m-run__number"}, String(run.number)),
+    element("td", {class: "m-run__start", "data-order": run.start.order}, run.start.text),
+    element("td", {class: "m-run__status"}, ...joined(flags, " ")),
+    element("td", {class: "m-run__links"},
+      element("a", {href: run.url}, "Run details"), " ",
+      element("a", {href: run.url + "/stats-dashboard"}, "View stats")),
+  ]));
+}
+
+function pagination(pages) {
+  const href = (number) => pages.url + "?page=" + number;
+  const links = [];
+  if (pages.current > 1) {
+    links.push(element("a", {rel: "prev", href: href(pages.current - 1)}, "\u2039 Previous"));
+  }
+  for (let number = 1; number <= pages.count; number++) {
+    links.push(number === pages.current
+      ? element("span", {class: "pagination__current", "aria-current": "page"}, String(number))
+      : element("a", {href: href(number)}, String(number)));
+  }
+  if (pages.current < pages.count) {
+    links.push(element("a", {rel: "next", href: href(pages.current + 1)}, "Next \u203a"));
+  }
+  return element("nav", {class: "pagination", "aria-label": "Pages"}, ...lines(links));
+}
+
+function show(data) {
+  if (target.tagName === "TABLE") {
+    target.tBodies[0].replaceChildren(...lines(data.runs.map(runRow)));
+    if (data.pages.count > 1) target.after("\n", pagination(data.pages));
+  } else {
+    const items = data.datasets.map((dataset) => element("li", {},
+      element("a", {class: "m-datasets__link", href: dataset.url}, dataset.label)));
+    target.replaceChildren(...lines(items));
+  }
+}
+
+async function fill() {
+  try {
+    const response = await fetch(target.dataset.source, {
+      credentials: "same-origin",
+      redirect: "error",  // a redirect (to the sign-in page) brings no data
+      headers: {
+        "Accept": "application/json",
+        "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content,
+      },
+    });
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    show(await response.json());
+  } catch (error) {
+    target.dataset.error = error.message;  // "HTTP 500", "Failed to fetch"...
+  }
+  target.setAttribute("aria-busy", "false");
+}
+
+if (!config.stalled) {
+  window.addEventListener("load", () => setTimeout(fill, config.delayMs));
+}
+"""
 
 
 def _run_crumbs(organisation: Organisation) -> list[tuple[str, str]]:

@@ -19,6 +19,11 @@ gets a ``403`` challenge page with ``cf-mitigated: challenge`` for every request
 control ones, counted as ``walled`` in the stats. The ClientHello is read before the
 handshake whether the wall is up or not, so the knob takes effect on open connections too; a
 connection that sends no ClientHello is closed.
+
+Pages built by script (``script_pages``, pages.py and api.py) and the script challenge
+(``script_challenge``, challenge.py, on HTTP or HTTPS): see ``Faults``. The challenge is
+answered in front of the site, after the wall: challenged requests are counted as
+``challenged``, clearances earned at ``/cdn-cgi/challenge-platform/solve`` as ``passes``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.fakesite import coding
 from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, route
+from tests.fakesite.challenge import CLEARANCE_COOKIE, SOLVE_PATH, Challenges
 from tests.fakesite.control import DATASET_KINDS, Faults, Stats
 from tests.fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
 from tests.fakesite.datasets import DatasetFile
@@ -222,6 +228,7 @@ class _Server(ThreadingHTTPServer):
         self.stats = stats
         self.log_requests = log_requests
         self.tls = tls
+        self.challenges = Challenges()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -348,6 +355,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.stats.record_walled(self.command, self.path)
             self._send(challenge_reply())
             return
+        challenge = self._challenge(url.path, body)
+        if challenge is not None:
+            self._send(challenge)
+            return
         kind, _ = route(self.command, url.path)
         time.sleep(self.server.app.faults.latency_ms / 1000)
         reply = self._answer(url.path, url.query, body)
@@ -362,6 +373,23 @@ class _Handler(BaseHTTPRequestHandler):
         """Whether the bot wall is up and this connection's ClientHello had no GREASE."""
         hello = self.client_hello
         return hello is not None and self.server.app.faults.bot_wall and not hello.grease
+
+    def _challenge(self, path: str, body: bytes) -> Reply | None:
+        """The script challenge's answer (its page, or its endpoint's), or None: go on."""
+        if not self.server.app.faults.script_challenge:
+            return None
+        challenges, stats = self.server.challenges, self.server.stats
+        user_agent = self.headers.get("User-Agent", "")
+        if path == SOLVE_PATH and self.command == "POST":
+            pass_seconds = self.server.app.faults.challenge_pass_seconds
+            secure = self.server.tls is not None
+            reply = challenges.solve(body, user_agent, pass_seconds, secure)
+            stats.record_solve(self.command, self.path, reply.status)
+            return reply
+        if challenges.cleared(self._cookie(CLEARANCE_COOKIE), user_agent):
+            return None
+        stats.record_challenged(self.command, self.path)
+        return challenges.challenge()
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering a body that cannot be read."""
@@ -390,7 +418,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=path,
             query=parse_qs(query),
             headers=self.headers,
-            session_id=self._session_id(),
+            session_id=self._cookie(SESSION_COOKIE),
             form=form,
         )
         try:
@@ -399,13 +427,13 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("fakesite: error answering %s %s", self.command, self.path)
             return Reply(500, [("Content-Type", "text/plain; charset=utf-8")], b"Server error\n")
 
-    def _session_id(self) -> str | None:
+    def _cookie(self, name: str) -> str | None:
         cookies = SimpleCookie()
         try:
             cookies.load("; ".join(self.headers.get_all("Cookie") or []))
         except CookieError:
             return None
-        morsel = cookies.get(SESSION_COOKIE)
+        morsel = cookies.get(name)
         return morsel.value if morsel else None
 
     def _send(self, reply: Reply) -> None:

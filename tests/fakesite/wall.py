@@ -171,7 +171,11 @@ def _hung_up(sock: socket.socket) -> bool:
 
 
 def challenge_reply() -> Reply:
-    """Cloudflare's ``403`` interstitial for a client taken for a bot (no script yet)."""
+    """Cloudflare's ``403`` interstitial for a client taken for a bot by its handshake.
+
+    With no script: the wall lets no such client through whatever it runs. The page with a
+    script to solve is the script challenge's (challenge.py), which builds on this one.
+    """
     # Every Cloudflare answer carries a ray id: 16 hex digits and the data centre.
     headers = [*CHALLENGE_HEADERS, ("CF-RAY", f"{secrets.token_hex(8)}-LHR")]
     return Reply(403, headers, CHALLENGE_PAGE.encode())

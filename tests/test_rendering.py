@@ -1,0 +1,128 @@
+"""Syncs that need a real browser (FLSYNC_BROWSER, headless Chromium through scrapy-playwright):
+pages built by script, and the bot protection's script challenge."""
+
+from __future__ import annotations
+
+import pytest
+
+from flsync import tree
+from tests.conftest import Sync, assert_full_tree, data_files
+from tests.fakesite import FakeSite, SiteOptions
+
+SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
+BROWSER = ("-s", "FLSYNC_BROWSER=1")
+
+
+@pytest.fixture
+def script_site():
+    """The small site with its runs listings and dashboards built by script."""
+    with FakeSite(SMALL) as site:
+        site.faults.update({"script_pages": True})
+        yield site
+
+
+def test_a_site_built_by_script_is_synced_in_the_browser(script_site, tmp_path):
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER)
+    assert result.returncode == 0, result.output
+    assert_full_tree(script_site, result)
+    assert "'playwright/page_count/closed'" in result.output
+    stats = script_site.stats()
+    assert stats["by_kind"]["dataset"] > 0
+
+
+def test_without_the_browser_a_page_built_by_script_stops_the_sync(script_site, tmp_path):
+    result = Sync(script_site.base_url, tmp_path)()
+    assert result.returncode == 1
+    [line, summary] = result.error_lines()
+    assert "is built by script in the browser (it came with its list empty and marked" in line
+    assert line.endswith("reading it needs FLSYNC_BROWSER on (-s FLSYNC_BROWSER=1, with Chromium"
+                         " installed; see the README)")  # fmt: skip
+    assert "Sync FAILED (flsync_needs_browser" in summary
+    assert not [p for p in data_files(result) if p.endswith(".csv")]
+    assert not list(tmp_path.rglob(tree.UPDATE_FILE))
+
+
+def test_a_page_whose_script_fails_once_is_rendered_again(script_site, tmp_path):
+    script_site.faults.update({"script_error_next": 1})
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER)
+    assert result.returncode == 0, result.output
+    assert_full_tree(script_site, result)
+    assert "'retry/reason_count/script_failed': 1" in result.output
+
+
+def test_a_page_whose_script_fails_fails_its_organisation_only(script_site, tmp_path):
+    sync = Sync(script_site.base_url, tmp_path)
+    script_site.faults.update({"script_error_next": 1})
+    result = sync(*BROWSER, "-s", "RETRY_TIMES=0")  # no second try: the first failure stays
+    assert result.returncode == 1
+    failed = [line for line in result.error_lines() if "its script failed to build it" in line]
+    assert len(failed) == 1
+    organisations = {o.name for o in script_site.data.organisations}
+    written = {p.split("/")[0] for p in result.files() if p.endswith(tree.UPDATE_FILE)}
+    assert len(written) == len(organisations) - 1  # the other organisation is complete
+
+
+def test_a_page_that_never_completes_fails_with_one_clear_line(script_site, tmp_path):
+    script_site.faults.update({"script_never_next": 1})
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER, "-s", "FLSYNC_BROWSER_TIMEOUT=2")
+    assert result.returncode == 1
+    [line] = [line for line in result.error_lines() if "Page (failed)" in line]
+    assert line.endswith(
+        "the page did not finish building itself within 2 s (FLSYNC_BROWSER_TIMEOUT)"
+    )
+    assert "Traceback" not in result.output
+
+
+def test_sessions_expire_and_are_renewed_while_the_browser_is_in_use(script_site, tmp_path):
+    script_site.faults.update({"expire_session_after": 25})
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER, "-s", "FLSYNC_SIGN_IN_WAIT=0.05")
+    assert result.returncode == 0, result.output
+    assert_full_tree(script_site, result)
+    assert script_site.stats()["by_kind"]["sign_in_post"] >= 3
+
+
+def test_behind_the_script_challenge_with_lapses(tmp_path):
+    with FakeSite(SMALL, https=True, bot_wall=True) as site:
+        site.faults.update(
+            {"script_pages": True, "script_challenge": True, "challenge_pass_seconds": 1.5}
+        )
+        result = Sync(site.base_url, tmp_path)(
+            *BROWSER,
+            "-s",
+            f"FLSYNC_CA_BUNDLE={site.ca_file}",
+            "-s",
+            "FLSYNC_SIGN_IN_WAIT=0.05",
+            "-s",
+            "AUTOTHROTTLE_START_DELAY=0.05",
+        )
+        assert result.returncode == 0, result.output
+        assert_full_tree(site, result)
+        stats = site.stats()
+    assert stats["passes"] >= 2  # the pass lapsed during the sync, and was won again
+
+
+def test_without_the_browser_the_script_challenge_stops_the_sync(tmp_path):
+    with FakeSite(SMALL) as site:
+        site.faults.update({"script_challenge": True})
+        result = Sync(site.base_url, tmp_path)()
+    assert result.returncode == 1
+    [line, _] = result.error_lines()
+    assert "The site's bot protection refused" in line
+    assert line.endswith("or FLSYNC_BROWSER=1 to pass its challenge in a real browser")
+    assert result.files() == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/opt/no-such-browser", "FLSYNC_BROWSER_PATH=/opt/no-such-browser is not an executable"),
+        ("/bin/false", "The browser /bin/false (FLSYNC_BROWSER_PATH) failed to start"),
+    ],
+    ids=["missing", "fails-to-start"],
+)
+def test_a_browser_that_cannot_run_is_exit_2(script_site, tmp_path, path, message):
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER, "-s", f"FLSYNC_BROWSER_PATH={path}")
+    assert result.returncode == 2
+    [line] = result.error_lines()
+    assert message in line
+    assert not [p for p in result.files() if p.endswith(".csv")]
