@@ -20,6 +20,7 @@ plain requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 DEFAULT_BROWSERS = ("chromium", "chromium-browser")
+# The download slot of rendered pages: a page takes the browser many times a plain request's
+# time, and in the site's own slot AutoThrottle would space every request out by that.
+BROWSER_SLOT = "flsync-browser"
 # Quiet, headless, no calls home (refused on closed networks, and slow to fail there).
 _ARGS = [
     "--no-sandbox",
@@ -54,6 +58,8 @@ _ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+    # One renderer process for all the pages of the site, not one started for every page.
+    "--process-per-site",
 ]
 # Resources that build nothing a reader reads (the scripts are kept): not loaded.
 _SKIPPED_RESOURCES = {"image", "media", "font", "stylesheet"}
@@ -74,6 +80,11 @@ def browser_settings(settings: BaseSettings, base_url: str) -> dict[str, Any]:
     """scrapy-playwright's settings for flsync's (FLSYNC_BROWSER on); BrowserError if the
     browser or, for FLSYNC_CA_BUNDLE, certutil cannot be found."""
     executable = browser_path(settings)
+    if (
+        settings.getint("FLSYNC_BROWSER_PAGES") < 1
+        or settings.getfloat("FLSYNC_BROWSER_TIMEOUT") <= 0
+    ):
+        raise BrowserError("FLSYNC_BROWSER_PAGES must be 1 or more, FLSYNC_BROWSER_TIMEOUT above 0")
     if settings.get("FLSYNC_CA_BUNDLE") and not shutil.which("certutil"):
         raise BrowserError(
             "FLSYNC_CA_BUNDLE with FLSYNC_BROWSER needs certutil, to make the browser trust"
@@ -150,6 +161,9 @@ class BrowserPages:
         self._handler = ScrapyPlaywrightDownloadHandler(crawler)
         logging.getLogger("scrapy-playwright").addFilter(self._quiet)
         self._timeout_ms = int(crawler.settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
+        self._pages = crawler.settings.getint("FLSYNC_BROWSER_PAGES")
+        self._idle: list[Page] = []  # pages done with, to show the next ones in
+        self._turns = asyncio.Semaphore(self._pages)
         self._home: str | None = None
         extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
         if extra:
@@ -160,10 +174,20 @@ class BrowserPages:
     async def download(self, request: Request) -> Response:
         request.meta.setdefault("playwright_page_init_callback", _add_request_cookies)
         request.meta.setdefault("playwright_page_methods", [self.wait_until_built()])
-        try:
-            response: Response = await self._handler.download_request(request)
-        except Exception as exc:
-            raise self._failure(exc) from None
+        # Pages are used again, one after another: opening a tab (and its renderer) for every
+        # page and closing it costs the browser more than showing the page does.
+        # No more pages at once than there are: one more would wait, for ever, for a page
+        # that only goes back to the pool.
+        async with self._turns:
+            request.meta["playwright_include_page"] = True
+            if self._idle:
+                request.meta["playwright_page"] = self._idle.pop()
+            try:
+                response: Response = await self._handler.download_request(request)
+            except Exception as exc:
+                await self._done_with(request, reuse=False)
+                raise self._failure(exc) from None
+            await self._done_with(request, reuse=True)
         if site.is_bot_challenge(response) and not site.is_challenge_page(response):
             # The status and headers are those of the first answer, the challenge; the page
             # read is the site's, reached once the browser passed it.
@@ -171,11 +195,22 @@ class BrowserPages:
             response = response.replace(status=200)
         return response
 
+    async def _done_with(self, request: Request, *, reuse: bool) -> None:
+        page = request.meta.pop("playwright_page", None)
+        if page is None or page.is_closed():
+            return
+        if reuse and len(self._idle) < self._pages:
+            self._idle.append(page)
+        else:
+            await page.close()
+
     def wait_until_built(self) -> Any:
         """A page method: wait for the page's completion signal (see site.py)."""
         from scrapy_playwright.page import PageMethod  # noqa: PLC0415
 
-        return PageMethod("wait_for_function", site.RENDERED_PAGE_DONE_JS, timeout=self._timeout_ms)
+        return PageMethod(
+            "wait_for_function", site.RENDERED_PAGE_DONE_JS, timeout=self._timeout_ms, polling=50
+        )
 
     def _failure(self, error: Exception) -> Exception:
         """The browser's exception as flsync's: a page not built in time, or a browser that
@@ -197,6 +232,9 @@ class BrowserPages:
         return error
 
     async def close(self) -> None:
+        for page in self._idle:
+            await page.close()
+        self._idle.clear()
         await self._handler.close()
         logging.getLogger("scrapy-playwright").removeFilter(self._quiet)
         if self._home:

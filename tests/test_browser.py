@@ -144,6 +144,12 @@ def test_extra_cas_need_certutil(monkeypatch, tmp_path):
         browser_settings(settings(FLSYNC_CA_BUNDLE="/etc/ca.pem"), "https://x.example")
 
 
+@pytest.mark.parametrize("bad", [{"FLSYNC_BROWSER_PAGES": 0}, {"FLSYNC_BROWSER_TIMEOUT": 0}])
+def test_no_pages_or_no_time_is_refused(bad):
+    with pytest.raises(BrowserError, match="FLSYNC_BROWSER_PAGES must be 1 or more"):
+        browser_settings(settings(**bad), "https://www.futurelearn.com")
+
+
 def test_what_the_browser_does_not_need_is_not_loaded():
     for kind in ("image", "media", "font", "stylesheet"):
         assert skip_resource(SimpleNamespace(resource_type=kind))
@@ -205,7 +211,9 @@ def test_the_browser_trusts_extra_cas_through_its_own_nss_database(tmp_path):
 
 @pytest.fixture
 def handler() -> Generator[CurlDownloadHandler]:
-    crawler = get_crawler(Spider, {"FLSYNC_BROWSER": True, "FLSYNC_BROWSER_TIMEOUT": 5.0})
+    crawler = get_crawler(
+        Spider, {"FLSYNC_BROWSER": True, "FLSYNC_BROWSER_TIMEOUT": 5.0, "FLSYNC_BROWSER_PAGES": 2}
+    )
     crawler.settings.frozen = False
     crawler.settings.setdict(browser_settings(crawler.settings, "http://127.0.0.1"))
     handler = build_from_crawler(CurlDownloadHandler, crawler)

@@ -17,7 +17,7 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
-from flsync.browser import BrowserError, browser_settings
+from flsync.browser import BROWSER_SLOT, BrowserError, browser_settings
 from flsync.config import LOADED_CONFIG, ConfigError, config_from_settings, load_config
 from flsync.handlers import impersonation
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
@@ -304,7 +304,9 @@ class FuturelearnSpider(scrapy.Spider):
             callback=callback,
             errback=self.page_failed,
             cb_kwargs={"organisation": organisation, **kwargs},
-            meta={"playwright": True} if rendered and self.browser else {},
+            meta={"playwright": True, "download_slot": BROWSER_SLOT}
+            if rendered and self.browser
+            else {},
         )
 
 
