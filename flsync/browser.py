@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 DEFAULT_BROWSERS = ("chromium", "chromium-browser")
+# Pages one browser page shows before it is closed for a new one: what a long-lived page
+# gathers (in the renderer, and in Playwright's driver) goes with it, so memory stays flat.
+PAGE_USES = 20
 # The download slot of rendered pages: a page takes the browser many times a plain request's
 # time, and in the site's own slot AutoThrottle would space every request out by that.
 BROWSER_SLOT = "flsync-browser"
@@ -58,8 +61,8 @@ _ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
-    # One renderer process for all the pages of the site, not one started for every page.
-    "--process-per-site",
+    # A tab shows page after page: the pages it left are not kept alive for "back".
+    "--disable-features=BackForwardCache",
 ]
 # Resources that build nothing a reader reads (the scripts are kept): not loaded.
 _SKIPPED_RESOURCES = {"image", "media", "font", "stylesheet"}
@@ -163,6 +166,7 @@ class BrowserPages:
         self._timeout_ms = int(crawler.settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
         self._pages = crawler.settings.getint("FLSYNC_BROWSER_PAGES")
         self._idle: list[Page] = []  # pages done with, to show the next ones in
+        self._uses: dict[Page, int] = {}  # pages shown by each page still open
         self._turns = asyncio.Semaphore(self._pages)
         self._home: str | None = None
         extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
@@ -199,9 +203,11 @@ class BrowserPages:
         page = request.meta.pop("playwright_page", None)
         if page is None or page.is_closed():
             return
-        if reuse and len(self._idle) < self._pages:
+        self._uses[page] = self._uses.get(page, 0) + 1
+        if reuse and self._uses[page] < PAGE_USES and len(self._idle) < self._pages:
             self._idle.append(page)
         else:
+            del self._uses[page]
             await page.close()
 
     def wait_until_built(self) -> Any:
