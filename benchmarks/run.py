@@ -51,7 +51,7 @@ class Measured:
     wall_s: float = 0.0
     peak_rss_mb: float = 0.0
     # Its whole process tree (a browser's processes included), proportional set size
-    # summed, sampled every TREE_SAMPLE_S: shared pages counted once.
+    # summed, sampled every TREE_SAMPLE_S (scenario C only): shared pages counted once.
     peak_tree_mb: float = 0.0
     cpu_s: float = 0.0  # user + system time of the command
     site_cpu_s: float = 0.0  # the site's, meanwhile (both share the machine's cores)
@@ -158,8 +158,10 @@ class Bench:
     def site(self, name: str, options: list[str]) -> FakeSite:
         return FakeSite(options, self.logs / f"site-{name}.log", self.env)
 
-    def run(self, cmd: list[str], log: Path, cwd: Path = ROOT) -> Measured:
-        """Run cmd to completion (killed after the timeout): wall time, peak RSS, exit status."""
+    def run(self, cmd: list[str], log: Path, *, cwd: Path = ROOT, tree: bool = False) -> Measured:
+        """Run cmd to completion (killed after the timeout): wall time, peak RSS, exit status;
+        ``tree``: the peak memory of its whole process tree too (sampling reads the memory
+        maps of every process, which slows down one that maps and unmaps much)."""
         killed: list[bool] = []
         tree_peak = [0]
 
@@ -176,7 +178,8 @@ class Bench:
             timer.start()
             done = threading.Event()
             sampler = threading.Thread(target=sample_tree, args=(proc.pid, done, tree_peak))
-            sampler.start()
+            if tree:
+                sampler.start()
             try:
                 _pid, status, usage = os.wait4(proc.pid, 0)
             except BaseException:
@@ -186,7 +189,8 @@ class Bench:
             finally:
                 timer.cancel()
                 done.set()
-                sampler.join()
+                if tree:
+                    sampler.join()
             wall = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         code = f"timeout ({self.timeout:.0f} s)" if killed else proc.returncode
@@ -198,12 +202,19 @@ class Bench:
         )
 
     def measure(
-        self, site: FakeSite, label: str, name: str, cmd: list[str], cwd: Path = ROOT
+        self,
+        site: FakeSite,
+        label: str,
+        name: str,
+        cmd: list[str],
+        *,
+        cwd: Path = ROOT,
+        tree: bool = False,
     ) -> Measured:
         """cmd run against a site whose counters start at zero; output in logs/{name}.log."""
         site.reset_stats()
         site_cpu = site.cpu_s()
-        result = self.run(cmd, self.logs / f"{name}.log", cwd)
+        result = self.run(cmd, self.logs / f"{name}.log", cwd=cwd, tree=tree)
         result.site_cpu_s = site.cpu_s() - site_cpu
         result.label = label
         result.site_stats = site.stats()
@@ -220,6 +231,7 @@ class Bench:
         data_dir: Path,
         *extra: str,
         code: Path = ROOT,
+        tree: bool = False,
     ) -> Measured:
         """flsync's sync into data_dir; ``code``: a checkout of another revision to run."""
         config = self.work / f"{data_dir.name}.json"
@@ -233,7 +245,7 @@ class Bench:
         cmd = [sys.executable, "-m", "scrapy", "crawl", "futurelearn"]
         cmd += ["-s", f"FLSYNC_CONFIG={config}", "-s", f"LOG_FILE={self.logs / name}.scrapy.log"]
         cmd += ["-s", "LOG_FILE_APPEND=False", *extra]  # this run's log only
-        return self.measure(site, label, name, cmd, cwd=code)
+        return self.measure(site, label, name, cmd, cwd=code, tree=tree)
 
     def naive(self, site: FakeSite, label: str, name: str, out: Path) -> Measured:
         cmd = [sys.executable, "-m", "benchmarks.naive", "--base-url", site.base_url]
@@ -377,12 +389,14 @@ def scenario_c(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             site.control({"script_pages": False})
             folder = bench.work / f"c-plain-{n}"
             label = f"flsync, plain ({n + 1} of {args.repeat})"
-            plains.append(bench.flsync(site, label, f"flsync-c-plain-{n}", folder))
+            plains.append(bench.flsync(site, label, f"flsync-c-plain-{n}", folder, tree=True))
             site.control({"script_pages": True})
             folder = bench.work / f"c-browser-{n}"
             label = f"flsync, FLSYNC_BROWSER=1, pages built by script ({n + 1} of {args.repeat})"
             browser = ("-s", "FLSYNC_BROWSER=1")
-            rendereds.append(bench.flsync(site, label, f"flsync-c-browser-{n}", folder, *browser))
+            rendereds.append(
+                bench.flsync(site, label, f"flsync-c-browser-{n}", folder, *browser, tree=True)
+            )
     plain = median_run(plains, lambda m: -m.wall_s, "flsync, plain")
     rendered = median_run(rendereds, lambda m: -m.wall_s, "flsync, FLSYNC_BROWSER=1")
     return {
@@ -619,7 +633,7 @@ def print_report(
                 f"{rate:.0f}" if rate else "-",
                 f"{transfer:.0f}" if transfer else "-",
                 f"{m.peak_rss_mb:.0f}",
-                f"{m.peak_tree_mb:.0f}",
+                f"{m.peak_tree_mb:.0f}" if m.peak_tree_mb else "-",
                 str(m.exit_status),
             )
         )

@@ -152,7 +152,13 @@ class _NoTraceback(logging.Filter):
 
 
 class BrowserPages:
-    """Renders the requests marked ``meta["playwright"]`` in one browser for the crawl."""
+    """Renders the requests marked ``meta["playwright"]`` in one browser for the crawl.
+
+    Its pages are used again, page after page: opening a tab (and a renderer process) for
+    every page costs the browser more than showing the page does. There are at most
+    ``FLSYNC_BROWSER_PAGES`` of them, and each is closed for a new one after ``PAGE_USES``
+    pages, so that memory stays the same however many runs there are.
+    """
 
     _quiet = _NoTraceback()
 
@@ -178,10 +184,8 @@ class BrowserPages:
     async def download(self, request: Request) -> Response:
         request.meta.setdefault("playwright_page_init_callback", _add_request_cookies)
         request.meta.setdefault("playwright_page_methods", [self.wait_until_built()])
-        # Pages are used again, one after another: opening a tab (and its renderer) for every
-        # page and closing it costs the browser more than showing the page does.
-        # No more pages at once than there are: one more would wait, for ever, for a page
-        # that only goes back to the pool.
+        # No more renders at once than there are pages: one more would wait, for ever, for a
+        # page that only goes back to the pool.
         async with self._turns:
             request.meta["playwright_include_page"] = True
             if self._idle:

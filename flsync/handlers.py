@@ -96,6 +96,7 @@ class CurlDownloadHandler:
         # Pages marked meta["playwright"] are rendered in a browser (FLSYNC_BROWSER).
         self._browser = BrowserPages(crawler) if settings.getbool("FLSYNC_BROWSER") else None
         self._in_flight: dict[Transfer, asyncio.Future[Answer]] = {}
+        self._rendering: set[asyncio.Future[Response]] = set()  # pages in the browser
         self._stopping = False
         # Body files this handler made; any still there when the spider closes (response
         # dropped, spider closed mid-way) was never moved into place and is deleted.
@@ -110,7 +111,7 @@ class CurlDownloadHandler:
     async def download_request(self, request: Request) -> Response:
         await self._leaving(request)
         if request.meta.get("playwright") and self._browser is not None:
-            return await self._browser.download(request)
+            return await self._render(request, self._browser)
         transfer = Transfer(
             method=request.method,
             url=request.url.split("#", 1)[0],
@@ -144,6 +145,18 @@ class CurlDownloadHandler:
             self._in_flight.pop(transfer, None)
         request.meta["download_latency"] = answer.latency
         return self._response(request, answer)
+
+    async def _render(self, request: Request, browser: BrowserPages) -> Response:
+        rendering = asyncio.ensure_future(browser.download(request))
+        self._rendering.add(rendering)
+        try:
+            return await rendering
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise SyncStopped("the sync is stopping") from None
+            raise
+        finally:
+            self._rendering.discard(rendering)
 
     def _response(self, request: Request, answer: Answer) -> Response:
         headers = Headers()
@@ -191,8 +204,11 @@ class CurlDownloadHandler:
 
     def _cancel_in_flight(self) -> None:
         """The sync is stopping: fail every transfer in flight now, without waiting for its
-        thread (one waiting for a server's first byte cannot be interrupted)."""
+        thread (one waiting for a server's first byte cannot be interrupted), and every page
+        in the browser."""
         self._stopping = True
+        for rendering in list(self._rendering):
+            rendering.cancel()
         for transfer, future in list(self._in_flight.items()):
             self._abandon(transfer)
             if not future.done():

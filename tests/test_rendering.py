@@ -4,6 +4,8 @@ pages built by script, and the bot protection's script challenge."""
 from __future__ import annotations
 
 import re
+import signal
+import time
 
 import pytest
 
@@ -129,3 +131,19 @@ def test_a_browser_that_cannot_run_is_exit_2(script_site, tmp_path, path, messag
     [line] = result.error_lines()
     assert message in line
     assert not [p for p in result.files() if p.endswith(".csv")]
+
+
+def test_a_first_signal_ends_a_sync_in_the_browser_promptly(script_site, tmp_path):
+    # Every page never finishes building itself, and the browser would wait a minute for it.
+    script_site.faults.update({"script_never_next": 1000})
+    sync = Sync(script_site.base_url, tmp_path)
+    process = sync.start(*BROWSER, "-s", "FLSYNC_BROWSER_TIMEOUT=60")
+    deadline = time.monotonic() + 60
+    while script_site.stats()["by_kind"]["runs"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    result = sync.wait(process, timeout=15)  # far less than the minute a page may take
+    assert result.returncode == 1, result.output
+    assert "Sync FAILED (shutdown" in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.rglob(tree.UPDATE_FILE))
