@@ -1,12 +1,13 @@
-"""The data tree as one crawl sees it: its store, the lock on it, each organisation's state.
+"""The data tree as one crawl sees it: its store, the locks on it, each organisation's state.
 
 :class:`Mirror` is an extension that the spider and the pipelines reach with
 ``crawler.get_extension(Mirror)`` (see :func:`mirror_of`). The store is the files pipeline's
 own (Scrapy builds it from ``FILES_STORE`` through ``DatasetFilesPipeline.STORE_SCHEMES``), so
-the tree is opened once and every write goes through the one object. When the spider opens,
-the mirror takes the store's lock (a second sync on the same tree ends at once, reason
-``flsync_locked``) and deletes the temporary files a killed sync left behind. Each
-organisation's sync state is loaded once, on first use; the state pipeline saves it at the end.
+the tree is opened once and every write goes through the one object. Before an organisation
+is synced, the spider claims its lock (:meth:`Mirror.claim`): two syncs may share a data_dir
+as long as they sync different organisations; then the temporary files a killed sync left in
+its folder are deleted. Each organisation's sync state is loaded once, on first use; the state
+pipeline saves it at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from scrapy import signals
-from scrapy.exceptions import CloseSpider, NotConfigured
+from scrapy.exceptions import NotConfigured
 from scrapy.pipelines.files import FilesPipeline
 
 from flsync import tree
@@ -39,7 +40,7 @@ class Mirror:
         self._store: DataStore | None = None
         self._states: dict[str, SyncState] = {}
         self._held = contextlib.ExitStack()
-        crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
+        self._claimed: set[str] = set()
         # Released last: spider_closed handlers still write (state, update.txt).
         crawler.signals.connect(self._held.close, signal=signals.engine_stopped)
 
@@ -65,19 +66,28 @@ class Mirror:
     def save_state(self, organisation: str) -> None:
         save_state(self.store, tree.organisation_dir(organisation), self.state(organisation))
 
-    def _spider_opened(self) -> None:
-        store = self.store
+    def claim(self, slug: str) -> bool:
+        """Take the organisation's lock for this sync (held until the engine stops); False,
+        said in one error line, if another sync holds it."""
+        if slug in self._claimed:
+            return True
         try:
-            self._held.enter_context(store.lock())
-        except StoreLockedError as exc:
-            self.crawler.stats.inc_value("flsync/locked")
+            self._held.enter_context(self.store.lock(slug))
+        except StoreLockedError:
+            self.crawler.stats.inc_value("flsync/organisations/locked")
             logger.error(
-                "Another sync is using the data folder %(folder)s; this one stops"
-                " (wait for the other to finish)",
-                {"folder": exc},
+                "Organisation %(slug)s is being synced by another job; this one leaves it"
+                " alone (wait for the other to finish)",
+                {"slug": slug},
             )
-            raise CloseSpider("flsync_locked") from None
-        swept = store.sweep_temp_files()
+            return False
+        self._claimed.add(slug)
+        return True
+
+    def sweep(self, organisation: str) -> None:
+        """Delete the temporary files a killed sync left in the organisation's folder (call
+        with its lock held)."""
+        swept = self.store.sweep_temp_files(tree.organisation_dir(organisation))
         if swept:
             self.crawler.stats.inc_value("flsync/store/swept", len(swept))
             logger.warning(

@@ -5,6 +5,8 @@ here or on the command line (Scrapy logs ``-s`` overrides): they come from the c
 from the environment (``FLSYNC_USERNAME``, ``FLSYNC_PASSWORD``).
 """
 
+import os
+
 from scrapy.settings import default_settings
 
 BOT_NAME = "flsync"
@@ -12,8 +14,10 @@ SPIDER_MODULES = ["flsync.spiders"]
 NEWSPIDER_MODULE = "flsync.spiders"
 COMMANDS_MODULE = "flsync.commands"
 
-# Path of the JSON config file (credentials, base_url, data_dir, organisations, datasets).
-FLSYNC_CONFIG = "config.json"
+# Path of the JSON config file (credentials, base_url, data_dir, organisations, datasets): the
+# environment variable FLSYNC_CONFIG when set (how a Scrapyd host points its jobs at its config,
+# as their working directory is Scrapyd's), else config.json in the working directory.
+FLSYNC_CONFIG = os.environ.get("FLSYNC_CONFIG") or "config.json"
 # Opt-in shortcut, off (0) by default so that the mirror is complete: runs that ended more than
 # this many days ago, with all their files present, are not asked for again, except for their
 # enrolments (site.NEVER_FINAL_DATASETS). FutureLearn keeps changing the other datasets for

@@ -4,9 +4,9 @@ A store is a Scrapy files store (``persist_file``/``stat_file``, what ``FilesPip
 uses; ``DatasetFilesPipeline`` registers these classes in its ``STORE_SCHEMES``) with what a
 mirror also needs: temporary files for downloads and their move into place, a cheap ``stat``,
 reading a small file back, listing a folder, sweeping what a killed sync left behind, and a
-lock against two syncs at once. ``LocalStore`` makes every write atomic: a temporary file in
-the destination folder, then a rename, so a reader never sees a partial file and a failed
-write never replaces a good one.
+lock per organisation against two syncs of it at once. ``LocalStore`` makes every write
+atomic: a temporary file in the destination folder, then a rename, so a reader never sees a
+partial file and a failed write never replaces a good one.
 """
 
 from __future__ import annotations
@@ -36,10 +36,14 @@ if TYPE_CHECKING:
 # state file (`.flsync-state.json`), so that sweeping them can never touch it.
 TEMP_PREFIX = ".flsync-tmp-"
 TEMP_SUFFIX = ".part"
+# The locks, one per organisation (by slug), are hidden files at the top of the data_dir: two
+# syncs may share it as long as they sync different organisations. Files, not a folder, so that
+# a dashboard listing the institution folders finds nothing else there.
+LOCK_PREFIX = ".flsync-lock-"
 
 
 class StoreLockedError(Exception):
-    """Another sync holds the data folder."""
+    """Another sync holds the lock (its name is the message)."""
 
 
 class StoreLocationError(Exception):
@@ -90,10 +94,12 @@ class DataStore(FilesStoreProtocol, Protocol):
 
     def list_dir(self, path: str) -> list[str]: ...
 
-    def sweep_temp_files(self) -> list[str]:
-        """Delete the temporary files a killed sync left behind; their paths."""
+    def sweep_temp_files(self, folder: str) -> list[str]:
+        """Delete the temporary files a killed sync left under ``folder``; their paths."""
 
-    def lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock ``name`` (an organisation's slug) while the context lasts; raise
+        StoreLockedError at once if another sync holds it."""
 
 
 class LocalStore:
@@ -188,26 +194,27 @@ class LocalStore:
         folder = self._get_filesystem_path(path)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
-    def sweep_temp_files(self) -> list[str]:
+    def sweep_temp_files(self, folder: str) -> list[str]:
         swept = []
-        for file in Path(self.basedir).rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        for file in self._get_filesystem_path(folder).rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 file.unlink()
                 swept.append(file.relative_to(self.basedir).as_posix())
         return sorted(swept)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the data folder for this process; raise StoreLockedError if another one does.
-
-        The lock is on the folder itself, so taking it writes nothing into the tree.
-        """
-        fd = os.open(self.basedir, os.O_RDONLY)
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the lock ``name`` (an organisation's slug) for this process; raise
+        StoreLockedError if another one holds it. The kernel lets go of it when the process
+        ends, however it ends: a killed sync leaves no stale lock."""
+        path = Path(self.basedir, LOCK_PREFIX + name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreLockedError(self.basedir) from None
+                raise StoreLockedError(name) from None
             yield
         finally:
             os.close(fd)

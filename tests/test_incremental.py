@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 
 from flsync import tree
-from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX, LocalStore
+from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import Sync
 from tests.fakesite import FakeSite, SiteOptions
 
@@ -188,16 +188,6 @@ def test_a_corrupt_state_file_warns_and_syncs_fully(site, sync):
     assert result.returncode == 0, result.output
     assert f"State file University of Exampleton/{tree.STATE_FILE} is unreadable" in result.output
     assert site.stats()["by_kind"]["run_details"] == len(site.data.runs)
-
-
-def test_a_second_sync_on_the_same_folder_stops_at_once(site, sync):
-    os.makedirs(sync.data_dir)
-    with LocalStore(str(sync.data_dir)).lock():
-        result = sync()
-    assert result.returncode == 2
-    [line] = result.error_lines()
-    assert "Another sync is using the data folder" in line
-    assert site.stats()["requests"] == 0
 
 
 def forget_reads(data_dir) -> None:

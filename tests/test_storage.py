@@ -65,12 +65,20 @@ def test_reads(tmp_path):
     assert store.list_dir("Nowhere") == []
 
 
-def test_second_lock_on_the_same_folder_is_refused(tmp_path):
+def test_a_lock_is_per_organisation(tmp_path):
     first, second = LocalStore(str(tmp_path)), LocalStore(str(tmp_path))
-    with first.lock(), pytest.raises(StoreLockedError), second.lock():
+    with first.lock("exampleton"):
+        with pytest.raises(StoreLockedError, match="exampleton"), second.lock("exampleton"):
+            pass
+        with second.lock("tricky-institute"):  # another organisation: no wait
+            pass
+    with second.lock("exampleton"):
         pass
-    with second.lock():
-        pass
+    # hidden files beside the organisations, no folder
+    assert sorted(os.listdir(tmp_path)) == [
+        ".flsync-lock-exampleton",
+        ".flsync-lock-tricky-institute",
+    ]
 
 
 def test_store_class_by_scheme(tmp_path):
@@ -96,7 +104,7 @@ def test_sweep_deletes_only_temporary_files(tmp_path):
     for path in left:
         with open(path, "xb") as f:
             f.write(b"partial")
-    swept = store.sweep_temp_files()
+    swept = store.sweep_temp_files("Org")
     assert swept == sorted(os.path.relpath(p, tmp_path) for p in left)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
         ".flsync-state.json",

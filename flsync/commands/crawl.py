@@ -35,6 +35,7 @@ FAILURE_STATS = (
     "flsync/pages/failed",
     "flsync/runs/failed",
     "flsync/organisations/missing",
+    "flsync/organisations/locked",
     "flsync/layout_changed",
 )
 SUMMARY_STATS = (
@@ -54,6 +55,7 @@ class Command(ScrapyCrawlCommand):
         )
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        opts.spargs = _merge_organisations(opts.spargs)
         super().process_options(args, opts)
         if opts.full:
             assert self.settings is not None
@@ -79,6 +81,13 @@ class Command(ScrapyCrawlCommand):
         # Kept to read its stats once the crawl is over (the process forgets it by then).
         self._crawler = super()._create_crawler(spidercls)
         return self._crawler
+
+
+def _merge_organisations(spargs: list[str]) -> list[str]:
+    """``-a organisation=`` given more than once means all of them (Scrapy keeps the last)."""
+    chosen = [a.split("=", 1)[1] for a in spargs if a.startswith("organisation=")]
+    others = [a for a in spargs if not a.startswith("organisation=")]
+    return [*others, f"organisation={','.join(chosen)}"] if chosen else spargs
 
 
 def report_outcome(stats: StatsCollector) -> int:

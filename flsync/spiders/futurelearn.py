@@ -2,7 +2,8 @@
 RunItem per run and one DatasetItem per dataset file.
 
 Signing in is not its business: SessionMiddleware signs in before the first request leaves
-and whenever the session expires. Settings: ``FLSYNC_CONFIG`` (read once, here, in
+and whenever the session expires. Spider argument: ``organisation`` (``-a organisation=a,b``:
+a job for those organisations only). Settings: ``FLSYNC_CONFIG`` (read once, here, in
 ``update_settings``: credentials, base_url, data_dir, organisations, datasets),
 ``FLSYNC_FROZEN_AFTER_DAYS`` and ``FLSYNC_FULL`` (which finished runs are left alone).
 """
@@ -13,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import scrapy
+from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
 
@@ -46,6 +48,7 @@ class FuturelearnSpider(scrapy.Spider):
     frozen_after_days: int  # 0: every run is asked for
     today: date
     browser: bool  # FLSYNC_BROWSER: pages built by script are read in a browser
+    organisations: tuple[str, ...]  # the slugs to sync; () = all the account administers
     mirror: Mirror
 
     @classmethod
@@ -71,6 +74,12 @@ class FuturelearnSpider(scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         settings = crawler.settings
         spider.config = config_from_settings(settings)
+        # -a organisation=a,b (a job for some organisations) limits the config's list.
+        chosen = kwargs.get("organisation") or ""
+        spider.organisations = tuple(s.strip() for s in chosen.split(",") if s.strip()) or (
+            spider.config.organisations
+        )
+        crawler.signals.connect(spider.claim_chosen, signal=signals.spider_opened)
         spider.frozen_after_days = (
             0 if settings.getbool("FLSYNC_FULL") else settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
         )
@@ -78,8 +87,15 @@ class FuturelearnSpider(scrapy.Spider):
         spider.browser = settings.getbool("FLSYNC_BROWSER")
         return spider
 
-    async def start(self) -> AsyncIterator[scrapy.Request]:
+    def claim_chosen(self) -> None:
+        """Claim the chosen organisations before any request: a job for organisations that
+        other jobs are syncing ends at once (close reason ``flsync_locked``)."""
         self.mirror = mirror_of(self.crawler)
+        claimed = [slug for slug in self.organisations if self.mirror.claim(slug)]
+        if self.organisations and not claimed:
+            raise CloseSpider("flsync_locked")
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
         yield scrapy.Request(
             site.organisations_url(self.config.base_url),
             callback=self.parse_organisations,
@@ -98,13 +114,17 @@ class FuturelearnSpider(scrapy.Spider):
             )
             raise CloseSpider("flsync_not_admin")
         found = site.parse_organisations(cast("TextResponse", response))
-        wanted = set(self.config.organisations) or {o.slug for o in found}
+        wanted = set(self.organisations) or {o.slug for o in found}
         for slug in sorted(wanted - {o.slug for o in found}):
             self.crawler.stats.inc_value("flsync/organisations/missing")
             self.logger.error(
-                "Organisation %(slug)s is not administered by %(user)s (check 'organisations'"
-                " in the config)",
-                {"slug": slug, "user": self.config.username},
+                "Organisation %(slug)s is not administered by %(user)s, which administers:"
+                " %(administered)s (check 'organisations' in the config, or -a organisation=)",
+                {
+                    "slug": slug,
+                    "user": self.config.username,
+                    "administered": ", ".join(sorted(o.slug for o in found)) or "none",
+                },
             )
         if not found:
             self.crawler.stats.inc_value("flsync/layout_changed")
@@ -113,16 +133,20 @@ class FuturelearnSpider(scrapy.Spider):
                 " changed (flsync/site.py reads it)",
                 {"url": response.url},
             )
-        for organisation in found:
-            if organisation.slug in wanted:
-                self.crawler.stats.inc_value("flsync/organisations/synced")
-                yield self._page(
-                    organisation.runs_url,
-                    self.parse_runs,
-                    organisation.name,
-                    rendered=True,
-                    slug=organisation.slug,
-                )
+        chosen = [o for o in found if o.slug in wanted]
+        claimed = [o for o in chosen if self.mirror.claim(o.slug)]
+        if chosen and not claimed:
+            raise CloseSpider("flsync_locked")  # every one is another job's: nothing done
+        for organisation in claimed:
+            self.mirror.sweep(organisation.name)
+            self.crawler.stats.inc_value("flsync/organisations/synced")
+            yield self._page(
+                organisation.runs_url,
+                self.parse_runs,
+                organisation.name,
+                rendered=True,
+                slug=organisation.slug,
+            )
 
     def parse_runs(
         self, response: TextResponse, organisation: str, slug: str, listed: int = 0, frozen: int = 0
