@@ -117,9 +117,13 @@ def browser_path(settings: BaseSettings) -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    where = f"FLSYNC_BROWSER_PATH={named} is not" if named else "no chromium on the PATH, and"
+    problem = (
+        f"FLSYNC_BROWSER_PATH={named} is not an executable browser"
+        if named
+        else f"there is no {' or '.join(DEFAULT_BROWSERS)} on the PATH"
+    )
     raise BrowserError(
-        f"FLSYNC_BROWSER is on but {where} an executable browser: install Chromium"
+        f"FLSYNC_BROWSER is on but {problem}: install Chromium"
         " (Debian: apt-get install chromium) or set FLSYNC_BROWSER_PATH to it"
     )
 

@@ -86,9 +86,13 @@ def _read_json_object(path: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except FileNotFoundError:
+        # A relative path is read from the working directory, which for a Scrapyd job is
+        # Scrapyd's own: say which.
+        where = "" if os.path.isabs(path) else f" in {os.getcwd()}"
         raise ConfigError(
-            f"config file {path} not found: copy config.json.template there and fill it in,"
-            " or point FLSYNC_CONFIG at yours (-s FLSYNC_CONFIG=/path/config.json)"
+            f"config file {path} not found{where}: copy config.json.template there and fill it"
+            " in, or set the environment variable FLSYNC_CONFIG (or -s FLSYNC_CONFIG=) to the"
+            " path of yours"
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None

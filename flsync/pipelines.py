@@ -1,4 +1,5 @@
-"""Item pipelines: dataset files, each run's metadata.csv, and the closing report per organisation.
+"""Item pipelines: dataset files, each run's metadata.csv, and the closing state and report
+per organisation.
 
 All writes go through the one store (the files pipeline's, see flsync.mirror), so each lands
 whole or not at all.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,6 +26,7 @@ from flsync.handlers import STREAM_TO_META
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
 from flsync.middlewares import EXPECT_CSV_META, tries_note
 from flsync.mirror import mirror_of
+from flsync.report import OrganisationReport
 from flsync.state import FileRecord, describes
 from flsync.stopping import SyncStopped
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from scrapy.pipelines.media import MediaPipeline
+    from scrapy.settings import BaseSettings
     from twisted.python.failure import Failure
 
     from flsync.storage import DataStore, FileStat
@@ -48,6 +50,11 @@ class DatasetDownloadError(Exception):
 
 class DatasetFailed(DropItem):
     """A dataset file could not be fetched; the stored copy, if any, is left as it was."""
+
+
+class MetadataFailed(DropItem):
+    """A run's metadata.csv could not be written; the run stays out of the state, so the next
+    sync asks for it again."""
 
 
 class DatasetFilesPipeline(FilesPipeline):
@@ -69,6 +76,12 @@ class DatasetFilesPipeline(FilesPipeline):
         super().__init__(*args, **kwargs)
         # Why a download failed, by URL, until its item completes.
         self._failures: dict[str, str] = {}
+
+    @classmethod
+    def _update_stores(cls, settings: BaseSettings) -> None:
+        super()._update_stores(settings)
+        # The way Scrapy passes its AWS_* settings to the S3 store: class attributes.
+        cls.STORE_SCHEMES["s3"].LOCK_STALE_AFTER = settings.getfloat("FLSYNC_LOCK_STALE_AFTER")
 
     def media_to_download(
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
@@ -130,9 +143,11 @@ class DatasetFilesPipeline(FilesPipeline):
             discard_body(response)
             status = "unchanged"
         else:
-            await ensure_awaitable(self.store.persist_local_file(item.path, response.body_path))
+            status = "new" if stored is None else "changed"
+            await ensure_awaitable(
+                self.store.persist_local_file(item.path, response.body_path, response.body_sha256)
+            )
             stored = self.store.stat(item.path)
-            status = "downloaded"
         known = {
             "etag": _header(response, b"ETag"),
             "last_modified": _header(response, b"Last-Modified"),
@@ -187,7 +202,8 @@ class DatasetFilesPipeline(FilesPipeline):
         self, item: DatasetItem, status: str, known: dict[str, Any], stored: FileStat | None
     ) -> FileRecord:
         self.crawler.stats.inc_value(f"flsync/datasets/{status}")
-        if status == "downloaded":
+        if status in ("new", "changed"):
+            self.crawler.stats.inc_value("flsync/datasets/downloaded")
             self.crawler.stats.inc_value("flsync/datasets/bytes", known["size"])
         logger.debug("Dataset (%(status)s): %(path)s", {"status": status, "path": item.path})
         return FileRecord(
@@ -221,16 +237,23 @@ class RunMetadataPipeline:
             path = f"{item.folder}/{tree.METADATA_FILE}"
             content = _metadata_csv(item, self.HEADER)
             # Unchanged content is not rewritten, so the file's mtime says when it last changed.
-            if store.read_file(path) != content:
-                store.persist_file(path, io.BytesIO(content), None)
+            try:
+                if store.read_file(path) != content:
+                    store.persist_file(path, io.BytesIO(content), None)
+            except storage.StoreError as exc:
+                self.crawler.stats.inc_value("flsync/store/failed")
+                logger.error("Run (failed): %(error)s", {"error": exc})
+                raise MetadataFailed(str(exc)) from None
             item.files.append(tree.METADATA_FILE)
         return item
 
 
 @dataclass
-class _OrganisationReport:
+class _OrganisationSync:
+    """What one sync learnt of one organisation, to be saved and reported at its end."""
+
+    figures: OrganisationReport
     run_count: int | None = None
-    frozen: int = 0
     failures: int = 0
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -240,8 +263,9 @@ class _OrganisationReport:
 
 class SyncStatePipeline:
     """At the end of the crawl, per organisation: saves what was stored (the state, for the
-    next sync), writes update.txt if every file was fetched, and fails the sync if a
-    listing that used to hold runs came back empty (a sign the page layout has changed).
+    next sync), writes update.txt if every file was fetched, fails the sync if a listing
+    that used to hold runs came back empty (a sign the page layout has changed), and reports
+    what the sync did (a log line and sync-report.json, see flsync.report).
 
     Settings: ``FLSYNC_FROZEN_AFTER_DAYS`` (named in update.txt when runs were left alone).
     """
@@ -249,7 +273,8 @@ class SyncStatePipeline:
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
         self.frozen_after_days = crawler.settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
-        self.reports: defaultdict[str, _OrganisationReport] = defaultdict(_OrganisationReport)
+        self.started = _now()
+        self.syncs: dict[str, _OrganisationSync] = {}
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -258,64 +283,90 @@ class SyncStatePipeline:
         return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
-        report = self.reports[item.organisation]
+        sync = self._sync(item.organisation)
         if isinstance(item, OrganisationItem):
-            report.run_count = item.run_count
-            report.frozen = item.frozen
+            sync.run_count = item.run_count
+            sync.figures.runs_frozen = item.frozen
         elif isinstance(item, RunItem):
-            report.runs[item.key] = {
+            sync.runs[item.key] = {
                 "folder": item.folder,
                 "end_date": item.end_date.isoformat(),
                 "files": sorted(item.files),
             }
+            sync.figures.runs += 1
         elif isinstance(item, DatasetItem):
-            report.files.update((f["path"], f) for f in item.files)
+            for record in item.files:
+                sync.files[record["path"]] = record
+                sync.figures.count_file(record["status"], record["size"])
         elif isinstance(item, FetchFailure):
-            report.failures += 1
+            sync.failures += 1
+            sync.figures.pages_failed += 1
         return item
 
     def item_dropped(self, item: Any, response: Any, exception: Exception) -> None:
-        report = self.reports[item.organisation]
-        report.failures += 1
+        sync = self._sync(item.organisation)
+        sync.failures += 1
         if isinstance(item, DatasetItem):
-            report.failed_runs.add(item.run_key)
+            sync.failed_runs.add(item.run_key)
+            sync.figures.count_file("failed")
 
     def spider_closed(self, reason: str) -> None:
         mirror = mirror_of(self.crawler)
-        for organisation, report in self.reports.items():
+        for organisation, sync in self.syncs.items():
             folder = tree.organisation_dir(organisation)
             state = mirror.state(organisation)
-            if report.run_count == 0 and (state.runs or self._has_run_folders(folder)):
+            layout_changed = sync.run_count == 0 and (
+                bool(state.runs) or self._has_run_folders(folder)
+            )
+            if layout_changed:
                 self.crawler.stats.inc_value("flsync/layout_changed")
                 logger.error(
                     "No runs found for %(organisation)s, but %(folder)s holds some:"
                     " FutureLearn's page layout has probably changed (flsync/site.py reads it)",
                     {"organisation": organisation, "folder": folder},
                 )
-                continue
-            state.files.update(report.files)
-            state.runs.update(report.runs)
-            for key in report.failed_runs:
-                state.runs.pop(key, None)
-            mirror.save_state(organisation)
-            if reason == "finished" and report.failures == 0 and report.run_count is not None:
+            else:
+                state.files.update(sync.files)
+                state.runs.update(sync.runs)
+                for key in sync.failed_runs:
+                    state.runs.pop(key, None)
+                mirror.save_state(organisation)
+            figures = sync.figures
+            figures.complete = (
+                reason == "finished"
+                and not layout_changed
+                and sync.failures == 0
+                and sync.run_count is not None
+            )
+            if figures.complete:
                 mirror.store.persist_file(
-                    f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(report)), None
+                    f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(sync)), None
                 )
+            mirror.store.persist_file(figures.path, io.BytesIO(figures.to_json()), None)
+            if figures.complete:
+                logger.info("%(report)s", {"report": figures.log_line()})
             else:
                 logger.warning(
-                    "Organisation (incomplete): %(organisation)s: %(failures)d failure(s);"
-                    " update.txt left as it was",
-                    {"organisation": organisation, "failures": report.failures},
+                    "%(report)s; update.txt left as it was", {"report": figures.log_line()}
                 )
 
-    def _update_text(self, report: _OrganisationReport) -> bytes:
+    def _sync(self, organisation: str) -> _OrganisationSync:
+        sync = self.syncs.get(organisation)
+        if sync is None:
+            sync = self.syncs[organisation] = _OrganisationSync(
+                OrganisationReport(organisation, started=self.started)
+            )
+        sync.figures.finished = _now()
+        return sync
+
+    def _update_text(self, sync: _OrganisationSync) -> bytes:
         text = _now().strftime("%Y-%m-%d %H:%M") + "\n"
-        if report.frozen:
+        frozen = sync.figures.runs_frozen
+        if frozen:
             # A second line only when the user chose to leave finished runs alone: the time
             # above is then not the time of every file.
             text += (
-                f"{report.frozen} runs that ended more than {self.frozen_after_days} days ago"
+                f"{frozen} runs that ended more than {self.frozen_after_days} days ago"
                 " were not asked for, except their enrolments (FLSYNC_FROZEN_AFTER_DAYS)\n"
             )
         return text.encode()

@@ -25,6 +25,10 @@ FLSYNC_CONFIG = os.environ.get("FLSYNC_CONFIG") or "config.json"
 FLSYNC_FROZEN_AFTER_DAYS = 0
 # Ask for every run even with FLSYNC_FROZEN_AFTER_DAYS on (`scrapy crawl futurelearn --full`).
 FLSYNC_FULL = False
+# Seconds after which the lock of an organisation on an s3:// data_dir (an object its sync
+# refreshes every third of this) counts as a killed sync's and is taken over. A local
+# data_dir's lock needs none: it ends with its process.
+FLSYNC_LOCK_STALE_AFTER = 900
 # Longest wait honoured from a Retry-After header, in seconds; longer asks are capped.
 FLSYNC_RETRY_AFTER_MAX = 120
 # First back-off after a 429/503 without Retry-After, in seconds; doubles on each retry.
@@ -100,11 +104,16 @@ DOWNLOADER_MIDDLEWARES = {
     # curl decodes bodies (gzip, br, zstd) as they arrive, and asks for them as the browser.
     "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
 }
-# The data tree (store, lock, sync states), and a prompt end on the first SIGTERM/SIGINT.
+# The data tree (store, locks, sync states), a prompt end on the first SIGTERM/SIGINT, and a
+# progress line when run in a terminal.
 EXTENSIONS = {
     "flsync.mirror.Mirror": 0,
     "flsync.stopping.PromptStop": 0,
+    "flsync.progress.Progress": 0,
 }
+# A line on stderr showing runs found, files done and bytes received, redrawn as the sync
+# works; only ever when stderr is a terminal (never under cron or Scrapyd).
+FLSYNC_PROGRESS = True
 # Every re-send of a request is bounded: retries (RETRY_TIMES), redirects
 # (REDIRECT_MAX_TIMES) and sends after "signed out" (FLSYNC_SESSION_RETRIES) each count
 # against that request.
@@ -162,4 +171,7 @@ del EXTENSIONS_BASE["scrapy.extensions.telnet.TelnetConsole"]
 WARN_ON_GENERATOR_RETURN_VALUE = False
 
 LOG_LEVEL = "INFO"
+# The log ends with what a person reads first (each organisation's report, the sync's summary),
+# not with Scrapy's hundred counters; -s STATS_DUMP=1 shows them again.
+STATS_DUMP = False
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

@@ -6,7 +6,12 @@ mirror also needs: temporary files for downloads and their move into place, a ch
 reading a small file back, listing a folder, sweeping what a killed sync left behind, and a
 lock per organisation against two syncs of it at once. ``LocalStore`` makes every write
 atomic: a temporary file in the destination folder, then a rename, so a reader never sees a
-partial file and a failed write never replaces a good one.
+partial file and a failed write never replaces a good one. ``S3Store`` keeps the tree in an S3
+bucket (``s3://bucket/prefix``), where every object is whole or absent by S3's own nature.
+
+Settings (S3 only): Scrapy's ``AWS_ENDPOINT_URL``, ``AWS_REGION_NAME``, ``AWS_USE_SSL``,
+``AWS_VERIFY``, ``AWS_MAX_POOL_CONNECTIONS``, and ``FLSYNC_LOCK_STALE_AFTER``. The keys come
+from the environment or ~/.aws, never from settings (Scrapy logs those).
 """
 
 from __future__ import annotations
@@ -14,14 +19,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import secrets
+import socket
+import tempfile
+import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from scrapy.pipelines.files import FilesStoreProtocol
+from scrapy.pipelines.files import FilesStoreProtocol, S3FilesStore
+from scrapy.settings import SETTINGS_PRIORITIES
 from twisted.internet import threads
 
 if TYPE_CHECKING:
@@ -30,7 +43,10 @@ if TYPE_CHECKING:
 
     from scrapy.pipelines.files import StatInfo
     from scrapy.pipelines.media import MediaPipeline
+    from scrapy.settings import BaseSettings
     from twisted.internet.defer import Deferred
+
+logger = logging.getLogger(__name__)
 
 # Temporary files: `.flsync-tmp-<random>.part` beside their destination. Named apart from the
 # state file (`.flsync-state.json`), so that sweeping them can never touch it.
@@ -50,6 +66,14 @@ class StoreLocationError(Exception):
     """The data folder cannot be used; the message is one line for the user."""
 
 
+class StoreError(Exception):
+    """Reading the store failed; the message is one line for the user."""
+
+
+class StoreWriteError(StoreError):
+    """A write to the store failed, and left nothing in its place; one line for the user."""
+
+
 @dataclass(frozen=True)
 class FileStat:
     """What a store knows of a file without reading it."""
@@ -62,7 +86,7 @@ class DataStore(FilesStoreProtocol, Protocol):
     """A FilesPipeline store, with what a mirror needs besides."""
 
     @classmethod
-    def check_location(cls, uri: str) -> None:
+    def check_location(cls, uri: str, settings: BaseSettings) -> None:
         """Raise StoreLocationError (one line for the user) if the tree cannot go there."""
 
     def persist_file(
@@ -85,8 +109,11 @@ class DataStore(FilesStoreProtocol, Protocol):
     def temp_path(self, path: str) -> str:
         """A new local file name to download the file that will become ``path`` into."""
 
-    def persist_local_file(self, path: str, local_path: str) -> Deferred[None] | None:
-        """Put the finished local file ``local_path`` in place as ``path`` (and consume it)."""
+    def persist_local_file(
+        self, path: str, local_path: str, checksum: str | None = None
+    ) -> Deferred[None] | None:
+        """Put the finished local file ``local_path`` in place as ``path`` (and consume it);
+        ``checksum``: its SHA-256, if known, kept with it where the store can."""
 
     def exists(self, path: str) -> bool: ...
 
@@ -106,7 +133,7 @@ class LocalStore:
     """A data tree on a local (or mounted) file system."""
 
     @classmethod
-    def check_location(cls, uri: str) -> None:
+    def check_location(cls, uri: str, settings: BaseSettings) -> None:
         """Raise StoreLocationError unless the data folder exists or can be made, writable.
 
         The folder itself is made if missing, but never its parent: a missing parent is
@@ -175,7 +202,7 @@ class LocalStore:
         folder.mkdir(parents=True, exist_ok=True)
         return str(folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
 
-    def persist_local_file(self, path: str, local_path: str) -> None:
+    def persist_local_file(self, path: str, local_path: str, checksum: str | None = None) -> None:
         target = self._get_filesystem_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(local_path, 0o644)
@@ -230,20 +257,478 @@ class LocalStore:
             raise
 
 
+# Uploads go in parts of 8 MiB, 4 at a time; parts are read from the file as they are sent, so
+# an upload holds little memory whatever the file's size.
+S3_PART_SIZE = 8 << 20
+S3_UPLOAD_THREADS = 4
+# Connections to S3 kept open: Scrapy's worker threads (REACTOR_THREADPOOL_MAXSIZE, 10) may
+# each upload with S3_UPLOAD_THREADS at once. botocore's 10 would make urllib3 warn, "pool is
+# full", at every part. AWS_MAX_POOL_CONNECTIONS overrides it.
+S3_POOL_CONNECTIONS = 50
+# Error codes of a conditional request whose condition failed: 412, or (AWS) 409 when another
+# conditional write of the same key was under way.
+_CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict")
+_MISSING = ("404", "NoSuchKey")
+
+
+class S3Store(S3FilesStore):
+    """A data tree in an S3 bucket, or on any server that speaks S3 (``AWS_ENDPOINT_URL``).
+
+    ``s3://bucket/prefix`` (a trailing ``/`` or not), or ``s3://bucket``. Scrapy's S3 store,
+    configured as Scrapy configures it (FilesPipeline._update_stores sets the ``AWS_*`` class
+    attributes), with what a mirror needs besides. A download goes to a local temporary file
+    (in a folder of the store's own), then is uploaded, in parts if large (a failed upload is
+    aborted, so no object is left), with its SHA-256 as the object's ``sha256`` metadata.
+    Small files are written by one request that the caller waits for. ``stat`` answers from
+    one listing per organisation folder, kept up to date by the store's own writes. Any
+    failed request is a StoreError (a StoreWriteError for a write), one line for the user.
+    """
+
+    # Seconds after its last refresh that a lock is a killed sync's (FLSYNC_LOCK_STALE_AFTER,
+    # set by DatasetFilesPipeline._update_stores with the AWS_* attributes).
+    LOCK_STALE_AFTER: float = 900.0
+
+    @classmethod
+    def check_location(cls, uri: str, settings: BaseSettings) -> None:
+        """Raise StoreLocationError if a key is a Scrapy setting, or if the bucket cannot be
+        reached (a HEAD of it) with the keys of the environment or ~/.aws."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError  # noqa: PLC0415
+
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            if (settings.getpriority(name) or 0) > SETTINGS_PRIORITIES["default"]:
+                raise StoreLocationError(
+                    f"{name} is a Scrapy setting here, and Scrapy logs settings: put the AWS"
+                    " keys in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
+                    " AWS_SESSION_TOKEN) or in ~/.aws instead"
+                )
+        bucket, _ = _bucket_and_prefix(uri)
+        endpoint = settings["AWS_ENDPOINT_URL"]
+        where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
+        client = _s3_client(
+            endpoint, settings["AWS_REGION_NAME"], settings["AWS_USE_SSL"], settings["AWS_VERIFY"]
+        )
+        try:
+            client.head_bucket(Bucket=bucket)
+        except NoCredentialsError:
+            raise StoreLocationError(
+                f"data_dir {uri}: no AWS keys found: set AWS_ACCESS_KEY_ID and"
+                " AWS_SECRET_ACCESS_KEY in the environment, or configure ~/.aws"
+            ) from None
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("404", "NoSuchBucket"):
+                problem = "does not exist (create it, or correct data_dir)"
+            elif code in ("403", "AccessDenied"):
+                problem = (
+                    "refuses these keys (check them, and that they may list, read and write"
+                    " the bucket: see the README)"
+                )
+            else:
+                problem = f"answered {_reason(exc)}"
+            raise StoreLocationError(f"data_dir {uri}: {where} {problem}") from None
+        except BotoCoreError as exc:
+            raise StoreLocationError(
+                f"data_dir {uri}: cannot reach {where} ({exc}): check AWS_ENDPOINT_URL and the"
+                " network"
+            ) from None
+
+    def __init__(self, uri: str):
+        bucket, prefix = _bucket_and_prefix(uri)
+        # Scrapy's store wants a "/" after the bucket, and joins prefix and path as they are.
+        super().__init__(f"s3://{bucket}/{prefix}")
+        # A boto3 client (its transfer manager uploads a file in parts), for every request,
+        # Scrapy's methods' included.
+        self.s3_client = _s3_client(
+            self.AWS_ENDPOINT_URL,
+            self.AWS_REGION_NAME,
+            self.AWS_USE_SSL,
+            self.AWS_VERIFY,
+            self.AWS_MAX_POOL_CONNECTIONS or S3_POOL_CONNECTIONS,
+        )
+        self.listings: dict[str, dict[str, FileStat]] = {}  # organisation folder -> its files
+        self._downloads = tempfile.TemporaryDirectory(prefix="flsync-")
+
+    def url(self, path: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{path}"
+
+    def persist_file(  # type: ignore[override]
+        self,
+        path: str,
+        buf: BytesIO,
+        info: MediaPipeline.SpiderInfo | None = None,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Write a small file (metadata.csv, the state, update.txt, the report) before
+        returning: its writer goes on knowing whether it is stored."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        body = buf.getvalue()
+        try:
+            self.s3_client.put_object(
+                Bucket=self.bucket,
+                Key=self.prefix + path,
+                Body=body,
+                Metadata={"sha256": hashlib.sha256(body).hexdigest()},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreWriteError(f"cannot write {self.url(path)}: {_reason(exc)}") from None
+        self._remember(path, self._written(path))
+
+    def stat_file(
+        self, path: str, info: MediaPipeline.SpiderInfo | None = None
+    ) -> Deferred[StatInfo]:
+        """The object's time and SHA-256, from its ``sha256`` metadata (a HEAD); one written
+        by something else is read through and hashed."""
+        return threads.deferToThread(self._stat_file, path)
+
+    def _stat_file(self, path: str) -> StatInfo:
+        head = self._head(path)
+        if head is None:
+            return {}
+        checksum = head["Metadata"].get("sha256")
+        if checksum is None:
+            digest = hashlib.sha256()
+            with self._reading(path):
+                body = self.s3_client.get_object(Bucket=self.bucket, Key=self.prefix + path)
+                for chunk in body["Body"].iter_chunks(1 << 20):
+                    digest.update(chunk)
+            checksum = digest.hexdigest()
+        return {"last_modified": _mtime(head["LastModified"]), "checksum": checksum}
+
+    def stat(self, path: str) -> FileStat | None:
+        """From the listing of the organisation folder ``path`` is in (flsync's files all are),
+        listed on first use."""
+        folder = path.split("/", 1)[0]
+        if folder not in self.listings:
+            prefix = f"{self.prefix}{folder}/"
+            with self._reading(folder):
+                self.listings[folder] = {
+                    item["Key"].removeprefix(self.prefix): FileStat(
+                        item["Size"], _mtime(item["LastModified"])
+                    )
+                    for page in self._pages("list_objects_v2", Prefix=prefix)
+                    for item in page.get("Contents", [])
+                }
+        return self.listings[folder].get(path)
+
+    def temp_path(self, path: str) -> str:
+        return os.path.join(
+            self._downloads.name, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        )
+
+    def persist_local_file(
+        self, path: str, local_path: str, checksum: str | None = None
+    ) -> Deferred[None]:
+        """Upload the finished download (in a worker thread), then delete it."""
+        uploaded = threads.deferToThread(self._upload, path, local_path, checksum)
+        return uploaded.addCallback(lambda stat: self._remember(path, stat))
+
+    def _upload(self, path: str, local_path: str, checksum: str | None) -> FileStat:
+        from boto3.exceptions import S3UploadFailedError  # noqa: PLC0415
+        from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        config = TransferConfig(multipart_chunksize=S3_PART_SIZE, max_concurrency=S3_UPLOAD_THREADS)
+        try:
+            self.s3_client.upload_file(
+                local_path,
+                self.bucket,
+                self.prefix + path,
+                ExtraArgs={"Metadata": {"sha256": checksum}} if checksum else None,
+                Config=config,
+            )
+        except (S3UploadFailedError, BotoCoreError, ClientError) as exc:
+            raise StoreWriteError(f"cannot write {self.url(path)}: {_reason(exc)}") from None
+        finally:
+            os.unlink(local_path)
+        return self._written(path)
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def read_file(self, path: str) -> bytes | None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            with self._reading(path):
+                response = self.s3_client.get_object(Bucket=self.bucket, Key=self.prefix + path)
+                body: bytes = response["Body"].read()
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in _MISSING:
+                return None
+            raise
+        return body
+
+    def list_dir(self, path: str) -> list[str]:
+        prefix = f"{self.prefix}{path}/" if path else self.prefix
+        names: set[str] = set()
+        with self._reading(path):
+            for page in self._pages("list_objects_v2", Prefix=prefix, Delimiter="/"):
+                names.update(p["Prefix"][len(prefix) : -1] for p in page.get("CommonPrefixes", []))
+                names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
+        return sorted(names)
+
+    def sweep_temp_files(self, folder: str) -> list[str]:
+        """Abort the multipart uploads a killed sync left under ``folder`` (S3 keeps their
+        parts, and bills them, until then); their paths. There is no partial object to
+        delete: an upload's object exists only once the upload is complete."""
+        swept = []
+        with self._reading(folder):
+            for page in self._pages("list_multipart_uploads", Prefix=f"{self.prefix}{folder}/"):
+                for upload in page.get("Uploads", []):
+                    self.s3_client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    swept.append(upload["Key"].removeprefix(self.prefix))
+        return sorted(swept)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the lock ``name``: the object ``{prefix}.flsync-lock-{name}``, created only if
+        absent (If-None-Match: *) and refreshed every LOCK_STALE_AFTER/3 seconds while held.
+        One not refreshed for LOCK_STALE_AFTER seconds is a killed sync's, and is taken over
+        on condition of its ETag, so that of two takers only one wins."""
+        lock = _S3Lock(self, LOCK_PREFIX + name)
+        if not lock.acquire():
+            raise StoreLockedError(name)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _head(self, path: str) -> dict[str, Any] | None:
+        """The object's HEAD, or None if there is no object."""
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            with self._reading(path):
+                head: dict[str, Any] = self.s3_client.head_object(
+                    Bucket=self.bucket, Key=self.prefix + path
+                )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in _MISSING:
+                return None
+            raise
+        return head
+
+    def _written(self, path: str) -> FileStat:
+        """What the store now says of the object just written: S3's time, not this host's."""
+        try:
+            head = self._head(path)
+        except StoreError as exc:
+            raise StoreWriteError(str(exc)) from None
+        if head is None:
+            raise StoreWriteError(f"cannot write {self.url(path)}: gone once written")
+        return FileStat(head["ContentLength"], _mtime(head["LastModified"]))
+
+    def _remember(self, path: str, stat: FileStat) -> None:
+        """Keep the listing true after a write (called in the reactor thread only)."""
+        listing = self.listings.get(path.split("/", 1)[0])
+        if listing is not None:
+            listing[path] = stat
+
+    def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        pages: Iterator[dict[str, Any]] = self.s3_client.get_paginator(operation).paginate(
+            Bucket=self.bucket, **kwargs
+        )
+        return pages
+
+    @contextlib.contextmanager
+    def _reading(self, path: str) -> Iterator[None]:
+        """Turn a failed request into a StoreError that names the object."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"cannot read {self.url(path)}: {_reason(exc)}") from exc
+
+
+class _S3Lock:
+    """One lock object of an S3Store, refreshed by a thread of its own while held."""
+
+    def __init__(self, store: S3Store, path: str) -> None:
+        self.store = store
+        self.path = path
+        self.started = _now()
+        self.etag = ""
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh, name=path, daemon=True)
+
+    def acquire(self) -> bool:
+        """Take the lock, a stale one included; False if another sync holds it."""
+        etag = self._put(IfNoneMatch="*")
+        if etag is None:
+            stale = self._stale_etag()
+            etag = self._put(IfMatch=stale) if stale else None
+            if etag is None:
+                return False
+            logger.warning(
+                "Took over the lock %(url)s, not refreshed for FLSYNC_LOCK_STALE_AFTER"
+                " (%(stale)g s): the sync that held it was stopped",
+                {"url": self.store.url(self.path), "stale": self.store.LOCK_STALE_AFTER},
+            )
+        self.etag = etag
+        self._refresher.start()
+        return True
+
+    def release(self) -> None:
+        """Stop refreshing and delete the lock object, if it is still this sync's."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        self._stop.set()
+        self._refresher.join()
+        try:
+            self.store.s3_client.delete_object(
+                Bucket=self.store.bucket, Key=self.store.prefix + self.path, IfMatch=self.etag
+            )
+        except ClientError as exc:
+            if _code(exc) not in (*_CONDITION_FAILED, *_MISSING):  # not this sync's any more
+                self._warn_left(exc)
+        except BotoCoreError as exc:
+            self._warn_left(exc)
+
+    def _warn_left(self, exc: Exception) -> None:
+        logger.warning(
+            "Could not delete the lock %(url)s (%(reason)s): the next sync of it must wait"
+            " until it is stale (FLSYNC_LOCK_STALE_AFTER, %(stale)g s)",
+            {
+                "url": self.store.url(self.path),
+                "reason": _reason(exc),
+                "stale": self.store.LOCK_STALE_AFTER,
+            },
+        )
+
+    def _put(self, **condition: str) -> str | None:
+        """Write the lock object if ``condition`` holds: its ETag, or None if it did not."""
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        document = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "refreshed": _now(),
+        }
+        try:
+            response = self.store.s3_client.put_object(
+                Bucket=self.store.bucket,
+                Key=self.store.prefix + self.path,
+                Body=json.dumps(document).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(exc, ClientError) and _code(exc) in _CONDITION_FAILED:
+                return None
+            url = self.store.url(self.path)
+            raise StoreWriteError(f"cannot write {url}: {_reason(exc)}") from None
+        etag: str = response["ETag"]
+        return etag
+
+    def _stale_etag(self) -> str | None:
+        """The lock object's ETag if it is stale, else None. Its age is by S3's clock (the
+        answer's Date against the object's LastModified), whatever this host's says."""
+        head = self.store._head(self.path)
+        if head is None:  # released just now: another sync's turn was first
+            return None
+        answered = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
+        age = (answered - head["LastModified"]).total_seconds()
+        return str(head["ETag"]) if age > self.store.LOCK_STALE_AFTER else None
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.store.LOCK_STALE_AFTER / 3):
+            try:
+                etag = self._put(IfMatch=self.etag)
+            except StoreWriteError as exc:
+                logger.warning("Lock not refreshed, tried again later: %(error)s", {"error": exc})
+                continue
+            if etag is None:
+                logger.error(
+                    "Lost the lock %(url)s to another sync: it was not refreshed for"
+                    " FLSYNC_LOCK_STALE_AFTER (%(stale)g s)",
+                    {"url": self.store.url(self.path), "stale": self.store.LOCK_STALE_AFTER},
+                )
+                return
+            self.etag = etag
+
+
+def _s3_client(
+    endpoint_url: str | None,
+    region_name: str | None,
+    use_ssl: bool | None,
+    verify: bool | str | None,
+    max_pool_connections: int | None = None,
+) -> Any:
+    """A boto3 S3 client as Scrapy's AWS_* settings describe it; the keys are found by boto3
+    (the environment, ~/.aws, an instance role). boto3 is imported only for an S3 data_dir."""
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    options = {
+        "endpoint_url": endpoint_url,
+        "region_name": region_name,
+        "use_ssl": use_ssl,
+        "verify": verify,
+        "config": Config(max_pool_connections=max_pool_connections)
+        if max_pool_connections
+        else None,
+    }
+    return boto3.session.Session().client(
+        "s3", **{name: value for name, value in options.items() if value is not None}
+    )
+
+
+def _bucket_and_prefix(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ("bucket", "a/b/"); ``s3://bucket`` -> ("bucket", "")."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _mtime(last_modified: datetime) -> float:
+    # Whole seconds: a listing gives LastModified in milliseconds, a HEAD in seconds, and an
+    # unchanged object must give the same time either way (see state.describes).
+    return float(int(last_modified.timestamp()))
+
+
+def _code(exc: Any) -> str:
+    """The error code of a botocore ClientError ("NoSuchKey", "403", ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _reason(exc: BaseException) -> str:
+    """What a failed request said, in a few words ("AccessDenied: Access Denied")."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ClientError):
+        cause = cause.__context__  # boto3's upload errors wrap the request's
+    if cause is None:
+        return str(exc)
+    error = cause.response.get("Error", {})
+    return f"{error.get('Code')}: {error.get('Message') or 'no message'}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 STORE_SCHEMES: dict[str, type[DataStore]] = {
     "": LocalStore,
     "file": LocalStore,
+    "s3": S3Store,
 }
 
 
 def store_class(uri: str) -> type[DataStore]:
-    """The store class for a data_dir: a local path or a ``file://`` URI."""
+    """The store class for a data_dir: a local path, a ``file://`` or an ``s3://`` URI."""
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     try:
         return STORE_SCHEMES[scheme]
     except KeyError:
         raise StoreLocationError(
-            f"data_dir {uri!r}: unsupported scheme {scheme!r} (use a local folder)"
+            f"data_dir {uri!r}: unsupported scheme {scheme!r} (use a local folder or s3://bucket/prefix)"
         ) from None
 
 

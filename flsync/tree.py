@@ -2,6 +2,7 @@
 
     {data_dir}/{organisation}/{course}/{run}-{start}-{end}/{dataset}.csv + metadata.csv
     {data_dir}/{organisation}/update.txt
+    {data_dir}/{organisation}/sync-report.json
     {data_dir}/{organisation}/.flsync-state.json
 
 Paths here are relative to ``data_dir``, with ``/`` as separator (what Scrapy's file stores take).
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 MAX_NAME_LENGTH = 120
 METADATA_FILE = "metadata.csv"
 UPDATE_FILE = "update.txt"
+REPORT_FILE = "sync-report.json"
 STATE_FILE = ".flsync-state.json"
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")

@@ -119,11 +119,12 @@ def expected_tree(site: FakeSite) -> dict[str, bytes | None]:
 
 
 def data_files(result: SyncResult) -> dict[str, bytes]:
-    """The synced data files, without update.txt and flsync's own (dot) files: state, locks."""
+    """The synced data files, without update.txt, the report and flsync's own (dot) files:
+    state, locks."""
     return {
         path: content
         for path, content in result.files().items()
-        if not path.endswith(tree.UPDATE_FILE)
+        if not path.endswith((tree.UPDATE_FILE, tree.REPORT_FILE))
         and not any(part.startswith(".") for part in path.split("/"))
     }
 

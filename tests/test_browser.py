@@ -108,6 +108,12 @@ def test_a_browser_path_that_is_not_there_is_one_clear_error():
         browser_path(settings(FLSYNC_BROWSER_PATH="/opt/none"))
 
 
+def test_no_chromium_on_the_path_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrowserError, match=r"there is no chromium or chromium-browser on the PATH"):
+        browser_path(settings())
+
+
 def test_browser_settings_for_scrapy_playwright(monkeypatch):
     monkeypatch.delenv("https_proxy", raising=False)
     monkeypatch.delenv("HTTPS_PROXY", raising=False)

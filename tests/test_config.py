@@ -107,8 +107,19 @@ def test_malformed_json_error_does_not_echo_the_document(tmp_path):
 
 def test_missing_file(tmp_path):
     path = str(tmp_path / "nope.json")
-    with pytest.raises(ConfigError, match=r"not found: copy config\.json\.template"):
+    with pytest.raises(ConfigError) as excinfo:
         load_config(path, {})
+    assert str(excinfo.value) == (
+        f"config file {path} not found: copy config.json.template there and fill it in, or set"
+        " the environment variable FLSYNC_CONFIG (or -s FLSYNC_CONFIG=) to the path of yours"
+    )
+
+
+def test_missing_file_at_a_relative_path_names_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config("config.json", {})
+    assert str(excinfo.value).startswith(f"config file config.json not found in {tmp_path}: ")
 
 
 def test_unreadable_file(tmp_path):

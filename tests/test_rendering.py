@@ -26,7 +26,7 @@ def script_site():
 
 
 def test_a_site_built_by_script_is_synced_in_the_browser(script_site, tmp_path):
-    result = Sync(script_site.base_url, tmp_path)(*BROWSER)
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER, "-s", "STATS_DUMP=1")
     assert result.returncode == 0, result.output
     assert_full_tree(script_site, result)
     # Pages are used again: never more of them than FLSYNC_BROWSER_PAGES (4), for all of these.
@@ -49,7 +49,7 @@ def test_without_the_browser_a_page_built_by_script_stops_the_sync(script_site, 
 
 def test_a_page_whose_script_fails_once_is_rendered_again(script_site, tmp_path):
     script_site.faults.update({"script_error_next": 1})
-    result = Sync(script_site.base_url, tmp_path)(*BROWSER)
+    result = Sync(script_site.base_url, tmp_path)(*BROWSER, "-s", "STATS_DUMP=1")
     assert result.returncode == 0, result.output
     assert_full_tree(script_site, result)
     assert "'retry/reason_count/script_failed': 1" in result.output

@@ -37,6 +37,7 @@ FAILURE_STATS = (
     "flsync/organisations/missing",
     "flsync/organisations/locked",
     "flsync/layout_changed",
+    "flsync/store/failed",
 )
 SUMMARY_STATS = (
     ("downloaded", "flsync/datasets/downloaded"),
@@ -70,6 +71,13 @@ class Command(ScrapyCrawlCommand):
         except (ConfigError, StoreLocationError) as exc:
             logger.error("%(error)s", {"error": exc})
             self.exitcode = EXIT_USAGE
+            return
+        except Exception:
+            # A fault of flsync's own while the crawl is set up. Left to Python, its traceback
+            # would go to stderr only, never to LOG_FILE: a Scrapyd job's log would end with
+            # nothing to say why (Scrapyd keeps the job's stderr in its own log).
+            logger.exception("Sync FAILED: an unexpected error while starting the sync")
+            self.exitcode = EXIT_FAILED
             return
         if self.exitcode == 0:
             self.exitcode = report_outcome(self._crawler.stats)

@@ -57,7 +57,7 @@ class FuturelearnSpider(scrapy.Spider):
         # Read here, while `scrapy crawl` builds the crawler: a bad file or data folder is
         # one clear error before anything starts (see flsync.commands.crawl).
         config = load_config(settings.get("FLSYNC_CONFIG") or "config.json")
-        store_class(config.data_dir).check_location(config.data_dir)
+        store_class(config.data_dir).check_location(config.data_dir, settings)
         try:
             impersonation(settings)
             combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
@@ -237,6 +237,7 @@ class FuturelearnSpider(scrapy.Spider):
                     path=f"{run.folder}/{tree.dataset_file_name(name)}",
                 )
                 run.files.append(tree.dataset_file_name(name))
+                self.crawler.stats.inc_value("flsync/datasets/listed")
                 yield item
         self.crawler.stats.inc_value("flsync/runs/synced")
         yield run
@@ -277,6 +278,7 @@ class FuturelearnSpider(scrapy.Spider):
             path = f"{folder}/{tree.dataset_file_name(name)}"
             record = state.files.get(path)
             if record and record.get("url") and self._wanted(name):
+                self.crawler.stats.inc_value("flsync/datasets/listed")
                 yield DatasetItem(
                     organisation=organisation,
                     run_key=run_key(listing.course_slug, listing.run),

@@ -1,0 +1,87 @@
+"""What one sync did for one organisation: counted as its items complete, then told twice at
+the end, as a log line for people and as ``{organisation}/sync-report.json`` for machines
+(monitoring, the dashboards' "data as of" note). The same figures in both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flsync import tree
+
+# Outcomes of a dataset file, as the files pipeline records them (FileRecord.status), and
+# "failed" for one that could not be fetched.
+FILE_OUTCOMES = ("new", "changed", "unchanged", "not-modified", "failed")
+
+
+@dataclass
+class OrganisationReport:
+    """One organisation's figures for one sync."""
+
+    organisation: str
+    started: datetime
+    finished: datetime | None = None
+    runs: int = 0  # runs whose datasets were asked for
+    runs_frozen: int = 0  # finished runs left alone (FLSYNC_FROZEN_AFTER_DAYS)
+    files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILE_OUTCOMES, 0))
+    bytes_stored: int = 0  # new and changed files
+    pages_failed: int = 0
+    complete: bool = False
+
+    def count_file(self, outcome: str, size: int = 0) -> None:
+        self.files[outcome] += 1
+        if outcome in ("new", "changed"):
+            self.bytes_stored += size
+
+    @property
+    def seconds(self) -> float:
+        return round(((self.finished or self.started) - self.started).total_seconds(), 1)
+
+    def log_line(self) -> str:
+        files = ", ".join(f"{n} {outcome.replace('-', ' ')}" for outcome, n in self.files.items())
+        outcome = "complete" if self.complete else "INCOMPLETE"
+        stored = human_bytes(self.bytes_stored)
+        line = (
+            f"Organisation {outcome}: {self.organisation}: {self.runs} runs, files {files};"
+            f" {stored} stored in {self.seconds} s"
+        )
+        if self.pages_failed:
+            line += f"; {self.pages_failed} pages failed"
+        if self.runs_frozen:
+            line += f"; {self.runs_frozen} finished runs left alone"
+        return line
+
+    def to_json(self) -> bytes:
+        document = {
+            "organisation": self.organisation,
+            "complete": self.complete,
+            "started": _iso(self.started),
+            "finished": _iso(self.finished or self.started),
+            "seconds": self.seconds,
+            "runs": self.runs,
+            "runs_frozen": self.runs_frozen,
+            "files": {outcome.replace("-", "_"): n for outcome, n in self.files.items()},
+            "bytes": self.bytes_stored,
+            "pages_failed": self.pages_failed,
+        }
+        return (json.dumps(document, indent=2) + "\n").encode()
+
+    @property
+    def path(self) -> str:
+        return f"{tree.organisation_dir(self.organisation)}/{tree.REPORT_FILE}"
+
+
+def human_bytes(size: int) -> str:
+    """``size`` in B, kB, MB or GB (powers of 1000, as file managers show them)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")

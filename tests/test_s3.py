@@ -1,0 +1,576 @@
+"""The data tree in an S3 bucket (data_dir = s3://bucket/prefix), against a moto server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+import pytest_twisted
+from moto.server import ThreadedMotoServer
+from scrapy.settings import Settings
+
+from flsync import tree
+from flsync.storage import (
+    LOCK_PREFIX,
+    FileStat,
+    S3Store,
+    StoreLocationError,
+    StoreLockedError,
+    StoreWriteError,
+    store_class,
+)
+from tests.conftest import Sync, SyncResult, data_files, expected_tree
+from tests.fakesite import FakeSite, SiteOptions
+
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# The sync must find its keys in the environment only, never in this host's ~/.aws or an
+# instance's metadata service.
+ISOLATED = {
+    "AWS_CONFIG_FILE": "/nonexistent",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
+TWO = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
+EXAMPLETON = "University of Exampleton"
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """A moto S3 server on 127.0.0.1, for this module's tests."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(endpoint, monkeypatch):
+    """A client of the moto server; the S3Store class set up as the files pipeline does."""
+    for name, value in {**KEYS, **ISOLATED}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(S3Store, "AWS_ENDPOINT_URL", endpoint)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint)
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"flsync-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def site():
+    with FakeSite(SMALL) as site:
+        yield site
+
+
+@pytest.fixture
+def sync(site, tmp_path):
+    return Sync(site.base_url, tmp_path)
+
+
+def objects(s3, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every object under ``prefix`` (key relative to it -> its listing entry)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {
+        item["Key"].removeprefix(prefix): item
+        for page in pages
+        for item in page.get("Contents", [])
+    }
+
+
+def contents(s3, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    return {
+        key: s3.get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
+        for key in objects(s3, bucket, prefix)
+    }
+
+
+def versions(s3, bucket: str, prefix: str = "") -> dict[str, tuple[str, Any]]:
+    """(ETag, LastModified) of every CSV object: a rewrite changes the time."""
+    return {
+        key: (item["ETag"], item["LastModified"])
+        for key, item in objects(s3, bucket, prefix).items()
+        if key.endswith(".csv")
+    }
+
+
+def s3_sync(sync: Sync, endpoint: str, data_dir: str, *args: str, **kwargs: Any) -> SyncResult:
+    env = {**KEYS, **ISOLATED, **kwargs.pop("env", {})}
+    return sync("-s", f"AWS_ENDPOINT_URL={endpoint}", *args, data_dir=data_dir, env=env, **kwargs)
+
+
+def moto_auth(endpoint: str, on: bool) -> None:
+    """Make moto check every request's keys and their IAM policies (or stop checking)."""
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"0" if on else b"inf",
+        headers={"Content-Type": "text/plain"},  # not a form, which the server would parse
+        method="POST",
+    )
+    urllib.request.urlopen(request).close()
+
+
+def iam_keys(endpoint: str, statements: list[dict[str, Any]]) -> dict[str, str]:
+    """Keys of a new IAM user whose one policy is ``statements``."""
+    iam = boto3.session.Session().client("iam", endpoint_url=endpoint)
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="flsync",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+@pytest.fixture
+def authenticated(endpoint, s3, monkeypatch):
+    """moto checks keys and policies during the test; the test's own requests (the client
+    yielded, and any made from the environment) go with the keys of an IAM user that may do
+    anything."""
+    admin = iam_keys(endpoint, [{"Effect": "Allow", "Action": "*", "Resource": "*"}])
+    for name, value in admin.items():
+        monkeypatch.setenv(name, value)
+    moto_auth(endpoint, True)
+    try:
+        yield boto3.session.Session().client("s3", endpoint_url=endpoint)
+    finally:
+        moto_auth(endpoint, False)
+
+
+# --- S3Store on its own ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["s3://{b}/mirror", "s3://{b}/mirror/", "s3://{b}/mirror//"])
+def test_a_prefix_with_or_without_slash_gives_the_same_keys(s3, bucket, form):
+    store = S3Store(form.format(b=bucket))
+    store.persist_file("Org/C/1/a.csv", io.BytesIO(b"1"))
+    with store.lock("org"):
+        assert sorted(objects(s3, bucket)) == ["mirror/.flsync-lock-org", "mirror/Org/C/1/a.csv"]
+    assert store.list_dir("") == ["Org"]
+    assert store.list_dir("Org") == ["C"]
+
+
+@pytest.mark.parametrize("form", ["s3://{b}", "s3://{b}/"])
+def test_a_bucket_without_prefix_holds_the_tree_at_its_top(s3, bucket, form):
+    store = store_class(form.format(b=bucket))(form.format(b=bucket))
+    store.persist_file("Org/C/1/a.csv", io.BytesIO(b"1"))
+    assert sorted(objects(s3, bucket)) == ["Org/C/1/a.csv"]
+    assert store.read_file("Org/C/1/a.csv") == b"1"
+    assert store.list_dir("") == ["Org"]
+
+
+def test_reads(s3, bucket):
+    store = S3Store(f"s3://{bucket}/m")
+    store.persist_file("Org/C/1/a.csv", io.BytesIO(b"12345"))
+    last_modified = objects(s3, bucket)["m/Org/C/1/a.csv"]["LastModified"]
+    assert store.read_file("Org/C/1/a.csv") == b"12345"
+    assert store.read_file("Org/C/1/missing.csv") is None
+    assert store.exists("Org/C/1/a.csv")
+    assert not store.exists("Org/C/1")
+    assert store.list_dir("Org/C") == ["1"]
+    assert store.list_dir("Nowhere") == []
+    expected = FileStat(size=5, mtime=float(int(last_modified.timestamp())))
+    assert store.stat("Org/C/1/a.csv") == expected
+    # A new store (the next sync) lists the folder, and must see the very same time.
+    assert S3Store(f"s3://{bucket}/m").stat("Org/C/1/a.csv") == expected
+
+
+def test_stat_lists_each_organisation_once_and_follows_own_writes(s3, bucket):
+    store = S3Store(f"s3://{bucket}/m")
+    assert store.stat("Org/a.csv") is None
+    s3.put_object(Bucket=bucket, Key="m/Org/b.csv", Body=b"behind its back")
+    assert store.stat("Org/b.csv") is None  # the listing made above is not made again
+    store.persist_file("Org/a.csv", io.BytesIO(b"123"))
+    assert store.stat("Org/a.csv").size == 3
+    assert store.stat("Other/b.csv") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_keeps_the_checksum_and_consumes_the_local_file(s3, bucket, tmp_path):
+    store = S3Store(f"s3://{bucket}/m")
+    part = store.temp_path("Org/C/1/a.csv")
+    assert not os.path.exists(part)  # a name only: the downloader makes the file
+    with open(part, "xb") as f:
+        f.write(b"a,b\n")
+    checksum = hashlib.sha256(b"a,b\n").hexdigest()
+    assert await store.persist_local_file("Org/C/1/a.csv", part, checksum) is None
+    assert not os.path.exists(part)
+    head = s3.head_object(Bucket=bucket, Key="m/Org/C/1/a.csv")
+    assert head["Metadata"] == {"sha256": checksum}
+    assert contents(s3, bucket, "m/") == {"Org/C/1/a.csv": b"a,b\n"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_stat_file_answers_from_the_checksum_metadata_without_reading(s3, bucket):
+    store = S3Store(f"s3://{bucket}/m")
+    # The metadata, not the body: it is what the answer shows, so the body was not read.
+    s3.put_object(Bucket=bucket, Key="m/Org/a.csv", Body=b"body", Metadata={"sha256": "cafe"})
+    s3.put_object(Bucket=bucket, Key="m/Org/b.csv", Body=b"written by another tool")
+    assert (await store.stat_file("Org/a.csv"))["checksum"] == "cafe"
+    other = await store.stat_file("Org/b.csv")
+    assert other["checksum"] == hashlib.sha256(b"written by another tool").hexdigest()
+    assert await store.stat_file("Org/missing.csv") == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_write_is_one_line_and_leaves_no_object(
+    endpoint, bucket, authenticated, tmp_path
+):
+    keys = iam_keys(
+        endpoint,
+        [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"},
+        ],
+    )
+    os.environ.update(keys)  # undone by monkeypatch, which set them first
+    store = S3Store(f"s3://{bucket}/m")
+    with pytest.raises(StoreWriteError) as raised:
+        store.persist_file("Org/a.csv", io.BytesIO(b"x"))
+    assert (
+        str(raised.value) == f"cannot write s3://{bucket}/m/Org/a.csv: AccessDenied: Access Denied"
+    )
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"x" * (20 << 20))  # in parts
+    with pytest.raises(StoreWriteError, match=f"^cannot write s3://{bucket}/m/Org/big.csv: "):
+        await store.persist_local_file("Org/big.csv", str(big), "00")
+    assert not big.exists()
+    assert objects(authenticated, bucket) == {}
+    assert authenticated.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_sweep_aborts_the_uploads_a_killed_sync_left_in_that_folder(s3, bucket):
+    for key in ("m/Org/C/1/big.csv", "m/Other/C/1/big.csv"):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    store = S3Store(f"s3://{bucket}/m")
+    assert store.sweep_temp_files("Org") == ["Org/C/1/big.csv"]
+    left = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert [u["Key"] for u in left] == ["m/Other/C/1/big.csv"]
+    assert store.sweep_temp_files("Org") == []
+
+
+def test_a_lock_is_per_organisation_and_deleted_when_released(s3, bucket):
+    first, second = S3Store(f"s3://{bucket}/m"), S3Store(f"s3://{bucket}/m")
+    with first.lock("exampleton"):
+        with pytest.raises(StoreLockedError, match="exampleton"), second.lock("exampleton"):
+            pass
+        with second.lock("tricky-institute"):
+            pass
+        lock = json.loads(
+            s3.get_object(Bucket=bucket, Key="m/.flsync-lock-exampleton")["Body"].read()
+        )
+        assert lock["pid"] == os.getpid()
+        assert set(lock) == {"host", "pid", "started", "refreshed"}
+    assert objects(s3, bucket) == {}
+    with second.lock("exampleton"):
+        pass
+
+
+def test_a_held_lock_is_refreshed_and_never_taken_over(s3, bucket, monkeypatch):
+    monkeypatch.setattr(S3Store, "LOCK_STALE_AFTER", 1.5)
+    first, second = S3Store(f"s3://{bucket}/m"), S3Store(f"s3://{bucket}/m")
+    key = f"m/{LOCK_PREFIX}org"
+    with first.lock("org"):
+        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+        time.sleep(3.5)  # past the stale age twice over, refreshed every 0.5 s meanwhile
+        assert s3.head_object(Bucket=bucket, Key=key)["ETag"] != etag
+        with pytest.raises(StoreLockedError), second.lock("org"):
+            pass
+    assert objects(s3, bucket) == {}
+
+
+def test_a_stale_lock_is_taken_over_by_one_taker_only(s3, bucket, monkeypatch, caplog):
+    monkeypatch.setattr(S3Store, "LOCK_STALE_AFTER", 1)
+    key = f"m/{LOCK_PREFIX}org"
+    s3.put_object(Bucket=bucket, Key=key, Body=b'{"pid": 1}')  # a killed sync's
+    time.sleep(2.1)
+    first, second = S3Store(f"s3://{bucket}/m"), S3Store(f"s3://{bucket}/m")
+    with first.lock("org"):
+        assert (
+            json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["pid"] == os.getpid()
+        )
+        with pytest.raises(StoreLockedError), second.lock("org"):
+            pass
+    assert f"Took over the lock s3://{bucket}/m/{LOCK_PREFIX}org" in caplog.text
+    assert objects(s3, bucket) == {}
+
+
+def test_a_lock_taken_over_meanwhile_is_not_deleted(s3, bucket):
+    key = f"m/{LOCK_PREFIX}org"
+    with S3Store(f"s3://{bucket}/m").lock("org"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b'{"pid": 2}')  # another sync's now
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b'{"pid": 2}'
+
+
+def test_check_location_refuses_keys_given_as_settings(s3, bucket):
+    settings = Settings({"AWS_ENDPOINT_URL": S3Store.AWS_ENDPOINT_URL})
+    S3Store.check_location(f"s3://{bucket}/m", settings)
+    settings.set("AWS_SESSION_TOKEN", "token-value", priority="project")
+    with pytest.raises(StoreLocationError) as raised:
+        S3Store.check_location(f"s3://{bucket}/m", settings)
+    assert str(raised.value).startswith("AWS_SESSION_TOKEN is a Scrapy setting here")
+    assert "token-value" not in str(raised.value)
+
+
+# --- Syncs into S3 --------------------------------------------------------------------------
+
+
+def test_a_sync_into_s3_stores_what_a_local_sync_stores(fakesite, tmp_path, endpoint, s3, bucket):
+    local = Sync(fakesite.base_url, tmp_path / "local")
+    remote = Sync(fakesite.base_url, tmp_path / "s3")
+    for sync in (local, remote):
+        sync.workdir.mkdir()
+    local_result = local()
+    assert local_result.returncode == 0, local_result.output
+    result = s3_sync(remote, endpoint, f"s3://{bucket}/mirror")
+    assert result.returncode == 0, result.output
+    stored = contents(s3, bucket, "mirror/")
+    local_files = {k: v for k, v in local_result.files().items() if LOCK_PREFIX not in k}
+    assert sorted(stored) == sorted(local_files)
+    data = {k: v for k, v in data_files(local_result).items()}
+    assert data.keys() == {k for k in expected_tree(fakesite)}
+    for key, content in data.items():
+        assert stored[key] == content, key
+    for organisation in fakesite.data.organisations:
+        assert f"{organisation.name}/{tree.UPDATE_FILE}" in stored
+        assert f"{organisation.name}/{tree.STATE_FILE}" in stored
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert not remote.data_dir.exists()  # nothing went to a local folder
+
+
+def test_a_second_sync_asks_conditionally_and_rewrites_nothing(site, sync, endpoint, s3, bucket):
+    data_dir = f"s3://{bucket}"  # no prefix
+    assert s3_sync(sync, endpoint, data_dir).returncode == 0
+    before = versions(s3, bucket)
+    site.reset_stats()
+    time.sleep(1)  # S3's times are in seconds: a rewrite now would show
+    result = s3_sync(sync, endpoint, data_dir)
+    assert result.returncode == 0, result.output
+    datasets = site.stats()["by_kind"]["dataset"] + site.stats()["by_kind"]["subdivisions"]
+    assert site.stats()["not_modified"] == datasets > 0
+    assert site.stats()["dataset_bytes"] == 0
+    assert versions(s3, bucket) == before
+    assert "0 downloaded, 0 unchanged," in result.output
+
+
+def test_a_changed_file_is_uploaded_again(site, sync, endpoint, s3, bucket):
+    data_dir = f"s3://{bucket}/mirror/"
+    assert s3_sync(sync, endpoint, data_dir).returncode == 0
+    site.faults.update({"generation": 2})
+    result = s3_sync(sync, endpoint, data_dir)
+    assert result.returncode == 0, result.output
+    run = site.data.runs[0]
+    folder = tree.run_dir(EXAMPLETON, run.course_title, run.number, run.start_date, run.end_date)
+    key = f"mirror/{folder}/enrolments.csv"
+    new = site.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == new
+    metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    assert metadata == {"sha256": hashlib.sha256(new).hexdigest()}
+
+
+def test_a_lost_state_means_compared_not_rewritten(site, sync, endpoint, s3, bucket):
+    data_dir = f"s3://{bucket}/mirror"
+    assert s3_sync(sync, endpoint, data_dir).returncode == 0
+    before = versions(s3, bucket)
+    s3.delete_object(Bucket=bucket, Key=f"mirror/{EXAMPLETON}/{tree.STATE_FILE}")
+    site.reset_stats()
+    time.sleep(1)
+    result = s3_sync(sync, endpoint, data_dir)
+    assert result.returncode == 0, result.output
+    assert site.stats()["not_modified"] == 0  # no state: nothing to ask with
+    assert site.stats()["dataset_bytes"] > 0
+    assert versions(s3, bucket) == before
+    assert "0 downloaded," in result.output
+    assert f"{EXAMPLETON}/{tree.STATE_FILE}" in objects(s3, bucket, "mirror/")
+
+
+def test_a_big_file_goes_up_in_parts_with_flat_memory(
+    tmp_path, endpoint, s3, bucket, record_property
+):
+    size_mb = 200
+    with FakeSite(
+        SiteOptions(organisations=1, courses=1, runs=1, rows=5, tricky=False, big_file_mb=size_mb)
+    ) as site:
+        sync = Sync(site.base_url, tmp_path)
+        process = sync.start(
+            "-s",
+            f"AWS_ENDPOINT_URL={endpoint}",
+            data_dir=f"s3://{bucket}/mirror",
+            env={**KEYS, **ISOLATED},
+        )
+        assert process.stdout is not None
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == 0, output
+    [big] = [
+        item
+        for key, item in objects(s3, bucket, "mirror/").items()
+        if key.endswith("step-activity.csv")
+    ]
+    assert big["Size"] >= size_mb << 20
+    assert big["ETag"].strip('"').endswith(f"-{-(-big['Size'] // (8 << 20))}")  # 8 MiB parts
+    peak_mb = usage.ru_maxrss / 1024
+    record_property("peak_rss_mb", round(peak_mb))
+    assert peak_mb < size_mb / 2
+
+
+BAD_BUCKETS = {
+    "unreachable": (
+        ("-s", "AWS_ENDPOINT_URL=http://127.0.0.1:9"),
+        {},
+        "data_dir s3://{b}/m: cannot reach bucket '{b}' at http://127.0.0.1:9",
+    ),
+    "missing": ((), {}, "data_dir s3://no-such-bucket/m: bucket 'no-such-bucket' at {e} does"),
+    "no keys": (
+        (),
+        {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+        "data_dir s3://{b}/m: no AWS keys found: set AWS_ACCESS_KEY_ID and",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BUCKETS)
+def test_a_bad_bucket_is_one_line_and_nothing_done(site, sync, s3, bucket, case):
+    args, env, problem = BAD_BUCKETS[case]
+    endpoint = s3.meta.endpoint_url
+    name = "no-such-bucket" if case == "missing" else bucket
+    result = s3_sync(sync, endpoint, f"s3://{name}/m", *args, env=env)
+    assert result.returncode == 2, result.output
+    [line] = result.error_lines()
+    assert problem.format(b=name, e=endpoint) in line
+    assert site.stats()["requests"] == 0
+    assert objects(s3, bucket) == {}
+
+
+def test_keys_given_as_settings_are_refused_unprinted(site, sync, endpoint, s3, bucket):
+    secret = "wJalrXUtnFEMI-do-not-print"
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-s", f"AWS_SECRET_ACCESS_KEY={secret}")
+    assert result.returncode == 2
+    [line] = result.error_lines()
+    assert line.endswith(
+        "AWS_SECRET_ACCESS_KEY is a Scrapy setting here, and Scrapy logs settings: put the AWS"
+        " keys in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)"
+        " or in ~/.aws instead"
+    )
+    assert secret not in result.output
+    assert site.stats()["requests"] == 0
+    assert objects(s3, bucket) == {}
+
+
+def test_keys_the_bucket_refuses_are_one_line(site, sync, endpoint, bucket, authenticated):
+    keys = iam_keys(endpoint, [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}])
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
+    assert result.returncode == 2, result.output
+    [line] = result.error_lines()
+    assert line.endswith(
+        f"data_dir s3://{bucket}/m: bucket '{bucket}' at {endpoint} refuses these keys (check"
+        " them, and that they may list, read and write the bucket: see the README)"
+    )
+    assert keys["AWS_SECRET_ACCESS_KEY"] not in result.output
+    assert site.stats()["requests"] == 0
+
+
+REFUSED = {"enrolments.csv": "Dataset (failed): ", tree.METADATA_FILE: "Run (failed): "}
+
+
+@pytest.mark.usefixtures("site")
+@pytest.mark.parametrize("refused", REFUSED)
+def test_refused_writes_fail_the_sync_and_leave_no_object(
+    sync, endpoint, bucket, authenticated, refused
+):
+    line = REFUSED[refused]
+    keys = iam_keys(
+        endpoint,
+        [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*/{refused}",
+            },
+        ],
+    )
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
+    assert result.returncode == 1, result.output
+    errors = [e for e in result.error_lines() if "Sync FAILED" not in e]
+    assert errors and all(line in e and "AccessDenied: Access Denied" in e for e in errors)
+    assert "Traceback" not in result.output
+    stored = objects(authenticated, bucket, "m/")
+    assert not any(key.endswith(refused) for key in stored)
+    assert f"{EXAMPLETON}/{tree.UPDATE_FILE}" not in stored
+    assert any(key.endswith(".csv") for key in stored)  # the rest is stored
+
+
+def test_a_job_for_an_organisation_another_job_holds_stops_at_once(
+    site, sync, endpoint, s3, bucket
+):
+    with S3Store(f"s3://{bucket}/m").lock("exampleton"):
+        result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-a", "organisation=exampleton")
+    assert result.returncode == 2
+    [line] = result.error_lines()
+    assert line.endswith(
+        "Organisation exampleton is being synced by another job; this one leaves it alone"
+        " (wait for the other to finish)"
+    )
+    assert site.stats()["requests"] == 0
+    assert objects(s3, bucket) == {}
+
+
+def test_a_killed_jobs_lock_is_taken_over(site, sync, endpoint, s3, bucket):
+    s3.put_object(Bucket=bucket, Key=f"m/{LOCK_PREFIX}exampleton", Body=b"{}")
+    s3.create_multipart_upload(Bucket=bucket, Key=f"m/{EXAMPLETON}/C/1/big.csv")
+    time.sleep(2.1)
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-s", "FLSYNC_LOCK_STALE_AFTER=2")
+    assert result.returncode == 0, result.output
+    assert f"Took over the lock s3://{bucket}/m/{LOCK_PREFIX}exampleton" in result.output
+    assert "Deleted 1 temporary file(s) left by an interrupted sync" in result.output
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert f"{LOCK_PREFIX}exampleton" not in objects(s3, bucket, "m/")
+    assert f"{EXAMPLETON}/{tree.UPDATE_FILE}" in objects(s3, bucket, "m/")
+
+
+def test_two_jobs_for_different_organisations_share_a_bucket(tmp_path, endpoint, s3, bucket):
+    with FakeSite(TWO) as site:
+        site.faults.update({"latency_ms": 20})  # long enough for the two to overlap
+        syncs = [Sync(site.base_url, tmp_path / name) for name in ("one", "two")]
+        jobs = []
+        for sync, organisation in zip(syncs, site.data.organisations, strict=True):
+            sync.workdir.mkdir()
+            jobs.append(
+                sync.start(
+                    "-s",
+                    f"AWS_ENDPOINT_URL={endpoint}",
+                    "-a",
+                    f"organisation={organisation.slug}",
+                    data_dir=f"s3://{bucket}/shared",
+                    env={**KEYS, **ISOLATED},
+                )
+            )
+        results = [sync.wait(job) for sync, job in zip(syncs, jobs, strict=True)]
+        names = [o.name for o in site.data.organisations]
+    assert [r.returncode for r in results] == [0, 0], results[0].output + results[1].output
+    stored = objects(s3, bucket, "shared/")
+    assert {key.split("/")[0] for key in stored} == set(names)
+    for name in names:
+        assert f"{name}/{tree.UPDATE_FILE}" in stored
