@@ -73,6 +73,12 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> FlsyncCon
     )
 
 
+def load_data_dir(path: str) -> str:
+    """The config's data_dir alone: a command that only reads the tree (``scrapy loaddb``)
+    needs no credentials."""
+    return _string(_read_json_object(path), "data_dir", DEFAULT_DATA_DIR, path)
+
+
 def config_from_settings(settings: BaseSettings) -> FlsyncConfig:
     """The crawl's config: the one loaded at start-up, else read now from ``FLSYNC_CONFIG``."""
     loaded = settings.get(LOADED_CONFIG)

@@ -14,9 +14,10 @@ receivers (they may hold the request, update it, or refuse it with IgnoreRequest
 Settings: ``FLSYNC_IMPERSONATE`` (the browser to impersonate, or ``none``), ``FLSYNC_CA_BUNDLE``
 (extra CAs to trust), ``USER_AGENT`` (sent only when not impersonating), ``DOWNLOAD_TIMEOUT``
 (the longest wait for a connection or for the next bytes), ``DOWNLOAD_MAXSIZE`` (bodies kept
-in memory). Request meta: ``flsync_stream_to``, ``proxy`` (set by HttpProxyMiddleware, with
-its ``Proxy-Authorization`` header sent to the proxy only), ``download_timeout``,
-``download_maxsize``; it sets ``download_latency``. Stats: ``flsync/stream/files``,
+in memory). Request meta: ``flsync_stream_to``, ``flsync_first_bytes`` (keep that many bytes
+of the body, in memory, and end the transfer there: the response is flagged ``truncated``),
+``proxy`` (set by HttpProxyMiddleware, with its ``Proxy-Authorization`` header sent to the
+proxy only), ``download_timeout``, ``download_maxsize``; it sets ``download_latency``. Stats: ``flsync/stream/files``,
 ``flsync/stream/bytes``, ``flsync/stream/failed/<reason>`` (``dataloss``, ``timeout``),
 ``flsync/stream/unclaimed``.
 """
@@ -68,6 +69,9 @@ logger = logging.getLogger(__name__)
 
 # Request meta key: the file (new, in an existing folder) to stream the body of a 200 into.
 STREAM_TO_META = "flsync_stream_to"
+# Request meta key: N > 0 keeps the body's first N bytes (in memory) and ends the transfer
+# there; a response cut so is flagged "truncated".
+FIRST_BYTES_META = "flsync_first_bytes"
 # FLSYNC_IMPERSONATE's value for plain curl's fingerprint (no browser impersonated).
 NO_IMPERSONATION = "none"
 
@@ -123,6 +127,7 @@ class CurlDownloadHandler:
             timeout=float(request.meta.get("download_timeout") or self._timeout),
             maxsize=int(request.meta.get("download_maxsize", self._maxsize)),
             stream_to=request.meta.get(STREAM_TO_META),
+            first_bytes=int(request.meta.get(FIRST_BYTES_META, 0)),
         )
         if transfer.stream_to:
             self._temp_files.add(transfer.stream_to)
@@ -179,7 +184,12 @@ class CurlDownloadHandler:
         body = answer.body.getvalue()
         respcls = responsetypes.from_args(headers=headers, url=url, body=body)
         return respcls(
-            url=url, status=answer.status, headers=headers, body=body, protocol=answer.protocol
+            url=url,
+            status=answer.status,
+            headers=headers,
+            body=body,
+            protocol=answer.protocol,
+            flags=["truncated"] if answer.truncated else None,
         )
 
     async def _leaving(self, request: Request) -> None:

@@ -39,11 +39,15 @@ class RunItem:
 @dataclass
 class DatasetItem:
     organisation: str
+    dataset: str  # its name on the site (comments, step_activity, country-subdivisions)
     run_key: str
     url: str
     path: str
     # Filled by DatasetFilesPipeline: the stored file's record (see flsync.state.SyncState).
     files: list[dict[str, Any]] = field(default_factory=list)
+    # Filled by DatasetFilesPipeline when the file's header is none of the dataset's known
+    # versions: {"added": [columns], "gone": [columns]} against the current one.
+    header_drift: dict[str, list[str]] | None = None
 
 
 @dataclass

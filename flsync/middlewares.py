@@ -211,6 +211,12 @@ class SessionMiddleware(CookiesMiddleware):
             return super().process_response(request, response)
         if not self._signed_out(request, response):
             self.session.answered(session)
+            if not self.session.is_current(session):
+                # A site may set the session cookie on every answer: an older session's
+                # value, or one arriving during a sign-in, would replace the new session's
+                # (or the one the sign-in form's token is tied to). Its cookies are not kept.
+                self.crawler.stats.inc_value("flsync/session/stale_cookies")
+                return response
             return super().process_response(request, response)
         self.crawler.stats.inc_value("flsync/session/expired")
         return await self._send_again(request, response, self.session, session)

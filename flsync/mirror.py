@@ -22,7 +22,7 @@ from scrapy.pipelines.files import FilesPipeline
 
 from flsync import tree
 from flsync.state import SyncState, load_state, save_state
-from flsync.storage import StoreLockedError
+from flsync.storage import StoreError, StoreLockedError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -79,6 +79,13 @@ class Mirror:
                 "Organisation %(slug)s is being synced by another job; this one leaves it"
                 " alone (wait for the other to finish)",
                 {"slug": slug},
+            )
+            return False
+        except StoreError as exc:  # the lock could not even be asked for (S3 unreachable...)
+            self.crawler.stats.inc_value("flsync/store/failed")
+            logger.error(
+                "Organisation %(slug)s is left alone: its lock cannot be taken: %(error)s",
+                {"slug": slug, "error": exc},
             )
             return False
         self._claimed.add(slug)

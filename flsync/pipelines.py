@@ -76,6 +76,8 @@ class DatasetFilesPipeline(FilesPipeline):
         super().__init__(*args, **kwargs)
         # Why a download failed, by URL, until its item completes.
         self._failures: dict[str, str] = {}
+        # Datasets whose changed header was warned about in this sync (once per name).
+        self._drift_said: set[str] = set()
 
     @classmethod
     def _update_stores(cls, settings: BaseSettings) -> None:
@@ -136,6 +138,7 @@ class DatasetFilesPipeline(FilesPipeline):
         if response.body_size == 0:
             discard_body(response)
             raise DatasetDownloadError("empty body")
+        self._check_header(item, response.body_path)
         stored = self.store.stat(item.path)
         if await self._stored_checksum(item.path, previous, stored, response.body_size) == (
             response.body_sha256
@@ -169,6 +172,26 @@ class DatasetFilesPipeline(FilesPipeline):
         self.crawler.stats.inc_value("flsync/datasets/hashed")
         result = await ensure_awaitable(self.store.stat_file(path))
         return result.get("checksum")
+
+    def _check_header(self, item: DatasetItem, body_path: str) -> None:
+        """Compare the body's header with the dataset's known versions (flsync/site.py); a
+        new one is noted on the item for the report, and said once per dataset per sync.
+        The file is stored as served all the same."""
+        with open(body_path, "rb") as body:  # its first bytes only: a file can be huge
+            header = site.read_header(body.read(site.HEADER_BYTES))
+        drift = site.header_drift(item.dataset, header)
+        if drift is None:
+            return
+        self.crawler.stats.inc_value("flsync/datasets/header_changed")
+        item.header_drift = {"added": list(drift.added), "gone": list(drift.gone)}
+        if item.dataset not in self._drift_said:
+            self._drift_said.add(item.dataset)
+            logger.warning(
+                "Dataset (header changed): %(dataset)s in %(path)s has a header that is none"
+                " of its known versions: %(drift)s (stored as served; docs/site-model.md and"
+                " flsync/site.py list the known headers)",
+                {"dataset": item.dataset, "path": item.path, "drift": drift.describe()},
+            )
 
     def media_failed(  # type: ignore[override]
         self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo
@@ -295,6 +318,8 @@ class SyncStatePipeline:
             }
             sync.figures.runs += 1
         elif isinstance(item, DatasetItem):
+            if item.header_drift:
+                sync.figures.header_drift[item.dataset] = item.header_drift
             for record in item.files:
                 sync.files[record["path"]] = record
                 sync.figures.count_file(record["status"], record["size"])

@@ -28,6 +28,8 @@ class OrganisationReport:
     files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FILE_OUTCOMES, 0))
     bytes_stored: int = 0  # new and changed files
     pages_failed: int = 0
+    # Datasets whose header is none of their known versions: name -> {"added", "gone"}.
+    header_drift: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     complete: bool = False
 
     def count_file(self, outcome: str, size: int = 0) -> None:
@@ -51,6 +53,8 @@ class OrganisationReport:
             line += f"; {self.pages_failed} pages failed"
         if self.runs_frozen:
             line += f"; {self.runs_frozen} finished runs left alone"
+        if self.header_drift:
+            line += f"; new header in {', '.join(sorted(self.header_drift))}"
         return line
 
     def to_json(self) -> bytes:
@@ -65,6 +69,7 @@ class OrganisationReport:
             "files": {outcome.replace("-", "_"): n for outcome, n in self.files.items()},
             "bytes": self.bytes_stored,
             "pages_failed": self.pages_failed,
+            "header_drift": self.header_drift,
         }
         return (json.dumps(document, indent=2) + "\n").encode()
 

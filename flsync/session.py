@@ -109,6 +109,11 @@ class Session:
             raise self._failure
         return self.generation
 
+    def is_current(self, generation: int) -> bool:
+        """Whether an answer to a request sent under ``generation`` speaks for the session in
+        use: sent under the newest sign-in, and no sign-in under way."""
+        return generation == self.generation and self._signing_in is None
+
     def answered(self, generation: int) -> None:
         """A request sent under ``generation`` got an answer that was not "signed out"."""
         if generation == self.generation:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -119,6 +120,10 @@ class DataStore(FilesStoreProtocol, Protocol):
 
     def read_file(self, path: str) -> bytes | None: ...
 
+    def open_read(self, path: str) -> IO[bytes]:
+        """The stored file as a stream, read as it is consumed (a file of any size; the
+        database load reads through it). FileNotFoundError if there is none."""
+
     def list_dir(self, path: str) -> list[str]: ...
 
     def sweep_temp_files(self, folder: str) -> list[str]:
@@ -217,6 +222,9 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
+    def open_read(self, path: str) -> IO[bytes]:
+        return self._get_filesystem_path(path).open("rb")
+
     def list_dir(self, path: str) -> list[str]:
         folder = self._get_filesystem_path(path)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -261,6 +269,8 @@ class LocalStore:
 # an upload holds little memory whatever the file's size.
 S3_PART_SIZE = 8 << 20
 S3_UPLOAD_THREADS = 4
+# An object is read (open_read) 1 MiB per request to the stream.
+S3_READ_SIZE = 1 << 20
 # Connections to S3 kept open: Scrapy's worker threads (REACTOR_THREADPOOL_MAXSIZE, 10) may
 # each upload with S3_UPLOAD_THREADS at once. botocore's 10 would make urllib3 warn, "pool is
 # full", at every part. AWS_MAX_POOL_CONNECTIONS overrides it.
@@ -460,6 +470,19 @@ class S3Store(S3FilesStore):
             raise
         return body
 
+    def open_read(self, path: str) -> IO[bytes]:
+        """The object's body, streamed as it is read (buffered, 1 MiB at a time)."""
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            with self._reading(path):
+                response = self.s3_client.get_object(Bucket=self.bucket, Key=self.prefix + path)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in _MISSING:
+                raise FileNotFoundError(self.url(path)) from None
+            raise
+        return io.BufferedReader(_S3Body(self, path, response["Body"]), S3_READ_SIZE)
+
     def list_dir(self, path: str) -> list[str]:
         prefix = f"{self.prefix}{path}/" if path else self.prefix
         names: set[str] = set()
@@ -543,6 +566,29 @@ class S3Store(S3FilesStore):
             yield
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"cannot read {self.url(path)}: {_reason(exc)}") from exc
+
+
+class _S3Body(io.RawIOBase):
+    """An object's streamed body (botocore's StreamingBody) as a raw stream; a failed read is
+    a StoreError naming the object."""
+
+    def __init__(self, store: S3Store, path: str, body: Any) -> None:
+        self.store = store
+        self.path = path
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with self.store._reading(self.path):
+            data: bytes = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.body.close()
+        super().close()
 
 
 class _S3Lock:

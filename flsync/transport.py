@@ -82,6 +82,7 @@ class Answer:
     protocol: str
     body: MemoryBody | FileBody
     latency: float  # seconds until the headers were in
+    truncated: bool = False  # the body's first bytes only (Transfer.first_bytes)
 
 
 @dataclass(eq=False)  # kept in sets by identity
@@ -96,6 +97,9 @@ class Transfer:
     timeout: float  # seconds without a connection, or without data
     maxsize: int  # of a body kept in memory; 0: no limit
     stream_to: str | None = None  # a 200's body goes to this new file
+    # > 0: keep this many bytes of the body, then end the transfer (a header's worth of a
+    # file that may be huge); the answer is then marked truncated.
+    first_bytes: int = 0
     _cancelled: bool = field(default=False, init=False)
     _answer: Answer | None = field(default=None, init=False)
     _status: int = field(default=0, init=False)
@@ -115,6 +119,8 @@ class Transfer:
         try:
             curl.perform()
         except CurlError as exc:
+            if self._answer is not None and self._answer.truncated:
+                return self._answer  # ended on purpose, its first bytes in
             self._discard()
             raise self._translate(exc) from None
         except BaseException:
@@ -216,13 +222,21 @@ class Transfer:
     def _on_data(self, chunk: bytes) -> int:
         if self._cancelled:
             return _ABORT
-        self._headers_done().body.write(chunk)
+        answer = self._headers_done()
+        if self.first_bytes:
+            room = self.first_bytes - answer.body.size
+            answer.body.write(chunk[:room])
+            if len(chunk) > room:  # more than wanted: the rest is not asked for
+                answer.truncated = True
+                return _ABORT
+            return len(chunk)
+        answer.body.write(chunk)
         return len(chunk)
 
     def _headers_done(self) -> Answer:
         """The answer, once its headers are in (at its first data, or at its end)."""
         if self._answer is None:
-            keep_on_disk = self._status == 200 and self.stream_to
+            keep_on_disk = self._status == 200 and self.stream_to and not self.first_bytes
             body = FileBody(self.stream_to) if keep_on_disk else MemoryBody(self.maxsize)  # type: ignore[arg-type]
             decoded = any(n.lower() == b"content-encoding" for n, _ in self._received)
             headers = [

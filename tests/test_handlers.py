@@ -38,7 +38,7 @@ from twisted.internet.task import deferLater
 
 from flsync import signals as flsync_signals
 from flsync.bodies import StreamedResponse
-from flsync.handlers import STREAM_TO_META, CurlDownloadHandler
+from flsync.handlers import FIRST_BYTES_META, STREAM_TO_META, CurlDownloadHandler
 from flsync.stopping import SyncStopped
 
 if TYPE_CHECKING:
@@ -101,7 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(int(query["mib"]) * MIB))
             self.end_headers()
-            for _ in range(int(query["mib"])):
+            for sent in range(int(query["mib"])):
+                self.server.big_sent = sent  # type: ignore[attr-defined]  # MiB sent so far
                 self.wfile.write(BLOCK)
         elif path == "/cut":  # says len(CSV), sends half, closes
             self.send_response(200)
@@ -252,6 +253,31 @@ def test_large_body(handler, base, tmp_path):
         expected.update(BLOCK)
     assert response.body_size == os.path.getsize(response.body_path) == 64 * MIB
     assert response.body_sha256 == expected.hexdigest()
+
+
+@pytest_twisted.inlineCallbacks
+def test_first_bytes_only_ends_a_big_transfer_early(handler, server, base, tmp_path):
+    # 1 GiB on offer; at most 1 MiB may be read into memory (download_maxsize), and no file.
+    meta = {FIRST_BYTES_META: 5000, "download_maxsize": MIB}
+    response = yield download(handler, streamed(f"{base}/big?mib=1024", tmp_path, **meta))
+
+    assert not isinstance(response, StreamedResponse)
+    assert response.status == 200
+    assert response.body == BLOCK[:5000]
+    assert response.flags == ["truncated"]
+    assert server.big_sent < 64  # the server was left blocked early on, not read to the end
+    assert files_in(tmp_path) == []
+    # The next transfer is whole again.
+    whole = yield download(handler, Request(f"{base}/data.csv"))
+    assert whole.body == CSV
+
+
+@pytest_twisted.inlineCallbacks
+def test_first_bytes_of_a_shorter_body_are_all_of_it(handler, base):
+    request = Request(f"{base}/data.csv", meta={FIRST_BYTES_META: len(CSV)})
+    response = yield download(handler, request)
+    assert response.body == CSV
+    assert response.flags == []
 
 
 @pytest_twisted.inlineCallbacks

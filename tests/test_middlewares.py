@@ -12,7 +12,13 @@ from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 
-from flsync.middlewares import RetryAfterMiddleware, parse_retry_after
+from flsync.config import LOADED_CONFIG, FlsyncConfig
+from flsync.middlewares import (
+    GENERATION_META,
+    RetryAfterMiddleware,
+    SessionMiddleware,
+    parse_retry_after,
+)
 from flsync.stopping import PromptStop
 
 URL = "http://127.0.0.1/admin/organisations"
@@ -83,3 +89,26 @@ async def test_other_answers_pass_straight_through(middleware):
     response = Response(URL, status=200)
     coroutine = middleware.process_response(Request(URL), response)
     assert await Deferred.fromFuture(asyncio.ensure_future(coroutine)) is response
+
+
+@pytest.mark.parametrize(("sent_under", "kept"), [(2, True), (1, False)])
+@pytest_twisted.ensureDeferred
+async def test_an_older_sessions_cookies_are_not_kept(sent_under, kept):
+    crawler = get_crawler(
+        Spider,
+        {
+            LOADED_CONFIG: FlsyncConfig(username="u@example.org", password="pw"),
+            "EXTENSIONS": {PromptStop: 0},
+        },
+    )
+    crawler.spider = crawler._create_spider("test")
+    middleware = build_from_crawler(SessionMiddleware, crawler)
+    middleware.session.generation = 2  # two sign-ins so far
+    # A site that sets the session cookie on every answer (a Rails cookie store): an answer
+    # to a request of the first session, arriving late, carries that session's cookie.
+    request = Request(URL, meta={GENERATION_META: (sent_under, 0)})
+    response = Response(URL, headers={"Set-Cookie": "_future_learn_session=v; Path=/"})
+    coroutine = middleware.process_response(request, response)
+    assert await Deferred.fromFuture(asyncio.ensure_future(coroutine)) is response
+    cookies = [cookie.value for cookie in middleware.jars[None].jar]
+    assert cookies == (["v"] if kept else [])

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import io
 import json
 import logging
 import os
+import subprocess
+import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,6 +26,7 @@ from scrapy.settings import Settings
 from flsync import tree
 from flsync.storage import (
     LOCK_PREFIX,
+    S3_PART_SIZE,
     FileStat,
     S3Store,
     StoreLocationError,
@@ -181,7 +187,8 @@ def test_a_bucket_without_prefix_holds_the_tree_at_its_top(s3, bucket, form):
 
 def test_reads(s3, bucket):
     store = S3Store(f"s3://{bucket}/m")
-    store.persist_file("Org/C/1/a.csv", io.BytesIO(b"12345"))
+    assert store.stat("Org/C/1/a.csv") is None
+    store.persist_file("Org/C/1/a.csv", io.BytesIO(b"12345"))  # its stat now from a HEAD
     last_modified = objects(s3, bucket)["m/Org/C/1/a.csv"]["LastModified"]
     assert store.read_file("Org/C/1/a.csv") == b"12345"
     assert store.read_file("Org/C/1/missing.csv") is None
@@ -404,35 +411,43 @@ def test_a_lost_state_means_compared_not_rewritten(site, sync, endpoint, s3, buc
     assert f"{EXAMPLETON}/{tree.STATE_FILE}" in objects(s3, bucket, "mirror/")
 
 
+def peak_rss_mb(process: subprocess.Popen[str]) -> float:
+    """Wait for ``process`` to end; its peak RSS in MiB (VmHWM, read while it runs: the
+    getrusage of a child counts what this process, with the moto server, held at the fork)."""
+    peak = 0
+    while process.poll() is None:
+        with contextlib.suppress(OSError, ValueError):  # gone, or a zombie without figures
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]))
+        time.sleep(0.1)
+    return peak / 1024
+
+
 def test_a_big_file_goes_up_in_parts_with_flat_memory(
     tmp_path, endpoint, s3, bucket, record_property
 ):
-    size_mb = 200
-    with FakeSite(
-        SiteOptions(organisations=1, courses=1, runs=1, rows=5, tricky=False, big_file_mb=size_mb)
-    ) as site:
-        sync = Sync(site.base_url, tmp_path)
-        process = sync.start(
+    size_mb = 400
+    options = SiteOptions(organisations=1, courses=1, runs=1, rows=5, tricky=False)
+    with FakeSite(dataclasses.replace(options, big_file_mb=size_mb)) as site:
+        process = Sync(site.base_url, tmp_path).start(
             "-s",
             f"AWS_ENDPOINT_URL={endpoint}",
             data_dir=f"s3://{bucket}/mirror",
             env={**KEYS, **ISOLATED},
         )
-        assert process.stdout is not None
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        assert process.returncode == 0, output
-    [big] = [
-        item
-        for key, item in objects(s3, bucket, "mirror/").items()
-        if key.endswith("step-activity.csv")
-    ]
+        output: list[str] = []
+        reader = threading.Thread(target=lambda: output.append(process.stdout.read()))
+        reader.start()
+        peak = peak_rss_mb(process)
+        reader.join()
+    assert process.returncode == 0, output[0]
+    name = tree.dataset_file_name("step_activity")
+    [big] = [item for key, item in objects(s3, bucket, "mirror/").items() if key.endswith(name)]
     assert big["Size"] >= size_mb << 20
-    assert big["ETag"].strip('"').endswith(f"-{-(-big['Size'] // (8 << 20))}")  # 8 MiB parts
-    peak_mb = usage.ru_maxrss / 1024
-    record_property("peak_rss_mb", round(peak_mb))
-    assert peak_mb < size_mb / 2
+    parts = -(-big["Size"] // S3_PART_SIZE)
+    assert big["ETag"].endswith(f'-{parts}"')  # the ETag of a multipart upload
+    record_property("peak_rss_mb", round(peak))
+    assert peak < size_mb / 2
 
 
 BAD_BUCKETS = {
@@ -520,6 +535,88 @@ def test_refused_writes_fail_the_sync_and_leave_no_object(
     assert not any(key.endswith(refused) for key in stored)
     assert f"{EXAMPLETON}/{tree.UPDATE_FILE}" not in stored
     assert any(key.endswith(".csv") for key in stored)  # the rest is stored
+
+
+def test_an_endpoint_gone_mid_sync_fails_it_and_leaves_no_partial_object(site, sync, s3, bucket):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    site.faults.update({"latency_ms": 100})  # the sync is still under way when S3 goes
+    process = sync.start(
+        "-s",
+        f"AWS_ENDPOINT_URL=http://{host}:{port}",
+        data_dir=f"s3://{bucket}/m",
+        env={**KEYS, **ISOLATED},
+    )
+    while not any(key.endswith(".csv") for key in objects(s3, bucket)):
+        time.sleep(0.05)
+    server.stop()
+    result = sync.wait(process)
+    assert result.returncode == 1, result.output
+    assert any("Dataset (failed): " in line for line in result.error_lines())
+    assert "Sync FAILED (finished; datasets/failed: " in result.output
+    # The same moto data, through the module's server: what was stored is whole.
+    stored = contents(s3, bucket, "m/")
+    expected = expected_tree(site)
+    # The lock stays, said in a line: the next sync waits until it is stale.
+    assert stored.pop(f"{LOCK_PREFIX}exampleton")
+    assert f"Could not delete the lock s3://{bucket}/m/{LOCK_PREFIX}exampleton" in result.output
+    for key, content in stored.items():
+        assert key.endswith(tree.METADATA_FILE) or expected[key] == content, key
+    assert f"{EXAMPLETON}/{tree.UPDATE_FILE}" not in stored
+
+
+def test_the_permissions_the_readme_names_suffice(site, sync, endpoint, bucket, authenticated):
+    keys = iam_keys(
+        endpoint,
+        [
+            {
+                "Effect": "Allow",
+                # moto asks s3:HeadBucket for a HEAD of the bucket, AWS s3:ListBucket.
+                "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:HeadBucket"],
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                "Resource": f"arn:aws:s3:::{bucket}/m/*",
+            },
+        ],
+    )
+    authenticated.create_multipart_upload(Bucket=bucket, Key=f"m/{EXAMPLETON}/C/1/x.csv")
+    for _ in range(2):  # the second with the state, conditional requests and listings
+        result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
+        assert result.returncode == 0, result.output
+    assert site.stats()["not_modified"] > 0
+    assert authenticated.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.usefixtures("site")
+def test_a_lock_that_cannot_be_written_is_one_line(sync, endpoint, bucket, authenticated):
+    keys = iam_keys(
+        endpoint,
+        [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/m/{LOCK_PREFIX}*",
+            },
+        ],
+    )
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
+    assert result.returncode == 2, result.output
+    [line] = result.error_lines()
+    assert line.endswith(
+        "Organisation exampleton is left alone: its lock cannot be taken: cannot write"
+        f" s3://{bucket}/m/{LOCK_PREFIX}exampleton: AccessDenied: Access Denied"
+    )
+    assert objects(authenticated, bucket) == {}
 
 
 def test_a_job_for_an_organisation_another_job_holds_stops_at_once(

@@ -146,3 +146,17 @@ async def test_sign_ins_are_capped():
     with pytest.raises(TooManySignIns, match=r"Signed in as u@example\.org 3 times"):
         await run(session.expired(3))
     assert site.sign_ins == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_newest_session_is_current_and_not_while_signing_in():
+    site = FakeSite()
+    session = site.session()
+    assert await run(session.ready()) == 1
+    assert session.is_current(1)
+    session.answered(1)
+    renewal = asyncio.ensure_future(session.expired(1))
+    await run(asyncio.sleep(0))  # the second sign-in is under way
+    assert not session.is_current(1)
+    await run(renewal)
+    assert session.is_current(2) and not session.is_current(1)

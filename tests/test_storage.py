@@ -6,6 +6,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from scrapy.settings import Settings
 
 from flsync.storage import (
     TEMP_PREFIX,
@@ -84,7 +85,9 @@ def test_a_lock_is_per_organisation(tmp_path):
 def test_store_class_by_scheme(tmp_path):
     assert store_class(str(tmp_path)) is LocalStore
     assert store_class(f"file://{tmp_path}")(f"file://{tmp_path}").basedir == str(tmp_path)
-    with pytest.raises(StoreLocationError, match="unsupported scheme 'gopher'"):
+    with pytest.raises(
+        StoreLocationError, match=r"unsupported scheme 'gopher' \(use a local folder or s3://"
+    ):
         store_class("gopher://x/y")
 
 
@@ -113,15 +116,16 @@ def test_sweep_deletes_only_temporary_files(tmp_path):
 
 
 def test_check_location_makes_no_parent(tmp_path):
-    LocalStore.check_location(str(tmp_path / "data"))  # the folder itself may be missing
+    # The folder itself may be missing.
+    LocalStore.check_location(str(tmp_path / "data"), Settings())
     assert not (tmp_path / "data").exists()
     with pytest.raises(StoreLocationError, match=r"its parent folder .*/unmounted does not"):
-        LocalStore.check_location(str(tmp_path / "unmounted" / "data"))
+        LocalStore.check_location(str(tmp_path / "unmounted" / "data"), Settings())
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreLocationError, match="is a file, not a folder"):
-        LocalStore.check_location(str(tmp_path / "file"))
+        LocalStore.check_location(str(tmp_path / "file"), Settings())
     with pytest.raises(StoreLocationError, match="file is not a folder"):
-        LocalStore.check_location(str(tmp_path / "file" / "data"))
+        LocalStore.check_location(str(tmp_path / "file" / "data"), Settings())
 
 
 def test_check_location_refuses_a_read_only_parent():
@@ -132,8 +136,8 @@ def test_check_location_refuses_a_read_only_parent():
         read_only.mkdir(mode=0o555)
         read_only.chmod(0o555)
         check = (
-            "import sys; from flsync.storage import LocalStore;"
-            f" LocalStore.check_location({str(read_only / 'data')!r})"
+            "from scrapy.settings import Settings; from flsync.storage import LocalStore;"
+            f" LocalStore.check_location({str(read_only / 'data')!r}, Settings())"
         )
         command = [sys.executable, "-c", check]
         if os.getuid() == 0:

@@ -232,8 +232,10 @@ def test_cut_off_download_keeps_the_good_file(small_site, tmp_path):
     cut = sync(*SHORT_WAITS)
     assert cut.returncode == 1
     assert "datasets/failed" in cut.error_lines()[-1]
-    unchanged = {p: c for p, c in cut.files().items() if not p.endswith(tree.STATE_FILE)}
-    assert unchanged == {p: c for p, c in before.items() if not p.endswith(tree.STATE_FILE)}
+    # Every file as it was, but the state and the report (which says the sync failed).
+    ours = (tree.STATE_FILE, tree.REPORT_FILE)
+    unchanged = {p: c for p, c in cut.files().items() if not p.endswith(ours)}
+    assert unchanged == {p: c for p, c in before.items() if not p.endswith(ours)}
     assert not list(tmp_path.rglob("*.part"))
     small_site.faults.update({"truncate_next": 0})
     again = sync()  # not --full: the runs that failed are fetched again all the same
@@ -305,7 +307,7 @@ def test_missing_config_file(tmp_path):
 def test_only_the_configured_organisations(fakesite, sync):
     result = sync(organisations=["tricky-institute"])
     assert result.returncode == 0, result.output
-    assert {path.split("/")[0] for path in result.files()} == {"Institut für Données & “Tests”"}
+    assert {path.split("/")[0] for path in data_files(result)} == {"Institut für Données & “Tests”"}
 
 
 def test_unknown_organisation_is_a_failure(sync):

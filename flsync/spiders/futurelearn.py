@@ -19,15 +19,14 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
-from flsync.browser import BROWSER_SLOT, BrowserError, browser_settings
-from flsync.config import LOADED_CONFIG, ConfigError, config_from_settings, load_config
-from flsync.handlers import impersonation
+from flsync.browser import BROWSER_SLOT
+from flsync.config import config_from_settings
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
 from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
+from flsync.spiders.common import not_admin_error, prepare_settings
 from flsync.stopping import SyncStopped, stopper
 from flsync.storage import store_class
-from flsync.transport import combined_ca_bundle
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -50,22 +49,15 @@ class FuturelearnSpider(scrapy.Spider):
     browser: bool  # FLSYNC_BROWSER: pages built by script are read in a browser
     organisations: tuple[str, ...]  # the slugs to sync; () = all the account administers
     mirror: Mirror
+    said: set[str]  # the page changes warned about in this sync (each is said once)
 
     @classmethod
     def update_settings(cls, settings: BaseSettings) -> None:
         super().update_settings(settings)
         # Read here, while `scrapy crawl` builds the crawler: a bad file or data folder is
         # one clear error before anything starts (see flsync.commands.crawl).
-        config = load_config(settings.get("FLSYNC_CONFIG") or "config.json")
+        config = prepare_settings(settings)
         store_class(config.data_dir).check_location(config.data_dir, settings)
-        try:
-            impersonation(settings)
-            combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
-            if settings.getbool("FLSYNC_BROWSER"):
-                settings.setdict(browser_settings(settings, config.base_url), "spider")
-        except (ValueError, BrowserError) as exc:
-            raise ConfigError(str(exc)) from None
-        settings.set(LOADED_CONFIG, config, "spider")
         # The files pipeline stores into data_dir (unless -s FILES_STORE=… says otherwise).
         settings.set("FILES_STORE", config.data_dir, "spider")
 
@@ -85,6 +77,7 @@ class FuturelearnSpider(scrapy.Spider):
         )
         spider.today = datetime.now(UTC).date()
         spider.browser = settings.getbool("FLSYNC_BROWSER")
+        spider.said = set()
         return spider
 
     def claim_chosen(self) -> None:
@@ -106,12 +99,7 @@ class FuturelearnSpider(scrapy.Spider):
     def parse_organisations(self, response: Response) -> Iterator[scrapy.Request]:
         if response.status == 403:
             self.crawler.stats.inc_value("flsync/signin/not_admin")
-            self.logger.error(
-                "Signed in as %(user)s, but the account has no admin rights (403 on"
-                " /admin/organisations): use a partner account that administers the"
-                " organisations",
-                {"user": self.config.username},
-            )
+            self.logger.error("%(error)s", {"error": not_admin_error(self.config.username)})
             raise CloseSpider("flsync_not_admin")
         found = site.parse_organisations(cast("TextResponse", response))
         wanted = set(self.organisations) or {o.slug for o in found}
@@ -157,6 +145,18 @@ class FuturelearnSpider(scrapy.Spider):
             return
         runs = site.parse_runs_page(response)
         self.crawler.stats.inc_value("flsync/runs/listed", len(runs))
+        unread = sum(listing.start_date_unread for listing in runs)
+        if unread:
+            # The run's details page states its start date too, and parse_run_details
+            # takes it from there.
+            self._fallback(
+                "start_dates",
+                "Runs listing (changed): %(url)s: %(selector)s gave no start date in %(count)d"
+                " rows; each run's start date is taken from its details page instead",
+                response.url,
+                site.START_DATE_SELECTOR,
+                unread,
+            )
         for listing in runs:
             if not listing.started:
                 self.crawler.stats.inc_value("flsync/runs/not_started")
@@ -221,7 +221,21 @@ class FuturelearnSpider(scrapy.Spider):
         if instead:
             yield instead  # a failure, or the page again
             return
-        links = [(d.name, d.url) for d in site.parse_datasets(response)]
+        datasets = site.parse_datasets(response)
+        if not datasets:
+            datasets = site.parse_datasets_by_path(response)
+            if datasets:
+                self._fallback(
+                    "dataset_links",
+                    "Stats dashboard (changed): %(url)s: %(selector)s matched nothing; the"
+                    " %(count)d dataset links found by their "
+                    + site.DATASET_LINK_PATH
+                    + " path are used instead",
+                    response.url,
+                    site.DATASETS_SELECTOR,
+                    len(datasets),
+                )
+        links = [(d.name, d.url) for d in datasets]
         links.append(
             (
                 site.SUBDIVISIONS_DATASET,
@@ -232,6 +246,7 @@ class FuturelearnSpider(scrapy.Spider):
             if self._wanted(name):
                 item = DatasetItem(
                     organisation=organisation,
+                    dataset=name,
                     run_key=run.key,
                     url=url,
                     path=f"{run.folder}/{tree.dataset_file_name(name)}",
@@ -281,10 +296,24 @@ class FuturelearnSpider(scrapy.Spider):
                 self.crawler.stats.inc_value("flsync/datasets/listed")
                 yield DatasetItem(
                     organisation=organisation,
+                    dataset=name,
                     run_key=run_key(listing.course_slug, listing.run),
                     url=record["url"],
                     path=path,
                 )
+
+    def _fallback(self, kind: str, message: str, url: str, selector: str, count: int) -> None:
+        """A page read by its second source (see flsync/site.py): counted every time, said
+        once per sync, naming the page, the selector that stopped matching and what was
+        used instead."""
+        self.crawler.stats.inc_value(f"flsync/fallback/{kind}")
+        if kind in self.said:
+            return
+        self.said.add(kind)
+        self.logger.warning(
+            message + " (FutureLearn changed this page; flsync/site.py reads it)",
+            {"url": url, "selector": selector, "count": count},
+        )
 
     def _wanted(self, dataset: str) -> bool:
         wanted = {_dataset_key(d) for d in self.config.datasets}

@@ -10,7 +10,12 @@ import signal
 import threading
 
 from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
-from tests.fakesite.control import COMPRESS_MODES, DATASET_TRANSFERS, SESSION_COOKIE_MODES
+from tests.fakesite.control import (
+    COMPRESS_MODES,
+    DATASET_TRANSFERS,
+    MARKUP_CHANGES,
+    SESSION_COOKIE_MODES,
+)
 from tests.fakesite.tls import CERTIFICATES
 
 
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                 "script_delay_ms": args.script_delay_ms,
                 "script_challenge": args.script_challenge,
                 "challenge_pass_seconds": args.challenge_pass_seconds,
+                "markup_change": args.markup_change,
+                "extra_column": args.extra_column,
             }
         )
     except ValueError as error:
@@ -168,6 +175,17 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="MS",
         help="how long after the load event the script of a shell page starts",
+    )
+    # Changes FutureLearn may make: see Faults (control.py).
+    parser.add_argument(
+        "--markup-change",
+        choices=MARKUP_CHANGES,
+        help="render one part of the pages in another form (server-rendered pages only)",
+    )
+    parser.add_argument(
+        "--extra-column",
+        metavar="DATASET",
+        help="give that dataset's files one column more (sentiment)",
     )
     parser.add_argument("--no-tricky", action="store_true", help="leave out the edge cases")
     parser.add_argument("--seed", type=int, default=1)

@@ -248,7 +248,8 @@ class App:
             return _forbidden()
         if kind == "organisations":
             organisations = [o for o in self.data.organisations if o.slug in administered]
-            return _html(200, pages.organisations_page(organisations, email))
+            change = self.faults.markup_change
+            return _html(200, pages.organisations_page(organisations, email, change))
         if kind == "runs":
             return self._runs(request, session, params["org"], administered, email)
         if kind == "other":
@@ -318,7 +319,10 @@ class App:
         if page is None:
             return _not_found(email)
         shell = self._shell(session, api.runs_source(slug, page))
-        return _html(200, pages.runs_page(organisation, page, date.today(), email, shell))
+        change = self.faults.markup_change
+        return _html(
+            200, pages.runs_page(organisation, page, date.today(), email, shell, change=change)
+        )
 
     def _run_page(
         self,
@@ -337,7 +341,10 @@ class App:
             return _html(200, pages.run_details_page(run, organisation, date.today(), email))
         if kind == "dashboard":
             shell = self._shell(session, api.datasets_source(run))
-            return _html(200, pages.dashboard_page(run, organisation, started, email, shell))
+            change = self.faults.markup_change
+            return _html(
+                200, pages.dashboard_page(run, organisation, started, email, shell, change=change)
+            )
         dataset = params.get("dataset", SUBDIVISIONS)
         if not started or (kind == "dataset" and dataset not in run.datasets):
             return _not_found(email)
@@ -393,7 +400,9 @@ class App:
     # Datasets
 
     def _csv(self, request: Request, run: Run, dataset: str) -> Reply:
-        file = self.files.get(run, dataset, self.faults.generation)
+        file = self.files.get(
+            run, dataset, self.faults.generation, dataset == self.faults.extra_column
+        )
         filename = f"{run.course_slug}-{run.number}_{dataset.replace('_', '-')}.csv"
         etag = f"W/{file.etag}" if self.faults.weak_etag else file.etag
         validators = [

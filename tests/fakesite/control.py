@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tests.fakesite import coding
+from tests.fakesite.datasets import HEADERS
 
 KINDS = (
     "sign_in_get",
@@ -28,6 +29,8 @@ SESSION_COOKIE_MODES = ("new_at_sign_in", "kept", "every_answer")
 # How dataset bodies are framed and coded (the contract allows each; see ``Faults``).
 DATASET_TRANSFERS = ("length", "chunked")
 COMPRESS_MODES = ("none", "gzip", "br")
+# Markup changes FutureLearn may make (see ``Faults``), as pages.py renders them.
+MARKUP_CHANGES = ("organisations_class", "runs_class", "date_cell", "datasets_class")
 
 
 @dataclass
@@ -98,6 +101,18 @@ class Faults:
     a ``403`` "Just a moment..." page whose script earns the cookie. A clearance holds only
     for the ``User-Agent`` that earned it, for ``challenge_pass_seconds`` (counted from the
     pass, whatever the knob says later).
+
+    Changes beyond the contract, as FutureLearn has made them (server-rendered pages only; the
+    script of ``script_pages`` still builds the contract's markup):
+
+    - ``markup_change``: one page part in another form. ``"organisations_class"``: the
+      organisations list is ``<ul class="m-org-index">``. ``"runs_class"``: the runs table is
+      ``<table class="m-table m-table--course-runs">``. ``"date_cell"``: a run's start cell
+      has no ``data-order``; it shows ``<time datetime="YYYY-MM-DD">Monday 8 January
+      2024</time>`` (or ``Not set``). ``"datasets_class"``: the dashboard's list and links are
+      ``<ul class="m-downloads">`` and ``<a class="m-downloads__link">``. None: as the contract.
+    - ``extra_column``: a dataset name (as on the dashboard, or ``country-subdivisions``)
+      whose files get one column more at the end, ``sentiment``; None: none.
     """
 
     session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
@@ -122,6 +137,8 @@ class Faults:
     script_never_next: int = 0  # the next N shell pages never complete
     script_challenge: bool = False  # 403 "Just a moment..." until a script earns cf_clearance
     challenge_pass_seconds: float = 1800.0  # how long a cf_clearance holds
+    markup_change: str | None = None  # one of MARKUP_CHANGES
+    extra_column: str | None = None  # a dataset whose files get a "sentiment" column
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -192,6 +209,8 @@ def _check(name: str, value: Any) -> None:
         "script_never_next": is_int(value) and value >= 0,
         "script_challenge": isinstance(value, bool),
         "challenge_pass_seconds": is_number(value) and value > 0,
+        "markup_change": value is None or value in MARKUP_CHANGES,
+        "extra_column": value is None or value in HEADERS,
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")

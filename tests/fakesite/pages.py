@@ -3,6 +3,9 @@
 The chrome (head scripts, site header with a search form, breadcrumbs, footer, cookie banner)
 is there so that parsers meet the noise of a real page. Every text is escaped.
 
+``change`` (``Faults.markup_change``) renders one part in another form, as FutureLearn has
+changed its markup before: see ``Faults`` for each value.
+
 The runs listing and the stats dashboard can also come as a ``Shell`` (the contract's "Pages
 built by script"): the same page with its table body or list left empty, for an inline script
 (``SHELL_SCRIPT``) to fill from the JSON of api.py.
@@ -85,26 +88,35 @@ def home_page() -> bytes:
     return _layout("Online courses", main, user=None)
 
 
-def organisations_page(organisations: list[Organisation], email: str) -> bytes:
+def organisations_page(
+    organisations: list[Organisation], email: str, change: str | None = None
+) -> bytes:
     items = "\n".join(
         f'<li><a href="/admin/organisations/{_e(o.slug)}/runs">{_e(o.name)}</a></li>'
         for o in organisations
     )
     main = f"""<div class="m-action-bar"><h1 class="m-action-bar__title">Organisations</h1></div>
 <p class="m-intro">Choose an organisation to see its course runs.</p>
-<ul class="m-organisation-list">
+<ul class="{"m-org-index" if change == "organisations_class" else "m-organisation-list"}">
 {items}
 </ul>"""
     return _layout("Organisations", main, user=email)
 
 
 def runs_page(
-    organisation: Organisation, page: int, today: date, email: str, shell: Shell | None = None
+    organisation: Organisation,
+    page: int,
+    today: date,
+    email: str,
+    shell: Shell | None = None,
+    *,
+    change: str | None = None,
 ) -> bytes:
     runs = organisation.runs_page(page)
     first = (page - 1) * RUNS_PER_PAGE + 1
+    table_class = "m-table--course-runs" if change == "runs_class" else "m-table--runs"
     if shell is None:
-        rows = "\n" + "\n".join(_run_row(run, today) for run in runs) + "\n"
+        rows = "\n" + "\n".join(_run_row(run, today, change) for run in runs) + "\n"
         after_table = _pagination(organisation, page)
     else:
         rows, after_table = "", _shell_script(shell)
@@ -114,7 +126,7 @@ def runs_page(
 <a class="a-button a-button--secondary" href="/admin/organisations/{_e(organisation.slug)}/courses">Courses</a>
 </div>
 <p class="m-results-summary">Showing runs {first}&ndash;{first + len(runs) - 1} of {len(organisation.runs)}</p>
-<table class="m-table m-table--runs"{_busy(shell)}>
+<table class="m-table {table_class}"{_busy(shell)}>
 <thead><tr><th scope="col">Course</th><th scope="col">Run</th><th scope="col">Start date</th>
 <th scope="col">Status</th><th scope="col"><span class="u-visually-hidden">Links</span></th></tr></thead>
 <tbody>{rows}</tbody>
@@ -152,11 +164,18 @@ def run_details_page(run: Run, organisation: Organisation, today: date, email: s
 
 
 def dashboard_page(
-    run: Run, organisation: Organisation, started: bool, email: str, shell: Shell | None = None
+    run: Run,
+    organisation: Organisation,
+    started: bool,
+    email: str,
+    shell: Shell | None = None,
+    *,
+    change: str | None = None,
 ) -> bytes:
     base = _run_path(run)
+    block = "m-downloads" if change == "datasets_class" else "m-datasets"
     items = "\n".join(
-        f'<li><a class="m-datasets__link" href="{base}/stats-dashboard/data/{_e(name)}">'
+        f'<li><a class="{block}__link" href="{base}/stats-dashboard/data/{_e(name)}">'
         f"{_e(dataset_label(name))}</a></li>"
         for name in (run.datasets if started else ())
     )
@@ -175,7 +194,7 @@ def dashboard_page(
 <section class="m-stats-downloads">
 <h2>Download datasets</h2>
 <p class="m-stats-downloads__note">{note}</p>
-<ul class="m-datasets"{_busy(shell)}>{items}</ul>
+<ul class="{block}"{_busy(shell)}>{items}</ul>
 </section>{script}"""
     return _layout(
         f"Stats dashboard: {run.course_title}", main, user=email, csrf_token=_token(shell)
@@ -205,10 +224,15 @@ def _run_path(run: Run) -> str:
     return f"/admin/courses/{_e(run.course_slug)}/{run.number}"
 
 
-def _run_row(run: Run, today: date) -> str:
+def _run_row(run: Run, today: date, change: str | None) -> str:
     base = _run_path(run)
     title = _e(run.course_title)
-    if run.start_date:
+    if change == "date_cell":
+        start = '<td class="m-run__start">Not set</td>'
+        if run.start_date:
+            day = run.start_date
+            start = f'<td class="m-run__start"><time datetime="{day}">{day:%A} {day.day} {day:%B %Y}</time></td>'  # noqa: E501
+    elif run.start_date:
         start = f'<td class="m-run__start" data-order="{run.start_date}">{format_date(run.start_date)}</td>'  # noqa: E501
     else:
         start = '<td class="m-run__start" data-order="">Not set</td>'

@@ -192,7 +192,9 @@ class FakeSite:
             raise KeyError((course_slug, run_number))
         if dataset not in (*run.datasets, SUBDIVISIONS):
             raise KeyError((course_slug, run_number, dataset))
-        return self._app.files.get(run, dataset, generation or self.faults.generation)
+        return self._app.files.get(
+            run, dataset, generation or self.faults.generation, dataset == self.faults.extra_column
+        )
 
     def dataset_bytes(
         self, course_slug: str, run_number: int, dataset: str, generation: int | None = None

@@ -1,0 +1,112 @@
+"""``scrapy loaddb [--database URL] [--organisation NAME]``: the data tree into a SQL database.
+
+The database: ``--database``, else ``FLSYNC_DATABASE_URL`` from the environment (where a
+password is safer than on a command line, which ``ps`` shows), else SQLite at
+``{data_dir}/flsync.sqlite3`` (a local data_dir only). The tree is the config's data_dir,
+read through the same store as the sync's (see flsync.sql.loader for what a load does).
+
+Exit status: 0 when every changed run was loaded; 1 when a run could not be (each said in one
+line, its previous rows left as they were); 2 when nothing was done (bad config, database URL
+or organisation, a database that cannot be reached).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from scrapy.commands import ScrapyCommand
+from scrapy.utils.log import configure_logging
+
+from flsync.config import ConfigError, load_data_dir
+from flsync.sql.loader import (
+    ChooseError,
+    DatabaseError,
+    Loader,
+    LoadResult,
+    choose_organisations,
+    open_database,
+)
+from flsync.storage import StoreError, StoreLocationError, store_class
+
+if TYPE_CHECKING:
+    import argparse
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DATABASE_ENV = "FLSYNC_DATABASE_URL"
+SQLITE_FILE = "flsync.sqlite3"
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+    requires_crawler_process = False
+
+    def syntax(self) -> str:
+        return "[--database URL] [--organisation NAME]"
+
+    def short_desc(self) -> str:
+        return "Load the data tree into a SQL database (the runs that changed since the last load)"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument(
+            "--database",
+            metavar="URL",
+            help=f"SQLAlchemy URL of the database (default: ${DATABASE_ENV}, else SQLite at"
+            f" data_dir/{SQLITE_FILE})",
+        )
+        parser.add_argument(
+            "--organisation",
+            metavar="NAME",
+            action="append",
+            default=[],
+            help="only this organisation: its folder's name or its slug (repeatable)",
+        )
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        assert self.settings is not None
+        configure_logging(self.settings)
+        try:
+            result = self._load(opts)
+        except (ConfigError, StoreLocationError, StoreError, DatabaseError, ChooseError) as exc:
+            logger.error("Database load FAILED: %(error)s", {"error": exc})
+            self.exitcode = EXIT_USAGE
+            return
+        if result.ok:
+            logger.info("Database load complete: %(summary)s", {"summary": result.summary()})
+        else:
+            logger.error("Database load FAILED: %(summary)s", {"summary": result.summary()})
+            self.exitcode = EXIT_FAILED
+
+    def _load(self, opts: argparse.Namespace) -> LoadResult:
+        assert self.settings is not None
+        data_dir = load_data_dir(self.settings.get("FLSYNC_CONFIG") or "config.json")
+        local = "://" not in data_dir or data_dir.startswith("file://")
+        if local and not os.path.isdir(data_dir.removeprefix("file://")):
+            raise ConfigError(f"data_dir {data_dir} does not exist: nothing to load (sync first)")
+        url = opts.database or os.environ.get(DATABASE_ENV) or self._default_url(data_dir)
+        # The S3 store takes its AWS_* settings as the files pipeline hands them over.
+        from flsync.pipelines import DatasetFilesPipeline  # noqa: PLC0415
+
+        DatasetFilesPipeline._update_stores(self.settings)
+        store_cls = store_class(data_dir)
+        store = store_cls(data_dir)
+        chosen = choose_organisations(store, opts.organisation)
+        engine = open_database(url)
+        try:
+            return Loader(engine, store).load(chosen)
+        finally:
+            engine.dispose()
+
+    def _default_url(self, data_dir: str) -> str:
+        if "://" in data_dir and not data_dir.startswith("file://"):
+            raise ConfigError(
+                f"data_dir is {data_dir}: give the database with --database URL (or"
+                f" {DATABASE_ENV}); the default SQLite file needs a local data_dir"
+            )
+        folder = data_dir.removeprefix("file://")
+        return f"sqlite:///{os.path.abspath(os.path.join(folder, SQLITE_FILE))}"

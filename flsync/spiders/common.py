@@ -1,0 +1,41 @@
+"""What the spiders share: how a crawl's settings are prepared from the config, and the
+errors they say alike."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flsync.browser import BrowserError, browser_settings
+from flsync.config import LOADED_CONFIG, ConfigError, load_config
+from flsync.handlers import impersonation
+from flsync.transport import combined_ca_bundle
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+    from flsync.config import FlsyncConfig
+
+
+def prepare_settings(settings: BaseSettings) -> FlsyncConfig:
+    """Read the config (FLSYNC_CONFIG) into the crawl's settings, check the transport's
+    settings and add the browser's (FLSYNC_BROWSER). Called from a spider's
+    ``update_settings``, while the crawler is built: a bad config is one ConfigError before
+    anything starts (see flsync.commands.crawl)."""
+    config = load_config(settings.get("FLSYNC_CONFIG") or "config.json")
+    try:
+        impersonation(settings)
+        combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
+        if settings.getbool("FLSYNC_BROWSER"):
+            settings.setdict(browser_settings(settings, config.base_url), "spider")
+    except (ValueError, BrowserError) as exc:
+        raise ConfigError(str(exc)) from None
+    settings.set(LOADED_CONFIG, config, "spider")
+    return config
+
+
+def not_admin_error(user: str) -> str:
+    """The one line for an account that may not see /admin/organisations (403)."""
+    return (
+        f"Signed in as {user}, but the account has no admin rights (403 on"
+        " /admin/organisations): use a partner account that administers the organisations"
+    )

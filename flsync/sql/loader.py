@@ -1,0 +1,650 @@
+"""The data tree into a SQL database: one table per dataset, ``runs`` from metadata.csv.
+
+A load walks the chosen organisations' run folders through the store, and reloads only the
+runs whose files changed since the last load: ``flsync_loads`` keeps, per run folder, a
+fingerprint of its files (names, sizes, modification times) and the key and tables its rows
+went to. Each changed run is read twice: first every file is checked and each column typed
+(nothing touches the database before a run's files are all readable), then, in one
+transaction per run, its rows are deleted from every table and its files inserted through the
+database's bulk path. A failure anywhere in a run rolls its transaction back: its previous
+rows stay, and the other runs go on. Runs whose folders are gone from the tree are deleted.
+
+Tables only grow: a new dataset makes a new table, a new column a new column, and a column
+whose new values its type cannot hold is widened to text (its values written back exactly as
+the files had them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from flsync import tree
+from flsync.sql.bulk import LoadError, Target, insert_rows
+from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, scan, value_kind, widen
+from flsync.storage import StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.types import TypeEngine
+
+    from flsync.storage import DataStore, FileStat
+
+logger = logging.getLogger(__name__)
+
+# Part of every fingerprint: a new version (another way of typing or storing) reloads all.
+LOADER_VERSION = "1"
+LOADS_TABLE = "flsync_loads"
+RUNS_TABLE = "runs"
+LEADING = ("uni_name", "course_name", "run")
+RESERVED_TABLES = (LOADS_TABLE, RUNS_TABLE)
+RUN_FOLDER = re.compile(r"[0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Identifiers longer than this are cut or refused by PostgreSQL (63) and MySQL (64).
+MAX_NAME = 63
+# MariaDB/MySQL index at most 3072 bytes of a key: the names' first 191 characters.
+MYSQL_KEY_PREFIX = 191
+
+
+class DatabaseError(Exception):
+    """The database cannot be used (bad URL, unreachable, refused); one line for the user,
+    the URL's password masked."""
+
+
+class ChooseError(Exception):
+    """An organisation asked for is not in the tree; one line for the user."""
+
+
+def masked(url: str) -> str:
+    """The URL with its password hidden, whether SQLAlchemy can parse it or not."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def open_database(url: str) -> Engine:
+    """An engine for ``url``, connected once to check it; DatabaseError (one line) if not."""
+    shown = masked(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(
+            f"database URL {shown} is not valid: use postgresql://USER:PASSWORD@HOST/DATABASE,"
+            " mysql+pymysql://USER:PASSWORD@HOST/DATABASE or sqlite:///PATH"
+        ) from None
+    options: dict[str, Any] = {}
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        # LOAD DATA LOCAL INFILE is off in the client unless asked for; utf8mb4 for emoji.
+        options["connect_args"] = {"local_infile": True, "charset": "utf8mb4"}
+    if parsed.get_backend_name() == "sqlite":
+        # Another writer (a second load) is waited for, not failed at once.
+        options["connect_args"] = {"timeout": 300}
+    try:
+        engine = create_engine(parsed, **options)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(
+            f"database URL {shown}: unknown database or driver ({_reason(exc, parsed.password)}):"
+            " use postgresql://…, mysql+pymysql://… or sqlite:///…"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions(engine)
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise DatabaseError(
+            f"cannot connect to the database {shown}: {_reason(exc, parsed.password)}"
+        ) from None
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """SQLite's Python driver would commit before DDL and begin late: SQLAlchemy's own
+    recipe hands transactions to SQLAlchemy, so that a table rebuilt (a column widened) is
+    rebuilt whole or not at all."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        # A bigger page cache for index upkeep during large inserts (64 MiB).
+        dbapi_connection.execute("PRAGMA cache_size = -65536")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def _reason(exc: BaseException, password: str | None) -> str:
+    """The first line of what the driver said, never with the password."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    reason = lines[0].strip() if lines else type(cause).__name__
+    return reason.replace(password, "***") if password else reason
+
+
+def slug(name: str) -> str:
+    """An organisation folder's name as a slug: lowercase ASCII, words joined by "-"."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+def organisations(store: DataStore) -> list[str]:
+    """The organisation folders of the tree."""
+    return [
+        name for name in store.list_dir("") if not name.startswith(".") and not store.exists(name)
+    ]
+
+
+def choose_organisations(store: DataStore, wanted: Sequence[str]) -> list[str]:
+    """The organisation folders named by ``wanted`` (each a folder's name, or its slug), all
+    of them if ``wanted`` is empty; ChooseError for one that is not in the tree."""
+    found = organisations(store)
+    if not wanted:
+        return found
+    chosen = []
+    for name in wanted:
+        match = [f for f in found if name in (f, tree.organisation_dir(name)) or slug(f) == name]
+        if not match:
+            listed = "; ".join(f"{f} ({slug(f)})" for f in found) or "none"
+            raise ChooseError(
+                f"organisation {name!r} is not in the data tree, which holds: {listed}"
+                " (give a folder's name or its slug)"
+            )
+        chosen += [f for f in match if f not in chosen]
+    return chosen
+
+
+@dataclass
+class RunFolder:
+    """A run's folder in the tree and what the store says of its files."""
+
+    folder: str
+    files: dict[str, FileStat]
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(f"flsync-load {LOADER_VERSION}\n".encode())
+        for name, stat in sorted(self.files.items()):
+            digest.update(f"{name}\0{stat.size}\0{stat.mtime!r}\n".encode())
+        return digest.hexdigest()
+
+
+def run_folders(store: DataStore, organisation: str) -> list[RunFolder]:
+    """The run folders of an organisation (``{course}/{run}-{start}-{end}``)."""
+    runs = []
+    for course in store.list_dir(organisation):
+        course_dir = f"{organisation}/{course}"
+        if course.startswith(".") or store.exists(course_dir):
+            continue
+        for run in store.list_dir(course_dir):
+            if not RUN_FOLDER.fullmatch(run):
+                continue
+            folder = f"{course_dir}/{run}"
+            files = {}
+            for name in store.list_dir(folder):
+                stat = store.stat(f"{folder}/{name}")
+                if name.endswith(".csv") and not name.startswith(".") and stat is not None:
+                    files[name] = stat
+            runs.append(RunFolder(folder, files))
+    return runs
+
+
+@dataclass
+class DatasetFile:
+    """A run's dataset file, checked and typed."""
+
+    path: str
+    table: str
+    header: list[str]
+    kinds: list[Kind]
+    stat: FileStat
+
+
+@dataclass
+class ScannedRun:
+    """A changed run whose files are all readable: ready to load."""
+
+    run: RunFolder
+    key: tuple[str, str, int]  # uni_name, course_name, run (from metadata.csv)
+    metadata_header: list[str]
+    metadata_row: list[str]
+    files: list[DatasetFile] = field(default_factory=list)
+
+
+@dataclass
+class LoadResult:
+    """What a load did."""
+
+    loaded: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[str] = field(default_factory=list)  # one line per failed run
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        return (
+            f"{self.loaded} runs loaded ({self.rows} rows, {self.bytes / 1e6:.1f} MB),"
+            f" {self.unchanged} unchanged, {self.removed} removed, {len(self.failed)} failed,"
+            f" in {self.seconds:.1f} s"
+        )
+
+
+class Loader:
+    """Loads runs of a data tree (read through ``store``) into the database of ``engine``."""
+
+    def __init__(self, engine: Engine, store: DataStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.dialect = engine.dialect.name
+        self._columns: dict[str, dict[str, Kind]] = {}  # of the tables being loaded
+
+    def load(self, chosen: Sequence[str]) -> LoadResult:
+        """Load the runs of the organisation folders ``chosen`` that changed since the last
+        load; each failed run is logged (one line) and listed in the result."""
+        started = time.monotonic()
+        result = LoadResult()
+        self._create_loads_table()
+        recorded = self._recorded(chosen)
+        present = {run.folder: run for org in chosen for run in run_folders(self.store, org)}
+        for folder in sorted(recorded.keys() - present.keys()):
+            self._remove(folder, recorded[folder])
+            result.removed += 1
+        changed = []
+        for folder, run in sorted(present.items()):
+            if recorded.get(folder, {}).get("fingerprint") == run.fingerprint:
+                result.unchanged += 1
+            else:
+                changed.append(run)
+        scanned = self._scan_all(changed, recorded, result)
+        if scanned:
+            self._prepare_tables(scanned)
+        for ready in scanned:
+            try:
+                rows = self._load_run(ready, recorded.get(ready.run.folder))
+            except (MalformedFile, LoadError, StoreError, OSError) as exc:
+                self._failed(result, ready.run.folder, str(exc))
+            except DBAPIError as exc:
+                self._failed(
+                    result, ready.run.folder, f"the database refused it: {_reason(exc, None)}"
+                )
+                if exc.connection_invalidated:
+                    break  # the connection is gone: the next runs would fail the same way
+            else:
+                result.loaded += 1
+                result.rows += rows
+                result.bytes += sum(stat.size for stat in ready.run.files.values())
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _scan_all(
+        self, changed: Sequence[RunFolder], recorded: dict[str, dict[str, Any]], result: LoadResult
+    ) -> list[ScannedRun]:
+        """The changed runs whose files are all readable; the others fail, one line each."""
+        scanned = []
+        keys = {tuple(r["key"]): folder for folder, r in recorded.items()}
+        for run in changed:
+            try:
+                ready = self._scan(run)
+                other = keys.get(ready.key)
+                if other is not None and other != run.folder:
+                    raise MalformedFile(
+                        f"{run.folder}/{tree.METADATA_FILE}",
+                        None,
+                        f"the same uni_name, course_name and run as {other}, which is loaded",
+                    )
+                keys[ready.key] = run.folder
+                scanned.append(ready)
+            except (MalformedFile, StoreError, OSError) as exc:
+                self._failed(result, run.folder, str(exc))
+        return scanned
+
+    def _failed(self, result: LoadResult, folder: str, reason: str) -> None:
+        line = (
+            f"Run (not loaded): {folder}: {reason}; its rows in the database were left as they were"
+        )
+        logger.error("%(line)s", {"line": line})
+        result.failed.append(line)
+
+    # The bookkeeping table.
+
+    def _loads_table(self, metadata: MetaData) -> Table:
+        return Table(
+            LOADS_TABLE,
+            metadata,
+            Column("folder", String(512), primary_key=True),
+            Column("uni_name", _text()),
+            Column("course_name", _text()),
+            Column("run", BigInteger),
+            Column("tables", _text()),  # the tables its rows went to, space-separated
+            Column("fingerprint", String(64)),
+            Column("loaded_at", String(32)),  # ISO 8601, UTC
+            **_TABLE_OPTIONS,
+        )
+
+    def _create_loads_table(self) -> None:
+        with self.engine.begin() as connection:
+            self._loads_table(MetaData()).create(connection, checkfirst=True)
+
+    def _recorded(self, chosen: Sequence[str]) -> dict[str, dict[str, Any]]:
+        loads = self._loads_table(MetaData())
+        with self.engine.connect() as connection:
+            rows = connection.execute(loads.select()).mappings().all()
+        return {
+            row["folder"]: {
+                "key": (row["uni_name"], row["course_name"], row["run"]),
+                "tables": row["tables"].split(),
+                "fingerprint": row["fingerprint"],
+            }
+            for row in rows
+            if row["folder"].split("/", 1)[0] in chosen
+        }
+
+    # Reading a run.
+
+    def _scan(self, run: RunFolder) -> ScannedRun:
+        header, row = self._metadata(run)
+        key = (row[0], row[1], int(row[2]))
+        ready = ScannedRun(run, key, header, row)
+        for name in sorted(run.files):
+            if name == tree.METADATA_FILE:
+                continue
+            path = f"{run.folder}/{name}"
+            table = name.removesuffix(".csv").replace("-", "_")
+            if table in RESERVED_TABLES or len(table) > MAX_NAME:
+                raise MalformedFile(path, None, f"a dataset cannot be named {table!r}")
+            with CsvFile(self.store, path) as file:
+                for column in file.header:
+                    if column in LEADING or len(column) > MAX_NAME:
+                        raise MalformedFile(path, 1, f"a column cannot be named {column!r}")
+                kinds = scan(file)
+            ready.files.append(DatasetFile(path, table, file.header, kinds, run.files[name]))
+        return ready
+
+    def _metadata(self, run: RunFolder) -> tuple[list[str], list[str]]:
+        path = f"{run.folder}/{tree.METADATA_FILE}"
+        if tree.METADATA_FILE not in run.files:
+            raise MalformedFile(path, None, "missing (the next sync writes it)")
+        with CsvFile(self.store, path) as file:
+            rows = [row for block in file.blocks() for row in block]
+        if list(file.header[:3]) != list(LEADING) or len(rows) != 1:
+            raise MalformedFile(
+                path, None, f"expected a header starting {','.join(LEADING)} and one row"
+            )
+        if value_kind(rows[0][2]) is not Kind.INTEGER:
+            raise MalformedFile(path, 2, f"run {rows[0][2]!r} is not a number")
+        return file.header, rows[0]
+
+    # The tables.
+
+    def _prepare_tables(self, scanned: Sequence[ScannedRun]) -> None:
+        """Create the tables and columns the runs need, and widen the columns whose new
+        values their type cannot hold (before the runs' transactions: MariaDB commits DDL
+        at once; every change here keeps the rows as they are)."""
+        wanted: dict[str, dict[str, Kind]] = {}
+        for ready in scanned:
+            runs = wanted.setdefault(RUNS_TABLE, {})
+            for name, value in zip(ready.metadata_header, ready.metadata_row, strict=True):
+                runs[name] = widen(runs.get(name, Kind.EMPTY), value_kind(value))
+            for file in ready.files:
+                columns = wanted.setdefault(file.table, {})
+                for name, kind in zip(file.header, file.kinds, strict=True):
+                    columns[name] = widen(columns.get(name, Kind.EMPTY), kind)
+        with self.engine.connect() as connection:
+            inspector = inspect(connection)
+            existing = set(inspector.get_table_names())
+            current = {
+                name: {c["name"]: _kind_of(c["type"]) for c in inspector.get_columns(name)}
+                for name in wanted
+                if name in existing
+            }
+        for name, columns in wanted.items():
+            with self.engine.begin() as connection:
+                if name not in current:
+                    self._create_table(connection, name, columns)
+                    continue
+                for column, kind in columns.items():
+                    have = current[name].get(column)
+                    if column in LEADING:
+                        continue
+                    if have is None:
+                        self._add_column(connection, name, column, kind)
+                    elif widen(have, kind) != have:
+                        self._widen(connection, name, column, have, current[name])
+                        current[name][column] = Kind.TEXT
+        self._columns = self._reflect(wanted)
+
+    def _reflect(self, names: Iterable[str]) -> dict[str, dict[str, Kind]]:
+        with self.engine.connect() as connection:
+            inspector = inspect(connection)
+            return {
+                name: {c["name"]: _kind_of(c["type"]) for c in inspector.get_columns(name)}
+                for name in names
+            }
+
+    def _create_table(self, connection: Connection, name: str, columns: dict[str, Kind]) -> None:
+        leading: list[Column[Any]] = [
+            Column("uni_name", _text(), nullable=False),
+            Column("course_name", _text(), nullable=False),
+            Column("run", BigInteger, nullable=False),
+        ]
+        own = [Column(c, _sql_type(k)) for c, k in columns.items() if c not in LEADING]
+        table = Table(name, MetaData(), *leading, *own, **_TABLE_OPTIONS)
+        Index(
+            f"ix_{name}_run"[:MAX_NAME],
+            table.c.uni_name,
+            table.c.course_name,
+            table.c.run,
+            mysql_length={"uni_name": MYSQL_KEY_PREFIX, "course_name": MYSQL_KEY_PREFIX},
+        )
+        table.create(connection)
+        logger.info("Table %(table)s created", {"table": name})
+
+    def _add_column(self, connection: Connection, table: str, column: str, kind: Kind) -> None:
+        q = connection.dialect.identifier_preparer.quote
+        sql_type = _sql_type(kind).compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(column)} {sql_type}")
+        logger.info("Column %(table)s.%(column)s added", {"table": table, "column": column})
+
+    def _widen(
+        self,
+        connection: Connection,
+        table: str,
+        column: str,
+        kind: Kind,
+        columns: dict[str, Kind],
+    ) -> None:
+        """Make ``column`` text, its values written as the files had them."""
+        q = connection.dialect.identifier_preparer.quote
+        t, c = q(table), q(column)
+        if self.dialect == "postgresql":
+            using = {
+                Kind.INTEGER: f"{c}::text",
+                Kind.DATE: f"to_char({c}, 'YYYY-MM-DD')",
+                Kind.TIMESTAMP: f"to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+                " || ' UTC'",
+            }[kind]
+            connection.exec_driver_sql(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE text USING {using}")
+        elif self.dialect in ("mysql", "mariadb"):
+            connection.exec_driver_sql(f"ALTER TABLE {t} MODIFY {c} LONGTEXT")
+            if kind is Kind.TIMESTAMP:
+                connection.exec_driver_sql(
+                    f"UPDATE {t} SET {c} = CONCAT(LEFT({c}, 19), ' UTC') WHERE {c} IS NOT NULL"
+                )
+        else:
+            self._rebuild_sqlite(connection, table, column, kind, columns)
+        logger.warning(
+            "Column %(table)s.%(column)s widened from %(kind)s to text: new values are not"
+            " all %(kind)s",
+            {"table": table, "column": column, "kind": kind},
+        )
+
+    def _rebuild_sqlite(
+        self,
+        connection: Connection,
+        table: str,
+        column: str,
+        kind: Kind,
+        columns: dict[str, Kind],
+    ) -> None:
+        """SQLite cannot change a column's type: the table is made again, in one transaction."""
+        q = connection.dialect.identifier_preparer.quote
+        new = {**columns, column: Kind.TEXT}
+        scratch = f"{table}__flsync_widen"
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {q(scratch)}")
+        connection.exec_driver_sql(f"ALTER TABLE {q(table)} RENAME TO {q(scratch)}")
+        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {q(f'ix_{table}_run'[:MAX_NAME])}")
+        self._create_table(connection, table, new)
+        names = ", ".join(q(name) for name in new)
+        values = ", ".join(
+            f"{q(name)} || ' UTC'" if name == column and kind is Kind.TIMESTAMP else q(name)
+            for name in new
+        )
+        connection.exec_driver_sql(
+            f"INSERT INTO {q(table)} ({names}) SELECT {values} FROM {q(scratch)}"
+        )
+        connection.exec_driver_sql(f"DROP TABLE {q(scratch)}")
+
+    # Loading a run.
+
+    def _load_run(self, ready: ScannedRun, recorded: dict[str, Any] | None) -> int:
+        """Replace the run's rows in one transaction; the number of rows inserted."""
+        run = ready.run
+        tables = sorted({file.table for file in ready.files})
+        rows = 0
+        with self.engine.begin() as connection:
+            old_tables = recorded["tables"] if recorded else []
+            keys = {ready.key, *([tuple(recorded["key"])] if recorded else [])}
+            for table in sorted({*old_tables, *tables, RUNS_TABLE}):
+                if table in self._columns or self._exists(connection, table):
+                    for key in keys:
+                        self._delete(connection, table, key)
+            self._insert(connection, RUNS_TABLE, ready.metadata_header, (), [[ready.metadata_row]])
+            for file in ready.files:
+                with CsvFile(self.store, file.path) as csv_file:
+                    if csv_file.header != file.header:
+                        raise MalformedFile(file.path, 1, "changed during the load: load again")
+                    self._insert(connection, file.table, file.header, ready.key, csv_file.blocks())
+                    rows += csv_file.rows
+                if self.store.stat(file.path) != file.stat:
+                    raise MalformedFile(file.path, None, "changed during the load: load again")
+            loads = self._loads_table(MetaData())
+            connection.execute(loads.delete().where(loads.c.folder == run.folder))
+            connection.execute(
+                loads.insert().values(
+                    folder=run.folder,
+                    uni_name=ready.key[0],
+                    course_name=ready.key[1],
+                    run=ready.key[2],
+                    tables=" ".join(tables),
+                    fingerprint=run.fingerprint,
+                    loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                )
+            )
+        logger.debug("Run loaded: %(folder)s (%(rows)d rows)", {"folder": run.folder, "rows": rows})
+        return rows
+
+    def _insert(
+        self,
+        connection: Connection,
+        table: str,
+        header: Sequence[str],
+        prefix: Sequence[str | int],
+        blocks: Iterable[list[list[str]]],
+    ) -> None:
+        columns = [*LEADING[: len(prefix)], *header]
+        kinds = [self._columns[table].get(c, Kind.TEXT) for c in columns]
+        insert_rows(connection, Target(table, columns, kinds, prefix), blocks)
+
+    def _exists(self, connection: Connection, table: str) -> bool:
+        return inspect(connection).has_table(table)
+
+    def _delete(self, connection: Connection, table: str, key: tuple[str, str, int]) -> None:
+        q = connection.dialect.identifier_preparer.quote
+        connection.execute(
+            text(
+                f"DELETE FROM {q(table)} WHERE uni_name = :uni_name"
+                " AND course_name = :course_name AND run = :run"
+            ),
+            dict(zip(LEADING, key, strict=True)),
+        )
+
+    def _remove(self, folder: str, recorded: dict[str, Any]) -> None:
+        """Delete the rows of a run whose folder is gone from the tree."""
+        with self.engine.begin() as connection:
+            for table in {*recorded["tables"], RUNS_TABLE}:
+                if self._exists(connection, table):
+                    self._delete(connection, table, tuple(recorded["key"]))
+            loads = self._loads_table(MetaData())
+            connection.execute(loads.delete().where(loads.c.folder == folder))
+        logger.info(
+            "Run removed from the database (its folder is gone): %(folder)s", {"folder": folder}
+        )
+
+
+# MariaDB/MySQL: InnoDB (transactions), every character (emoji), exact comparisons.
+_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+def _text() -> TypeEngine[str]:
+    # MySQL's TEXT holds 64 KiB; a comment may be longer.
+    return Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def _sql_type(kind: Kind) -> TypeEngine[Any]:
+    if kind is Kind.INTEGER:
+        return BigInteger()
+    if kind is Kind.TIMESTAMP:
+        # PostgreSQL: timestamptz; MariaDB/MySQL: DATETIME (UTC); SQLite: DATETIME, as text.
+        return DateTime(timezone=True)
+    if kind is Kind.DATE:
+        return Date()
+    return _text()
+
+
+def _kind_of(sql_type: TypeEngine[Any]) -> Kind:
+    if isinstance(sql_type, Integer):
+        return Kind.INTEGER
+    if isinstance(sql_type, DateTime):
+        return Kind.TIMESTAMP
+    if isinstance(sql_type, Date):
+        return Kind.DATE
+    return Kind.TEXT
