@@ -715,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-browser", action="store_true", help="skip scenario C (pages built by script)"
     )
+    parser.add_argument(
+        "--skip-load", action="store_true", help="skip scenario D (loading into the databases)"
+    )
+    parser.add_argument("--load-mb", type=float, default=1024, help="scenario D's file size")
     parser.add_argument("--timeout", type=float, default=900, help="per command, in seconds")
     parser.add_argument(
         "--repeat",
@@ -728,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also run flsync as of this git revision (a temporary worktree), side by side",
     )
     args = parser.parse_args(argv)
+    from benchmarks import load  # noqa: PLC0415 - it builds on this module
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = (args.json.parent / "logs").resolve()  # absolute: a baseline runs elsewhere
@@ -746,18 +751,22 @@ def main(argv: list[str] | None = None) -> int:
         a = scenario_a(args, bench)
         b = None if args.skip_big else scenario_b(args, bench)
         c = None if args.skip_browser else scenario_c(args, bench)
+        d = None if args.skip_load else load.scenario_d(args, bench)
     finally:
         if args.baseline_code:
             subprocess.run([*git, "remove", "--force", str(args.baseline_code)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     targets = check_targets(a, b, c)
     print_report(a, b, c, targets)
+    if d is not None:
+        targets += load.report(d)
     report = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {**machine_info(), "loadavg_before": load_before},
         "scenario_a": a,
         "scenario_b": b,
         "scenario_c": c,
+        "scenario_d": d,
         "targets": targets,
     }
     args.json.write_text(json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n")

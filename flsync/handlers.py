@@ -17,9 +17,9 @@ Settings: ``FLSYNC_IMPERSONATE`` (the browser to impersonate, or ``none``), ``FL
 in memory). Request meta: ``flsync_stream_to``, ``flsync_first_bytes`` (keep that many bytes
 of the body, in memory, and end the transfer there: the response is flagged ``truncated``),
 ``proxy`` (set by HttpProxyMiddleware, with its ``Proxy-Authorization`` header sent to the
-proxy only), ``download_timeout``, ``download_maxsize``; it sets ``download_latency``. Stats: ``flsync/stream/files``,
-``flsync/stream/bytes``, ``flsync/stream/failed/<reason>`` (``dataloss``, ``timeout``),
-``flsync/stream/unclaimed``.
+proxy only), ``download_timeout``, ``download_maxsize``; it sets ``download_latency``. Stats:
+``flsync/stream/files``, ``flsync/stream/bytes``, ``flsync/stream/failed/<reason>``
+(``dataloss``, ``timeout``), ``flsync/stream/unclaimed``.
 """
 
 from __future__ import annotations

@@ -336,44 +336,53 @@ class SyncStatePipeline:
             sync.figures.count_file("failed")
 
     def spider_closed(self, reason: str) -> None:
-        mirror = mirror_of(self.crawler)
         for organisation, sync in self.syncs.items():
-            folder = tree.organisation_dir(organisation)
-            state = mirror.state(organisation)
-            layout_changed = sync.run_count == 0 and (
-                bool(state.runs) or self._has_run_folders(folder)
-            )
-            if layout_changed:
-                self.crawler.stats.inc_value("flsync/layout_changed")
+            try:
+                self._close(organisation, sync, reason)
+            except storage.StoreError as exc:
+                # The state, update.txt or the report could not be written (or the tree
+                # read): one line and a failed sync, not a traceback Scrapy only logs.
+                self.crawler.stats.inc_value("flsync/store/failed")
                 logger.error(
-                    "No runs found for %(organisation)s, but %(folder)s holds some:"
-                    " FutureLearn's page layout has probably changed (flsync/site.py reads it)",
-                    {"organisation": organisation, "folder": folder},
+                    "Organisation (failed): %(organisation)s: %(error)s",
+                    {"organisation": organisation, "error": exc},
                 )
-            else:
-                state.files.update(sync.files)
-                state.runs.update(sync.runs)
-                for key in sync.failed_runs:
-                    state.runs.pop(key, None)
-                mirror.save_state(organisation)
-            figures = sync.figures
-            figures.complete = (
-                reason == "finished"
-                and not layout_changed
-                and sync.failures == 0
-                and sync.run_count is not None
+
+    def _close(self, organisation: str, sync: _OrganisationSync, reason: str) -> None:
+        """Save the organisation's state, write update.txt if it is complete, and report."""
+        mirror = mirror_of(self.crawler)
+        folder = tree.organisation_dir(organisation)
+        state = mirror.state(organisation)
+        layout_changed = sync.run_count == 0 and (bool(state.runs) or self._has_run_folders(folder))
+        if layout_changed:
+            self.crawler.stats.inc_value("flsync/layout_changed")
+            logger.error(
+                "No runs found for %(organisation)s, but %(folder)s holds some:"
+                " FutureLearn's page layout has probably changed (flsync/site.py reads it)",
+                {"organisation": organisation, "folder": folder},
             )
-            if figures.complete:
-                mirror.store.persist_file(
-                    f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(sync)), None
-                )
-            mirror.store.persist_file(figures.path, io.BytesIO(figures.to_json()), None)
-            if figures.complete:
-                logger.info("%(report)s", {"report": figures.log_line()})
-            else:
-                logger.warning(
-                    "%(report)s; update.txt left as it was", {"report": figures.log_line()}
-                )
+        else:
+            state.files.update(sync.files)
+            state.runs.update(sync.runs)
+            for key in sync.failed_runs:
+                state.runs.pop(key, None)
+            mirror.save_state(organisation)
+        figures = sync.figures
+        figures.complete = (
+            reason == "finished"
+            and not layout_changed
+            and sync.failures == 0
+            and sync.run_count is not None
+        )
+        if figures.complete:
+            mirror.store.persist_file(
+                f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(sync)), None
+            )
+        mirror.store.persist_file(figures.path, io.BytesIO(figures.to_json()), None)
+        if figures.complete:
+            logger.info("%(report)s", {"report": figures.log_line()})
+        else:
+            logger.warning("%(report)s; update.txt left as it was", {"report": figures.log_line()})
 
     def _sync(self, organisation: str) -> _OrganisationSync:
         sync = self.syncs.get(organisation)

@@ -110,6 +110,9 @@ EXTENSIONS = {
     "flsync.mirror.Mirror": 0,
     "flsync.stopping.PromptStop": 0,
     "flsync.progress.Progress": 0,
+    # With FLSYNC_DATABASE_URL in the environment (never a setting: it may hold a password),
+    # the runs that changed are loaded into that database once the crawl is over.
+    "flsync.sql.extension.LoadAfterSync": 0,
 }
 # A line on stderr showing runs found, files done and bytes received, redrawn as the sync
 # works; only ever when stderr is a terminal (never under cron or Scrapyd).

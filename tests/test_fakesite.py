@@ -999,6 +999,9 @@ def test_saved_pages_are_there() -> None:
         "run_details_not_set.html": "<dd>Not set</dd>",
         "stats_dashboard.html": "m-datasets__link",
         "stats_dashboard_empty.html": 'class="m-datasets"',
+        "stats_dashboard_renamed.html": "m-downloads__link",
+        "runs_page1_date_cell.html": '<time datetime="2025-05-09">Friday 9 May 2025</time>',
+        "runs_page1_bad_order.html": 'data-order="09/05/2025"',
     }
     readme = (pages / "README.md").read_text()
     for name, marker in markers.items():
@@ -2228,3 +2231,82 @@ def test_chromium_trusts_only_the_pinned_certificate(chromium: Chromium) -> None
 
         chromium.run(refused())
         assert unpinned.stats()["requests"] == 0
+
+
+# Changes beyond the contract, as FutureLearn has made them (markup_change, extra_column)
+
+
+def test_markup_changes_render_one_part_in_another_form(fakesite: FakeSite, admin: Browser) -> None:
+    runs, dashboard = (
+        "/admin/organisations/exampleton/runs",
+        f"/admin/courses/{SERIES}/19/stats-dashboard",
+    )
+    organisations = admin.get("/admin/organisations").sel
+    listing, datasets = admin.get(runs).sel, admin.get(dashboard).sel
+    orgs_links = organisations.css("ul.m-organisation-list li a::attr(href)").getall()
+    orders = listing.css("td.m-run__start::attr(data-order)").getall()
+    dataset_links = datasets.css("ul.m-datasets a.m-datasets__link::attr(href)").getall()
+    assert len(orgs_links) == 2 and len(orders) == 25 and len(dataset_links) == 12
+
+    fakesite.faults.update({"markup_change": "organisations_class"})
+    changed = admin.get("/admin/organisations").sel
+    assert not changed.css("ul.m-organisation-list")
+    assert changed.css("ul.m-org-index li a::attr(href)").getall() == orgs_links
+
+    fakesite.faults.update({"markup_change": "runs_class"})
+    changed = admin.get(runs).sel
+    assert not changed.css("table.m-table--runs")
+    assert len(changed.css("table.m-table--course-runs tr.m-run")) == 25
+
+    fakesite.faults.update({"markup_change": "date_cell"})
+    cells = admin.get(runs).sel.css("td.m-run__start")
+    assert not [c for c in cells if "data-order" in c.attrib]
+    assert [c.css("time::attr(datetime)").get() or "" for c in cells] == orders
+    assert [c.css("::text").get() for c in cells if not c.css("time")] == ["Not set"]
+    day = datetime.fromisoformat(orders[1])
+    assert cells[1].css("time::text").get() == f"{day:%A} {day.day} {day:%B %Y}"
+
+    fakesite.faults.update({"markup_change": "datasets_class"})
+    changed = admin.get(dashboard).sel
+    assert not changed.css("ul.m-datasets, a.m-datasets__link")
+    assert changed.css("ul.m-downloads a.m-downloads__link::attr(href)").getall() == dataset_links
+
+    fakesite.faults.update({"markup_change": None})
+    assert admin.get(runs).sel.css("td.m-run__start::attr(data-order)").getall() == orders
+
+
+def test_extra_column_in_one_dataset(fakesite: FakeSite, admin: Browser) -> None:
+    comments, enrolments = DATASET, DATASET.replace("/comments", "/enrolments")
+    before = {path: admin.get(path).body for path in (comments, enrolments)}
+    fakesite.faults.update({"extra_column": "comments"})
+    page = admin.get(comments)
+    assert page.body == fakesite.dataset_bytes(SERIES, 19, "comments")
+    rows = list(csv.reader(io.StringIO(page.text, newline="")))
+    old_rows = list(csv.reader(io.StringIO(before[comments].decode(), newline="")))
+    assert rows[0] == [*HEADERS["comments"], "sentiment"]
+    assert [row[:-1] for row in rows] == old_rows
+    assert {row[-1] for row in rows[1:]} <= {"positive", "neutral", "negative"}
+    assert admin.get(enrolments).body == before[enrolments]  # the other datasets unchanged
+
+
+def test_page_change_knobs_are_checked_and_set_from_the_cli(fakesite: FakeSite) -> None:
+    for name, value in [("markup_change", "tables"), ("extra_column", "no_such_dataset")]:
+        with pytest.raises(ValueError, match=f"bad value for {name}"):
+            fakesite.faults.update({name: value})
+    options = ["--markup-change", "date_cell", "--extra-column", "comments"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/_fakesite/control")
+        knobs = json.loads(connection.getresponse().read())
+        connection.close()
+        assert (knobs["markup_change"], knobs["extra_column"]) == ("date_cell", "comments")
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0

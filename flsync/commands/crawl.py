@@ -38,6 +38,7 @@ FAILURE_STATS = (
     "flsync/organisations/locked",
     "flsync/layout_changed",
     "flsync/store/failed",
+    "flsync/database/failed",  # the load at the end (FLSYNC_DATABASE_URL)
 )
 SUMMARY_STATS = (
     ("downloaded", "flsync/datasets/downloaded"),

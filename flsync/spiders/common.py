@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flsync.browser import BrowserError, browser_settings
+from flsync.browser import BROWSER_SLOT, BrowserError, browser_settings
 from flsync.config import LOADED_CONFIG, ConfigError, load_config
 from flsync.handlers import impersonation
 from flsync.transport import combined_ca_bundle
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from scrapy.settings import BaseSettings
 
     from flsync.config import FlsyncConfig
@@ -39,3 +41,19 @@ def not_admin_error(user: str) -> str:
         f"Signed in as {user}, but the account has no admin rights (403 on"
         " /admin/organisations): use a partner account that administers the organisations"
     )
+
+
+def rendered_meta() -> dict[str, Any]:
+    """The meta of a page FutureLearn may build by script, read in the browser
+    (FLSYNC_BROWSER on)."""
+    return {"playwright": True, "download_slot": BROWSER_SLOT}
+
+
+def wanted_dataset(name: str, wanted: tuple[str, ...]) -> bool:
+    """Whether the config's ``datasets`` (empty: all) take this one; ``_`` and ``-`` alike."""
+    keys = {_dataset_key(d) for d in wanted}
+    return not keys or _dataset_key(name) in keys
+
+
+def _dataset_key(name: str) -> str:
+    return name.replace("_", "-").lower()

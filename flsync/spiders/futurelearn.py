@@ -19,12 +19,16 @@ from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
-from flsync.browser import BROWSER_SLOT
 from flsync.config import config_from_settings
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
 from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
-from flsync.spiders.common import not_admin_error, prepare_settings
+from flsync.spiders.common import (
+    not_admin_error,
+    prepare_settings,
+    rendered_meta,
+    wanted_dataset,
+)
 from flsync.stopping import SyncStopped, stopper
 from flsync.storage import store_class
 
@@ -316,8 +320,7 @@ class FuturelearnSpider(scrapy.Spider):
         )
 
     def _wanted(self, dataset: str) -> bool:
-        wanted = {_dataset_key(d) for d in self.config.datasets}
-        return not wanted or _dataset_key(dataset) in wanted
+        return wanted_dataset(dataset, self.config.datasets)
 
     def _unreadable(
         self, response: TextResponse, organisation: str
@@ -359,11 +362,5 @@ class FuturelearnSpider(scrapy.Spider):
             callback=callback,
             errback=self.page_failed,
             cb_kwargs={"organisation": organisation, **kwargs},
-            meta={"playwright": True, "download_slot": BROWSER_SLOT}
-            if rendered and self.browser
-            else {},
+            meta=rendered_meta() if rendered and self.browser else {},
         )
-
-
-def _dataset_key(name: str) -> str:
-    return name.replace("_", "-").lower()

@@ -54,7 +54,7 @@ def widen(a: Kind, b: Kind) -> Kind:
 # text is lost: an integer without a sign "+", leading zeros or "-0", within 64 bits; the
 # exports' timestamps ("2016-05-09 10:23:11 UTC") and dates. Step codes such as "1.10" are no
 # integers (and no decimals are typed: 1.1 and 1.10 are different steps).
-_INTEGER = r"-?(?:0|[1-9][0-9]{0,17})"
+_INTEGER = r"(?:0|-?[1-9][0-9]{0,17})"
 _DATE = (
     r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
     r"(?<!-02-30)(?<!-02-31)(?<!-04-31)(?<!-06-31)(?<!-09-31)(?<!-11-31)"

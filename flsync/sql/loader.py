@@ -83,11 +83,11 @@ class ChooseError(Exception):
 
 
 def masked(url: str) -> str:
-    """The URL with its password hidden, whether SQLAlchemy can parse it or not."""
+    """The URL with its password hidden (all of it, if it cannot be parsed)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+        return "(an invalid URL)"
 
 
 def open_database(url: str) -> Engine:
@@ -96,8 +96,9 @@ def open_database(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
+        # Not shown: which part of it is a password cannot be told.
         raise DatabaseError(
-            f"database URL {shown} is not valid: use postgresql://USER:PASSWORD@HOST/DATABASE,"
+            "the database URL is not valid: use postgresql://USER:PASSWORD@HOST/DATABASE,"
             " mysql+pymysql://USER:PASSWORD@HOST/DATABASE or sqlite:///PATH"
         ) from None
     options: dict[str, Any] = {}
@@ -172,7 +173,7 @@ def choose_organisations(store: DataStore, wanted: Sequence[str]) -> list[str]:
         return found
     chosen = []
     for name in wanted:
-        match = [f for f in found if name in (f, tree.organisation_dir(name)) or slug(f) == name]
+        match = [f for f in found if f == tree.organisation_dir(name) or slug(f) == name]
         if not match:
             listed = "; ".join(f"{f} ({slug(f)})" for f in found) or "none"
             raise ChooseError(
@@ -298,12 +299,11 @@ class Loader:
                 rows = self._load_run(ready, recorded.get(ready.run.folder))
             except (MalformedFile, LoadError, StoreError, OSError) as exc:
                 self._failed(result, ready.run.folder, str(exc))
-            except DBAPIError as exc:
+            except (DBAPIError, self.engine.dialect.loaded_dbapi.Error) as exc:
+                # A bulk path's own error comes from the driver, not through SQLAlchemy.
                 self._failed(
                     result, ready.run.folder, f"the database refused it: {_reason(exc, None)}"
                 )
-                if exc.connection_invalidated:
-                    break  # the connection is gone: the next runs would fail the same way
             else:
                 result.loaded += 1
                 result.rows += rows

@@ -1,0 +1,225 @@
+"""Scenario D (loading): a --load-mb step-activity file loaded by `scrapy loaddb` into SQLite,
+PostgreSQL and MariaDB, beside `psql \\copy` of the same file into a plain text table.
+
+The tree is one run whose step-activity.csv is built by the imitation site's generator (the
+big file of scenario B), written to disk once. Each command runs as a child process (peak
+RSS from os.wait4); each database is a new one, dropped at the end. The servers come from
+FLSYNC_TEST_POSTGRES_URL and FLSYNC_TEST_MYSQL_URL (defaults: the local ones). Alone:
+``.venv/bin/python -m benchmarks.load [--load-mb 1024]``; ``benchmarks.run`` runs it as
+scenario D unless ``--skip-load``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import MB, ROOT, Bench, Measured, print_table
+
+LOAD_RATIO_TARGET = 3.0
+LOAD_RSS_TARGET_MB = 200.0
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
+FOLDER = "Benchmark University/Loading Test/1-2020-01-06-2020-02-03"
+COLUMNS = ("learner_id", "step", "week_number", "step_number", "first_visited_at")
+COLUMNS += ("last_completed_at",)
+
+
+def write_tree(data_dir: Path, size_mb: float) -> Path:
+    """One run with metadata.csv and a big step-activity.csv; the latter's path."""
+    sys.path.insert(0, str(ROOT))
+    from tests.fakesite.data import SiteOptions, build_site_data  # noqa: PLC0415
+    from tests.fakesite.datasets import DatasetStore  # noqa: PLC0415
+
+    options = SiteOptions(organisations=1, courses=1, runs=1, big_file_mb=size_mb, tricky=False)
+    data = build_site_data(options, date.today())
+    assert data.big_file is not None
+    run = data.run(*data.big_file)
+    assert run is not None
+    folder = data_dir / FOLDER
+    folder.mkdir(parents=True)
+    (folder / "metadata.csv").write_text(
+        "uni_name,course_name,run,start_date,end_date,duration_weeks\n"
+        "Benchmark University,Loading Test,1,2020-01-06,2020-02-03,4\n"
+    )
+    path = folder / "step-activity.csv"
+    with path.open("wb") as out:
+        for chunk in DatasetStore(data).get(run, "step_activity", 1).chunks():
+            out.write(chunk)
+    return path
+
+
+class Databases:
+    """New databases on the servers, dropped at the end."""
+
+    def __init__(self) -> None:
+        from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+        self.servers = {
+            "postgresql": make_url(os.environ.get("FLSYNC_TEST_POSTGRES_URL") or DEFAULT_POSTGRES),
+            "mysql": make_url(os.environ.get("FLSYNC_TEST_MYSQL_URL") or DEFAULT_MYSQL),
+        }
+        self.made: list[tuple[str, str]] = []
+
+    def new(self, kind: str) -> str:
+        name = f"flsync_bench_{uuid.uuid4().hex[:10]}"
+        self._admin(kind, f"CREATE DATABASE {name}")
+        self.made.append((kind, name))
+        return self.servers[kind].set(database=name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        for kind, name in self.made:
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
+            self._admin(kind, f"DROP DATABASE IF EXISTS {name}{force}")
+
+    def _admin(self, kind: str, statement: str) -> None:
+        from sqlalchemy import create_engine  # noqa: PLC0415
+
+        engine = create_engine(self.servers[kind], isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.exec_driver_sql(statement)
+        engine.dispose()
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as psql takes it."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def scenario_d(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    print(f"Scenario D (loading a {args.load_mb} MB step-activity file)", flush=True)
+    data_dir = bench.work / "load-tree"
+    big = write_tree(data_dir, args.load_mb)
+    size = big.stat().st_size
+    config = bench.work / "load.json"
+    config.write_text(json.dumps({"data_dir": str(data_dir)}))
+    databases = Databases()
+    result: dict[str, Any] = {"file_bytes": size, "loads": {}}
+    try:
+        psql = shutil.which("psql")
+        if psql:
+            url = libpq_url(databases.new("postgresql"))
+            plain = ", ".join(f"{c} text" for c in COLUMNS)
+            subprocess.run([psql, url, "-qc", f"CREATE TABLE plain ({plain})"], check=True)
+            copy = f"\\copy plain FROM '{big}' CSV HEADER"
+            measured = bench.run([psql, url, "-c", copy], bench.logs / "psql-copy.log")
+            measured.label = "psql \\copy (plain text table)"
+            result["psql"] = measured
+            print(f"  {measured.label}: {measured.wall_s:.2f} s", flush=True)
+        for kind in ("sqlite", "postgresql", "mysql"):
+            url = (
+                f"sqlite:///{bench.work / 'load.sqlite3'}"
+                if kind == "sqlite"
+                else (databases.new(kind))
+            )
+            cmd = [sys.executable, "-m", "scrapy", "loaddb", "--database", url]
+            cmd += ["-s", f"FLSYNC_CONFIG={config}"]
+            measured = bench.run(cmd, bench.logs / f"loaddb-{kind}.log")
+            measured.label = f"scrapy loaddb ({kind})"
+            result["loads"][kind] = measured
+            print(f"  {measured.label}: {measured.wall_s:.2f} s, exit {measured.exit_status}")
+            (bench.work / "load.sqlite3").unlink(missing_ok=True)
+    finally:
+        databases.drop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def load_targets(d: dict[str, Any]) -> list[dict[str, str]]:
+    targets = []
+    psql: Measured | None = d.get("psql")
+    for kind, m in d["loads"].items():
+        ratio = m.wall_s / psql.wall_s if psql and psql.ok and m.ok else None
+        targets.append(
+            {
+                "target": f"D: loaddb ({kind}) wall / psql \\copy wall",
+                "measured": f"{ratio:.2f}" if ratio else "n/a",
+                "required": f"<= {LOAD_RATIO_TARGET:g}",
+                "result": "PASS" if ratio and ratio <= LOAD_RATIO_TARGET else "FAIL",
+            }
+        )
+        targets.append(
+            {
+                "target": f"D: loaddb ({kind}) peak RSS",
+                "measured": f"{m.peak_rss_mb:.0f} MB",
+                "required": f"< {LOAD_RSS_TARGET_MB:.0f} MB",
+                "result": "PASS" if m.ok and m.peak_rss_mb < LOAD_RSS_TARGET_MB else "FAIL",
+            }
+        )
+    return targets
+
+
+def print_load_report(d: dict[str, Any], targets: list[dict[str, str]]) -> None:
+    size = d["file_bytes"]
+    rows = [("command", "wall s", "CPU s", "MB/s", "RSS MB", "exit")]
+    measured = ([d["psql"]] if d.get("psql") else []) + list(d["loads"].values())
+    for m in measured:
+        rate = m.mb_per_s(size)
+        rows.append(
+            (
+                m.label,
+                f"{m.wall_s:.2f}",
+                f"{m.cpu_s:.2f}",
+                f"{rate:.1f}" if rate else "-",
+                f"{m.peak_rss_mb:.0f}",
+                str(m.exit_status),
+            )
+        )
+    print(f"\nD: one file of {size / MB:.0f} MB (MB = 2^20 bytes); wall time of each command.")
+    print_table(rows)
+    print()
+    print_table(
+        [("target", "measured", "required", "result")]
+        + [(t["target"], t["measured"], t["required"], t["result"]) for t in targets]
+    )
+
+
+def report(d: dict[str, Any]) -> list[dict[str, str]]:
+    """Print scenario D's table and targets; the targets."""
+    targets = load_targets(d)
+    print_load_report(d, targets)
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.run import machine_info, to_json  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--load-mb", type=float, default=1024)
+    parser.add_argument("--timeout", type=float, default=1800, help="per command, in seconds")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/load.json"))
+    args = parser.parse_args(argv)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    logs = (args.json.parent / "logs").resolve()
+    logs.mkdir(exist_ok=True)
+    print(f"Load average before: {os.getloadavg()[0]:.2f} (nproc {os.cpu_count()})", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="flsync-bench-"))
+    try:
+        d = scenario_d(args, Bench(work, logs, args.timeout))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    targets = report(d)
+    document = {"options": {"load_mb": args.load_mb}, "machine": machine_info()}
+    document |= {"scenario_d": d, "targets": targets}
+    args.json.write_text(json.dumps(to_json(document), indent=2, ensure_ascii=False) + "\n")
+    missed = [t["target"] for t in targets if t["result"] == "FAIL"]
+    if missed:
+        print("TARGET MISSED: " + "; ".join(missed))
+        return 1
+    print("All targets met.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
