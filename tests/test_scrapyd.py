@@ -177,6 +177,8 @@ def scrapyd(site: FakeSite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             time.sleep(0.1)
         assert server.get("daemonstatus.json")["status"] == "ok"
         deploy(server)
+        listed = server.get("listspiders.json", project="flsync")["spiders"]
+        assert sorted(listed) == ["doctor", "futurelearn"]
         yield server
     finally:
         process.terminate()
@@ -205,7 +207,7 @@ def deploy(server: Scrapyd) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(result.stdout)["spiders"] == 1, result.stdout
+    assert json.loads(result.stdout)["status"] == "ok", result.stdout
     # The build's scratch stays out of the checkout.
     assert _build_leftovers() == before
 
