@@ -544,3 +544,44 @@ def test_a_malformed_file_names_its_line_and_reason(tmp_path, content, message):
     with pytest.raises(MalformedFile) as raised:
         _scan(tmp_path, content)
     assert str(raised.value).startswith(message)
+
+
+def test_each_database_types_a_column_as_the_csv_module_would(tmp_path, database):
+    """The servers test the kinds in their own way (first rows, then casts or regular
+    expressions): the same kinds as flsync.sql.csvfiles, values the first rows do not show
+    included."""
+    folder = tmp_path / "data" / "Org" / "Course" / "1-2020-01-06-2020-02-03"
+    folder.mkdir(parents=True)
+    (folder / "metadata.csv").write_text(
+        "uni_name,course_name,run,start_date,end_date,duration_weeks\n"
+        "Org,Course,1,2020-01-06,2020-02-03,4\n"
+    )
+    columns = {
+        "number": ("1", "-7", "0", Kind.INTEGER),
+        "leading_zero": ("1", "1", "007", Kind.TEXT),
+        "minus_zero": ("1", "1", "-0", Kind.TEXT),
+        "nineteen_digits": ("1", "1", "1000000000000000000", Kind.TEXT),
+        "no_such_day": ("2016-05-09 10:23:11 UTC", "", "2019-02-30 10:00:00 UTC", Kind.TEXT),
+        "iso_t": ("2016-05-09 10:23:11 UTC", "", "2016-05-09T10:23:11 UTC", Kind.TEXT),
+        "leap_day": ("2016-05-09", "", "2024-02-29", Kind.DATE),
+        "late_number": ("", "", "5", Kind.INTEGER),
+        "late_text": ("1", "2", "x", Kind.TEXT),
+        "late_stamp": ("", "", "2016-05-09 10:23:11 UTC", Kind.TIMESTAMP),
+    }
+    rows = [[first for first, _, _, _ in columns.values()]]
+    rows += [[middle for _, middle, _, _ in columns.values()]] * 5000
+    rows += [[last for _, _, last, _ in columns.values()]]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([list(columns), *rows])
+    (folder / "typing.csv").write_text(out.getvalue(), encoding="utf-8")
+    engine = open_database(database)
+    try:
+        result = Loader(engine, LocalStore(str(tmp_path / "data"))).load(["Org"])
+    finally:
+        engine.dispose()
+    assert result.ok, result.failed
+    assert_tables_match_tree(database, tmp_path / "data")
+    types = column_types(database, "typing")
+    for name, (_, _, _, kind) in columns.items():
+        word = {Kind.INTEGER: "INT", Kind.TEXT: "TEXT", Kind.DATE: "DATE"}.get(kind, "TIME")
+        assert word in types[name], (name, types[name])

@@ -6,10 +6,11 @@ flsync.sql.csvfiles.Kind). Then, once the tables fit those kinds, one ``INSERT �
 moves the rows into the dataset's table inside the run's transaction, empty text as NULL and
 each value cast to its column's type. The file is parsed once:
 - PostgreSQL: the file's bytes as they are, through ``COPY … FROM STDIN (FORMAT csv, HEADER)``:
-  the server parses them; one aggregate query over the staging table finds the kinds.
+  the server parses them. Each column's kind is guessed from the file's first rows (the csv
+  module) and tested by one aggregate query over the staging table (see _kinds).
 - MariaDB/MySQL: ``LOAD DATA LOCAL INFILE`` of a named pipe that a thread fills with the
   file's bytes (``OPTIONALLY ENCLOSED BY '"' ESCAPED BY ''``: RFC 4180); any warning fails
-  the file; the kinds as on PostgreSQL.
+  the file; the kinds guessed and tested as on PostgreSQL, by regular expressions.
 - SQLite: the csv module (flsync.sql.csvfiles), typing each block as it goes, and
   ``executemany`` into the staging table.
 
@@ -29,6 +30,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DataError
+
 from flsync.sql.csvfiles import (
     DATE_PATTERN,
     INTEGER_PATTERN,
@@ -37,6 +40,7 @@ from flsync.sql.csvfiles import (
     Kind,
     MalformedFile,
     column_kind,
+    widen,
 )
 
 if TYPE_CHECKING:
@@ -48,12 +52,21 @@ if TYPE_CHECKING:
 
 # What is read from the store (and sent to the server) at a time.
 CHUNK = 1 << 20
-# The kinds a staged column is tested for, with a cheap test first (its length).
-_CHECKS = (
-    (Kind.INTEGER, INTEGER_PATTERN, "<= 19"),
-    (Kind.TIMESTAMP, TIMESTAMP_PATTERN, "= 23"),
-    (Kind.DATE, DATE_PATTERN, "= 10"),
-)
+# A value of each kind, as a regular expression (see flsync.sql.csvfiles)…
+_PATTERNS = {
+    Kind.INTEGER: INTEGER_PATTERN,
+    Kind.TIMESTAMP: TIMESTAMP_PATTERN,
+    Kind.DATE: DATE_PATTERN,
+}
+# … and, on PostgreSQL, as a cast that prints back as the value: the same values (the digits
+# of an integer within 18, as the expression has them; a timestamp's or date's text in ISO
+# form whatever the session's DateStyle). "%%" is the driver's "%".
+_CASTS = {
+    Kind.INTEGER: "char_length({c}) - ({c} LIKE '-%%')::int <= 18 AND {c}::bigint::text = {c}",
+    Kind.TIMESTAMP: "char_length({c}) = 23 AND {c} LIKE '%% UTC'"
+    " AND to_char(left({c}, 19)::timestamp, 'YYYY-MM-DD HH24:MI:SS') = left({c}, 19)",
+    Kind.DATE: "char_length({c}) = 10 AND to_char({c}::date, 'YYYY-MM-DD') = {c}",
+}
 
 
 class LoadError(Exception):
@@ -62,9 +75,11 @@ class LoadError(Exception):
 
 @dataclass(frozen=True)
 class Staged:
-    """A file staged: its temporary table, its header and each column's kind."""
+    """A file staged: its temporary table, the dataset's table, the file's header and each
+    column's kind."""
 
     table: str
+    target: str
     path: str
     header: Sequence[str]
     kinds: Sequence[Kind]
@@ -75,12 +90,14 @@ def stage(
     store: DataStore,
     path: str,
     header: Sequence[str],
+    *,
     current: Sequence[Kind],
     table: str,
+    target: str,
 ) -> Staged:
     """Stage the file at ``path`` (its ``header`` read already) into the temporary table
-    ``table``; ``current`` is each column's kind in the dataset's table (EMPTY when new): a
-    column that is text already is not tested."""
+    ``table``, for the dataset's table ``target``; ``current`` is each column's kind there
+    (EMPTY when new): a column that is text already is not tested."""
     name = connection.dialect.name
     columns = [f"c{n}" for n in range(1, len(header) + 1)]
     dbapi = connection.connection.dbapi_connection
@@ -92,35 +109,39 @@ def stage(
         _copy_postgresql(dbapi, store, path, table, columns)
     elif name in ("mysql", "mariadb"):
         connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table}")
+        # MariaDB's Aria loads a temporary table twice as fast as InnoDB (no undo log).
+        aria = " ENGINE=Aria" if getattr(connection.dialect, "is_mariadb", False) else ""
         connection.exec_driver_sql(
             f"CREATE TEMPORARY TABLE {table} ({', '.join(f'{c} LONGTEXT' for c in columns)})"
-            " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            f" CHARACTER SET utf8mb4 COLLATE utf8mb4_bin{aria}"
         )
         _load_data_mysql(dbapi, store, path, table, columns)
     elif name == "sqlite":
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
         connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {table} ({', '.join(columns)})")
-        kinds = _insert_sqlite(dbapi, store, path, table, columns, current)
-        return Staged(table, path, header, kinds)
+        kinds = _insert_sqlite(dbapi, store, path, table, columns=columns, current=current)
+        return Staged(table, target, path, header, kinds)
     else:
         raise LoadError(f"no bulk path for {name}: use PostgreSQL, MariaDB/MySQL or SQLite")
-    return Staged(table, path, header, _kinds(connection, table, columns, current))
+    kinds = _kinds(connection, table, columns, _sample(store, path, current))
+    return Staged(table, target, path, header, kinds)
 
 
 def move(
-    connection: Connection,
-    staged: Staged,
-    target: str,
-    prefix: Sequence[str | int],
-    kinds: Sequence[Kind],
-) -> None:
-    """Insert the staged rows into the table ``target`` (whose columns' kinds, the file's
-    columns in order, are ``kinds``), after the leading columns' values ``prefix``."""
+    connection: Connection, staged: Staged, prefix: Sequence[str | int], kinds: Sequence[Kind]
+) -> int:
+    """Insert the staged rows into their dataset's table (whose columns' kinds, the file's
+    columns in order, are ``kinds``), after the leading columns' values ``prefix``; the
+    number of rows."""
     from flsync.sql.loader import LEADING  # noqa: PLC0415 - the loader imports this module
 
     name = connection.dialect.name
     q = connection.dialect.identifier_preparer.quote
+    # The drivers but SQLite's fill in each %s: a name's % is doubled.
     names = [q(c) for c in (*LEADING[: len(prefix)], *staged.header)]
+    if name != "sqlite":
+        names = [n.replace("%", "%%") for n in names]
+    target = q(staged.target).replace("%", "%%" if name != "sqlite" else "%")
     values = ["%s" if name != "sqlite" else "?"] * len(prefix)
     for n, kind in enumerate(kinds, 1):
         value = f"NULLIF(c{n}, '')"
@@ -132,66 +153,102 @@ def move(
             value = f"substr({value}, 1, 19)"
         values.append(value)
     sql = (
-        f"INSERT INTO {q(target)} ({', '.join(names)})"
-        f" SELECT {', '.join(values)} FROM {staged.table}"
+        f"INSERT INTO {target} ({', '.join(names)}) SELECT {', '.join(values)} FROM {staged.table}"
     )
-    if name != "sqlite":
-        sql = sql.replace("%", "%%").replace("%%s", "%s")
-    connection.exec_driver_sql(sql, tuple(prefix))
+    inserted = connection.exec_driver_sql(sql, tuple(prefix)).rowcount
     if name in ("mysql", "mariadb"):
         _refuse_warnings(connection.connection.dbapi_connection, staged.path)
+    return int(inserted)
 
 
-def drop(connection: Connection, staged: Sequence[Staged]) -> None:
-    """Drop the staging tables (outside any transaction on MariaDB: it would commit)."""
+def drop(connection: Connection, tables: Sequence[str]) -> None:
+    """Drop the staging tables, if they are."""
     temporary = " TEMPORARY" if connection.dialect.name in ("mysql", "mariadb") else ""
-    for item in staged:
-        connection.exec_driver_sql(f"DROP{temporary} TABLE IF EXISTS {item.table}")
+    for table in tables:
+        connection.exec_driver_sql(f"DROP{temporary} TABLE IF EXISTS {table}")
 
 
 # Kinds, on the server.
 
 
+def _sample(store: DataStore, path: str, current: Sequence[Kind]) -> list[Kind]:
+    """Each column's kind in the file's first rows (read by the csv module), widened with its
+    kind in the table: the kind it has in the whole file, or text."""
+    with CsvFile(store, path) as file:
+        block = next(file.blocks(), [])
+    if not block:
+        return list(current)
+    columns = zip(*block, strict=True)
+    return [widen(kind, column_kind(values)) for kind, values in zip(current, columns, strict=True)]
+
+
 def _kinds(
-    connection: Connection, table: str, columns: Sequence[str], current: Sequence[Kind]
+    connection: Connection, table: str, columns: Sequence[str], guessed: Sequence[Kind]
 ) -> list[Kind]:
-    """Each staged column's kind: one aggregate query tests every column not text yet."""
+    """Each staged column's kind, given its kind in the file's first rows (and the table):
+    one aggregate query tests each column's values for that kind only.
+
+    On PostgreSQL a value is tested by its cast to the column's type, which must print back
+    as the value: much cheaper there than a regular expression, but a value that does not
+    cast is an error, and then (rarely) the regular expressions decide."""
+    if connection.dialect.name != "postgresql":
+        return _matching(connection, table, columns, guessed)
+    tests: list[str] = []
+    for column, kind in zip(columns, guessed, strict=True):
+        if kind is not Kind.TEXT:
+            tests.append(f"bool_or({column} <> '')")
+        if kind in _CASTS:
+            cast = _CASTS[kind].format(c=column)
+            tests.append(f"bool_and({column} IS NULL OR {column} = '' OR COALESCE({cast}, FALSE))")
+    if not tests:
+        return list(guessed)
+    try:
+        with connection.begin_nested():
+            row = iter(connection.exec_driver_sql(f"SELECT {', '.join(tests)} FROM {table}").one())
+    except DataError:  # a value that does not cast
+        return _matching(connection, table, columns, guessed)
+    kinds: list[Kind] = []
+    for column, kind in zip(columns, guessed, strict=True):
+        if kind is Kind.TEXT or not next(row):
+            kinds.append(kind)  # text, or no value (or no row): the column's kind so far
+        elif kind is Kind.EMPTY:
+            kinds += _matching(connection, table, [column], [kind])
+        else:
+            kinds.append(kind if next(row) else Kind.TEXT)
+    return kinds
+
+
+def _matching(
+    connection: Connection, table: str, columns: Sequence[str], guessed: Sequence[Kind]
+) -> list[Kind]:
+    """The columns' kinds by the regular expressions of the kinds each may still have."""
     postgres = connection.dialect.name == "postgresql"
-    every, some = ("bool_and", "bool_or") if postgres else ("MIN", "MAX")
+    every, some, match = ("bool_and", "bool_or", "~") if postgres else ("MIN", "MAX", "REGEXP")
+    # Whole values: "$" of PostgreSQL's regular expressions ends the text; PCRE's "\\z" does
+    # (its "$" would match before a final line break too).
+    end = "$" if postgres else "\\z"
     tests: list[str] = []
     params: list[str] = []
-    for column, kind in zip(columns, current, strict=True):
+    for column, kind in zip(columns, guessed, strict=True):
         if kind is Kind.TEXT:
             continue
         tests.append(f"{some}({column} <> '')")
-        for check, pattern, length in _CHECKS:
-            if kind in (Kind.EMPTY, check):
-                match = "~" if postgres else "REGEXP"
-                tests.append(
-                    f"{every}({column} IS NULL OR {column} = ''"
-                    f" OR (char_length({column}) {length} AND {column} {match} %s))"
-                )
-                # Whole values: "$" of PostgreSQL's regular expressions ends the text, PCRE's
-                # "\z" (its "$" would match before a final line break).
-                params.append(f"^(?:{pattern}){'$' if postgres else '\\z'}")
+        for check, pattern in _PATTERNS.items():
+            if kind in (check, Kind.EMPTY):
+                tests.append(f"{every}(COALESCE({column}, '') {match} %s)")
+                params.append(f"^(?:{pattern}|){end}")
     if not tests:
-        return list(current)
-    row = list(
-        connection.exec_driver_sql(f"SELECT {', '.join(tests)} FROM {table}", tuple(params)).one()
-    )
-    kinds = []
-    for kind in current:
+        return list(guessed)
+    sql = f"SELECT {', '.join(tests)} FROM {table}"
+    row = iter(connection.exec_driver_sql(sql, tuple(params)).one())
+    kinds: list[Kind] = []
+    for kind in guessed:
         if kind is Kind.TEXT:
             kinds.append(kind)
             continue
-        if not row.pop(0):
-            kinds.append(kind)  # no value (or no row): the column's kind so far
-            continue
-        found = Kind.TEXT
-        for check, _pattern, _length in _CHECKS:
-            if kind in (Kind.EMPTY, check) and row.pop(0) and found is Kind.TEXT:
-                found = check
-        kinds.append(found)
+        some_value = next(row)
+        held = [check for check in _PATTERNS if kind in (check, Kind.EMPTY) and next(row)]
+        kinds.append((held[0] if held else Kind.TEXT) if some_value else kind)
     return kinds
 
 
@@ -320,6 +377,7 @@ def _insert_sqlite(
     store: DataStore,
     path: str,
     table: str,
+    *,
     columns: Sequence[str],
     current: Sequence[Kind],
 ) -> list[Kind]:

@@ -54,21 +54,25 @@ def widen(a: Kind, b: Kind) -> Kind:
 # text is lost: an integer without a sign "+", leading zeros or "-0", within 64 bits; the
 # exports' timestamps ("2016-05-09 10:23:11 UTC") and dates. Step codes such as "1.10" are no
 # integers (and no decimals are typed: 1.1 and 1.10 are different steps).
-_INTEGER = r"(?:0|-?[1-9][0-9]{0,17})"
-_DATE = (
-    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"(?<!-02-30)(?<!-02-31)(?<!-04-31)(?<!-06-31)(?<!-09-31)(?<!-11-31)"
+INTEGER_PATTERN = r"(?:0|-?[1-9][0-9]{0,17})"
+# A day 01-29 of any month, the 30th of any but February, the 31st of the long months.
+DATE_PATTERN = (
+    r"[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9])|(?:0[13-9]|1[0-2])-30"
+    r"|(?:0[13578]|1[02])-31)"
 )
-_TIMESTAMP = _DATE + r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] UTC"
+TIMESTAMP_PATTERN = DATE_PATTERN + r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] UTC"
+# The same in the staging tables' queries (flsync.sql.bulk): PostgreSQL's and PCRE's regular
+# expressions read them as Python does.
+_KIND_PATTERNS = (
+    (Kind.INTEGER, INTEGER_PATTERN),
+    (Kind.TIMESTAMP, TIMESTAMP_PATTERN),
+    (Kind.DATE, DATE_PATTERN),
+)
 # A whole column of a block, joined by "\n": empty lines are empty values (NULL).
 _COLUMN_PATTERNS = {
-    kind: re.compile(rf"(?:(?:{value})?\n)*(?:{value})?")
-    for kind, value in ((Kind.INTEGER, _INTEGER), (Kind.TIMESTAMP, _TIMESTAMP), (Kind.DATE, _DATE))
+    kind: re.compile(rf"(?:(?:{value})?\n)*(?:{value})?") for kind, value in _KIND_PATTERNS
 }
-_SINGLE_PATTERNS = {
-    kind: re.compile(value)
-    for kind, value in ((Kind.INTEGER, _INTEGER), (Kind.TIMESTAMP, _TIMESTAMP), (Kind.DATE, _DATE))
-}
+_SINGLE_PATTERNS = {kind: re.compile(value) for kind, value in _KIND_PATTERNS}
 
 
 def value_kind(value: str) -> Kind:
@@ -171,7 +175,7 @@ class CsvFile:
                 fields = len(block[index])
                 raise MalformedFile(
                     self.path,
-                    self._record_line(self.rows + index + 1),
+                    self.record_line(self.rows + index + 1),
                     f"{fields} field{'s' * (fields != 1)} where the header has {width}",
                 )
             self.rows += len(block)
@@ -188,7 +192,7 @@ class CsvFile:
                 self.path, line, f"not UTF-8 text (byte {offset} of the file)"
             ) from None
 
-    def _record_line(self, record: int) -> int:
+    def record_line(self, record: int) -> int:
         """The line the ``record``-th record (the header is record 0) starts on: read again
         from the start, on the error path only."""
         with io.TextIOWrapper(

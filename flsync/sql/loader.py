@@ -3,11 +3,12 @@
 A load walks the chosen organisations' run folders through the store, and reloads only the
 runs whose files changed since the last load: ``flsync_loads`` keeps, per run folder, a
 fingerprint of its files (names, sizes, modification times) and the key and tables its rows
-went to. Each changed run is read twice: first every file is checked and each column typed
-(nothing touches the database before a run's files are all readable), then, in one
-transaction per run, its rows are deleted from every table and its files inserted through the
-database's bulk path. A failure anywhere in a run rolls its transaction back: its previous
-rows stay, and the other runs go on. Runs whose folders are gone from the tree are deleted.
+went to. Each changed run's files are read once, through the database's bulk path, into
+temporary staging tables, which also tells each column's kind (flsync.sql.bulk); the tables
+are then made to fit, and, in one transaction per run, the run's rows are deleted from every
+table and the staged rows inserted. A failure anywhere in a run (a malformed file included)
+leaves its previous rows as they were, and the other runs go on. Runs whose folders are gone
+from the tree are deleted.
 
 Tables only grow: a new dataset makes a new table, a new column a new column, and a column
 whose new values its type cannot hold is widened to text (its values written back exactly as
@@ -46,12 +47,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from flsync import tree
-from flsync.sql.bulk import LoadError, Target, insert_rows
-from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, scan, value_kind, widen
+from flsync.sql.bulk import LoadError, Staged, drop, move, stage
+from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, value_kind, widen
 from flsync.storage import StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from sqlalchemy import Connection, Engine
     from sqlalchemy.types import TypeEngine
@@ -62,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 # Part of every fingerprint: a new version (another way of typing or storing) reloads all.
 LOADER_VERSION = "1"
+STAGING = "flsync_staging_"
 LOADS_TABLE = "flsync_loads"
 RUNS_TABLE = "runs"
 LEADING = ("uni_name", "course_name", "run")
@@ -221,18 +223,17 @@ def run_folders(store: DataStore, organisation: str) -> list[RunFolder]:
 
 @dataclass
 class DatasetFile:
-    """A run's dataset file, checked and typed."""
+    """A run's dataset file, its header read."""
 
     path: str
     table: str
     header: list[str]
-    kinds: list[Kind]
     stat: FileStat
 
 
 @dataclass
 class ScannedRun:
-    """A changed run whose files are all readable: ready to load."""
+    """A changed run whose files' headers are readable: ready to load."""
 
     run: RunFolder
     key: tuple[str, str, int]  # uni_name, course_name, run (from metadata.csv)
@@ -272,7 +273,8 @@ class Loader:
         self.engine = engine
         self.store = store
         self.dialect = engine.dialect.name
-        self._columns: dict[str, dict[str, Kind]] = {}  # of the tables being loaded
+        # Each table's columns and their kinds (None: no such table), as reflected once.
+        self._columns: dict[str, dict[str, Kind] | None] = {}
 
     def load(self, chosen: Sequence[str]) -> LoadResult:
         """Load the runs of the organisation folders ``chosen`` that changed since the last
@@ -292,15 +294,15 @@ class Loader:
             else:
                 changed.append(run)
         scanned = self._scan_all(changed, recorded, result)
-        if scanned:
-            self._prepare_tables(scanned)
         for ready in scanned:
             try:
                 rows = self._load_run(ready, recorded.get(ready.run.folder))
             except (MalformedFile, LoadError, StoreError, OSError) as exc:
+                self._columns.clear()
                 self._failed(result, ready.run.folder, str(exc))
             except (DBAPIError, self.engine.dialect.loaded_dbapi.Error) as exc:
                 # A bulk path's own error comes from the driver, not through SQLAlchemy.
+                self._columns.clear()
                 self._failed(
                     result, ready.run.folder, f"the database refused it: {_reason(exc, None)}"
                 )
@@ -374,7 +376,7 @@ class Loader:
             if row["folder"].split("/", 1)[0] in chosen
         }
 
-    # Reading a run.
+    # Reading a run's headers.
 
     def _scan(self, run: RunFolder) -> ScannedRun:
         header, row = self._metadata(run)
@@ -391,8 +393,7 @@ class Loader:
                 for column in file.header:
                     if column in LEADING or len(column) > MAX_NAME:
                         raise MalformedFile(path, 1, f"a column cannot be named {column!r}")
-                kinds = scan(file)
-            ready.files.append(DatasetFile(path, table, file.header, kinds, run.files[name]))
+            ready.files.append(DatasetFile(path, table, file.header, run.files[name]))
         return ready
 
     def _metadata(self, run: RunFolder) -> tuple[list[str], list[str]]:
@@ -411,50 +412,46 @@ class Loader:
 
     # The tables.
 
-    def _prepare_tables(self, scanned: Sequence[ScannedRun]) -> None:
-        """Create the tables and columns the runs need, and widen the columns whose new
-        values their type cannot hold (before the runs' transactions: MariaDB commits DDL
+    def _prepare_tables(self, connection: Connection, staged: Sequence[Staged]) -> None:
+        """Create the tables and columns the staged files need, and widen the columns whose
+        new values their type cannot hold (before the run's transaction: MariaDB commits DDL
         at once; every change here keeps the rows as they are)."""
         wanted: dict[str, dict[str, Kind]] = {}
-        for ready in scanned:
-            runs = wanted.setdefault(RUNS_TABLE, {})
-            for name, value in zip(ready.metadata_header, ready.metadata_row, strict=True):
-                runs[name] = widen(runs.get(name, Kind.EMPTY), value_kind(value))
-            for file in ready.files:
-                columns = wanted.setdefault(file.table, {})
-                for name, kind in zip(file.header, file.kinds, strict=True):
-                    columns[name] = widen(columns.get(name, Kind.EMPTY), kind)
-        with self.engine.connect() as connection:
-            inspector = inspect(connection)
-            existing = set(inspector.get_table_names())
-            current = {
-                name: {c["name"]: _kind_of(c["type"]) for c in inspector.get_columns(name)}
-                for name in wanted
-                if name in existing
-            }
+        for item in staged:
+            columns = wanted.setdefault(item.target, {})
+            for name, kind in zip(item.header, item.kinds, strict=True):
+                columns[name] = widen(columns.get(name, Kind.EMPTY), kind)
         for name, columns in wanted.items():
-            with self.engine.begin() as connection:
-                if name not in current:
+            current = self._current(connection, name)
+            changed = current is None
+            with connection.begin():
+                if current is None:
                     self._create_table(connection, name, columns)
-                    continue
+                    current = {}
                 for column, kind in columns.items():
-                    have = current[name].get(column)
-                    if column in LEADING:
+                    have = current.get(column)
+                    if column in LEADING or not current:
                         continue
                     if have is None:
                         self._add_column(connection, name, column, kind)
+                        changed = True
                     elif widen(have, kind) != have:
-                        self._widen(connection, name, column, have, current[name])
-                        current[name][column] = Kind.TEXT
-        self._columns = self._reflect(wanted)
+                        self._widen(connection, name, column, have, current)
+                        current[column] = Kind.TEXT
+                        changed = True
+            if changed:
+                del self._columns[name]
 
-    def _reflect(self, names: Iterable[str]) -> dict[str, dict[str, Kind]]:
-        with self.engine.connect() as connection:
+    def _current(self, connection: Connection, table: str) -> dict[str, Kind] | None:
+        """The table's columns and their kinds; None if there is no such table."""
+        if table not in self._columns:
             inspector = inspect(connection)
-            return {
-                name: {c["name"]: _kind_of(c["type"]) for c in inspector.get_columns(name)}
-                for name in names
-            }
+            self._columns[table] = (
+                {c["name"]: _kind_of(c["type"]) for c in inspector.get_columns(table)}
+                if inspector.has_table(table)
+                else None
+            )
+        return self._columns[table]
 
     def _create_table(self, connection: Connection, name: str, columns: dict[str, Kind]) -> None:
         leading: list[Column[Any]] = [
@@ -542,53 +539,81 @@ class Loader:
     # Loading a run.
 
     def _load_run(self, ready: ScannedRun, recorded: dict[str, Any] | None) -> int:
-        """Replace the run's rows in one transaction; the number of rows inserted."""
+        """Stage the run's files, make the tables fit, then replace the run's rows in one
+        transaction; the number of rows inserted."""
         run = ready.run
         tables = sorted({file.table for file in ready.files})
+        files = [
+            (RUNS_TABLE, f"{run.folder}/{tree.METADATA_FILE}", ready.metadata_header, None),
+            *((file.table, file.path, file.header, file.stat) for file in ready.files),
+        ]
+        names = [f"{STAGING}{n}" for n in range(len(files))]
         rows = 0
-        with self.engine.begin() as connection:
-            old_tables = recorded["tables"] if recorded else []
-            keys = {ready.key, *([tuple(recorded["key"])] if recorded else [])}
-            for table in sorted({*old_tables, *tables, RUNS_TABLE}):
-                if table in self._columns or self._exists(connection, table):
-                    for key in keys:
-                        self._delete(connection, table, key)
-            self._insert(connection, RUNS_TABLE, ready.metadata_header, (), [[ready.metadata_row]])
-            for file in ready.files:
-                with CsvFile(self.store, file.path) as csv_file:
-                    if csv_file.header != file.header:
-                        raise MalformedFile(file.path, 1, "changed during the load: load again")
-                    self._insert(connection, file.table, file.header, ready.key, csv_file.blocks())
-                    rows += csv_file.rows
-                if self.store.stat(file.path) != file.stat:
-                    raise MalformedFile(file.path, None, "changed during the load: load again")
-            loads = self._loads_table(MetaData())
-            connection.execute(loads.delete().where(loads.c.folder == run.folder))
-            connection.execute(
-                loads.insert().values(
-                    folder=run.folder,
-                    uni_name=ready.key[0],
-                    course_name=ready.key[1],
-                    run=ready.key[2],
-                    tables=" ".join(tables),
-                    fingerprint=run.fingerprint,
-                    loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                )
-            )
+        with self.engine.connect() as connection:
+            try:
+                staged = []
+                with connection.begin():
+                    for name, (table, path, header, stat) in zip(names, files, strict=True):
+                        columns = self._current(connection, table) or {}
+                        kinds = [columns.get(c, Kind.EMPTY) for c in header]
+                        staged.append(
+                            stage(
+                                connection,
+                                self.store,
+                                path,
+                                header,
+                                current=kinds,
+                                table=name,
+                                target=table,
+                            )
+                        )
+                        if stat is not None and self.store.stat(path) != stat:
+                            raise MalformedFile(path, None, "changed during the load: load again")
+                self._prepare_tables(connection, staged)
+                with connection.begin():
+                    old_tables = recorded["tables"] if recorded else []
+                    keys = {ready.key, *([tuple(recorded["key"])] if recorded else [])}
+                    for table in sorted({*old_tables, *tables, RUNS_TABLE}):
+                        if self._current(connection, table) is not None:
+                            for key in keys:
+                                self._delete(connection, table, key)
+                    for item in staged:
+                        columns = self._current(connection, item.target) or {}
+                        kinds = [columns[c] for c in item.header]
+                        prefix = () if item.target == RUNS_TABLE else ready.key
+                        inserted = move(connection, item, prefix, kinds)
+                        rows += inserted if item.target != RUNS_TABLE else 0
+                    self._record(connection, ready, tables)
+            finally:
+                self._drop(connection, names)
         logger.debug("Run loaded: %(folder)s (%(rows)d rows)", {"folder": run.folder, "rows": rows})
         return rows
 
-    def _insert(
-        self,
-        connection: Connection,
-        table: str,
-        header: Sequence[str],
-        prefix: Sequence[str | int],
-        blocks: Iterable[list[list[str]]],
-    ) -> None:
-        columns = [*LEADING[: len(prefix)], *header]
-        kinds = [self._columns[table].get(c, Kind.TEXT) for c in columns]
-        insert_rows(connection, Target(table, columns, kinds, prefix), blocks)
+    def _record(self, connection: Connection, ready: ScannedRun, tables: Sequence[str]) -> None:
+        loads = self._loads_table(MetaData())
+        run = ready.run
+        connection.execute(loads.delete().where(loads.c.folder == run.folder))
+        connection.execute(
+            loads.insert().values(
+                folder=run.folder,
+                uni_name=ready.key[0],
+                course_name=ready.key[1],
+                run=ready.key[2],
+                tables=" ".join(tables),
+                fingerprint=run.fingerprint,
+                loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+        )
+
+    def _drop(self, connection: Connection, names: Sequence[str]) -> None:
+        """Drop the staging tables; a connection that cannot is closed (and they with it)."""
+        try:
+            if connection.in_transaction():
+                connection.rollback()
+            with connection.begin():
+                drop(connection, names)
+        except (DBAPIError, self.engine.dialect.loaded_dbapi.Error):
+            connection.invalidate()
 
     def _exists(self, connection: Connection, table: str) -> bool:
         return inspect(connection).has_table(table)
