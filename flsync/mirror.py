@@ -41,6 +41,8 @@ class Mirror:
         self._states: dict[str, SyncState] = {}
         self._held = contextlib.ExitStack()
         self._claimed: set[str] = set()
+        # Refused once, refused for this whole sync: said in one line, not once per asking.
+        self._refused: set[str] = set()
         # Released last: spider_closed handlers still write (state, update.txt).
         crawler.signals.connect(self._held.close, signal=signals.engine_stopped)
 
@@ -71,9 +73,12 @@ class Mirror:
         said in one error line, if another sync holds it."""
         if slug in self._claimed:
             return True
+        if slug in self._refused:
+            return False
         try:
             self._held.enter_context(self.store.lock(slug))
         except StoreLockedError:
+            self._refused.add(slug)
             self.crawler.stats.inc_value("flsync/organisations/locked")
             logger.error(
                 "Organisation %(slug)s is being synced by another job; this one leaves it"
@@ -82,6 +87,7 @@ class Mirror:
             )
             return False
         except StoreError as exc:  # the lock could not even be asked for (S3 unreachable...)
+            self._refused.add(slug)
             self.crawler.stats.inc_value("flsync/store/failed")
             logger.error(
                 "Organisation %(slug)s is left alone: its lock cannot be taken: %(error)s",

@@ -89,3 +89,15 @@ def test_a_sync_of_all_leaves_alone_what_another_job_holds(site, tmp_path):
     assert result.returncode == 1  # incomplete: one organisation was not synced
     assert synced_organisations(result.data_dir) == {free.name}
     assert not (result.data_dir / tree.organisation_dir(held.name)).exists()
+
+
+def test_a_job_for_two_organisations_one_of_them_held_says_so_once(site, tmp_path):
+    held, free = site.data.organisations
+    (tmp_path / "data").mkdir()
+    with LocalStore(str(tmp_path / "data")).lock(held.slug):
+        result = Sync(site.base_url, tmp_path)("-a", f"organisation={held.slug},{free.slug}")
+    assert result.returncode == 1  # incomplete: one organisation was not synced
+    assert synced_organisations(result.data_dir) == {free.name}
+    # Asked for before the first request and again once the organisations are listed.
+    locked = [line for line in result.error_lines() if "is being synced by another job" in line]
+    assert len(locked) == 1, result.output
