@@ -298,14 +298,16 @@ class DoctorSpider(scrapy.Spider):
         error = site.build_error(response)
         if error:
             self._failed(part, f"its script failed to build it: {error}", response.url)
-        elif site.is_unbuilt(response):
+            return True
+        if site.is_unbuilt(response):
             self._failed(
                 part,
                 "it is built by script in the browser (it came with its list empty and marked"
                 " aria-busy): reading it needs FLSYNC_BROWSER on (-s FLSYNC_BROWSER=1)",
                 response.url,
             )
-        return bool(error) or site.is_unbuilt(response)
+            return True
+        return False
 
     def _signed_in(self) -> None:
         if SIGN_IN not in self.checks:
