@@ -26,7 +26,7 @@ from flsync.handlers import STREAM_TO_META
 from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
 from flsync.middlewares import EXPECT_CSV_META, tries_note
 from flsync.mirror import mirror_of
-from flsync.report import OrganisationReport
+from flsync.report import STORED_OUTCOMES, OrganisationReport
 from flsync.state import FileRecord, describes
 from flsync.stopping import SyncStopped
 
@@ -225,7 +225,7 @@ class DatasetFilesPipeline(FilesPipeline):
         self, item: DatasetItem, status: str, known: dict[str, Any], stored: FileStat | None
     ) -> FileRecord:
         self.crawler.stats.inc_value(f"flsync/datasets/{status}")
-        if status in ("new", "changed"):
+        if status in STORED_OUTCOMES:
             self.crawler.stats.inc_value("flsync/datasets/downloaded")
             self.crawler.stats.inc_value("flsync/datasets/bytes", known["size"])
         logger.debug("Dataset (%(status)s): %(path)s", {"status": status, "path": item.path})

@@ -14,6 +14,8 @@ from flsync import tree
 # Outcomes of a dataset file, as the files pipeline records them (FileRecord.status), and
 # "failed" for one that could not be fetched.
 FILE_OUTCOMES = ("new", "changed", "unchanged", "not-modified", "failed")
+# The outcomes that wrote the file (its bytes count as stored, and as downloaded).
+STORED_OUTCOMES = ("new", "changed")
 
 
 @dataclass
@@ -34,7 +36,7 @@ class OrganisationReport:
 
     def count_file(self, outcome: str, size: int = 0) -> None:
         self.files[outcome] += 1
-        if outcome in ("new", "changed"):
+        if outcome in STORED_OUTCOMES:
             self.bytes_stored += size
 
     @property
