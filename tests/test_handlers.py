@@ -386,8 +386,9 @@ def test_idle_timeout(handler, crawler, base, tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_timeout_is_reset_by_each_chunk(handler, base, tmp_path):
-    # 8 chunks 0.3 s apart: 2.1 s in all, longer than the 1 s allowed without data.
-    request = streamed(f"{base}/trickle?every=0.3", tmp_path, download_timeout=1)
+    # 8 chunks 0.4 s apart: 2.8 s in all, longer than the 2 s allowed without data. The gap
+    # is a fifth of the timeout so that a busy machine's late chunk does not end the transfer.
+    request = streamed(f"{base}/trickle?every=0.4", tmp_path, download_timeout=2)
     response = yield download(handler, request)
 
     assert response.body_size == 80
