@@ -23,7 +23,15 @@ import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, column_kind, scan, value_kind
+from flsync.sql.csvfiles import (
+    CsvFile,
+    Kind,
+    MalformedFile,
+    RowChecker,
+    column_kind,
+    scan,
+    value_kind,
+)
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore, S3Store
 from tests.conftest import REPO, Sync
@@ -546,16 +554,105 @@ def test_a_malformed_file_names_its_line_and_reason(tmp_path, content, message):
     assert str(raised.value).startswith(message)
 
 
-def test_each_database_types_a_column_as_the_csv_module_would(tmp_path, database):
-    """The servers test the kinds in their own way (first rows, then casts or regular
-    expressions): the same kinds as flsync.sql.csvfiles, values the first rows do not show
-    included."""
+def _one_run(tmp_path: Path) -> Path:
+    """A tree of one run with its metadata.csv; the run's folder."""
     folder = tmp_path / "data" / "Org" / "Course" / "1-2020-01-06-2020-02-03"
     folder.mkdir(parents=True)
     (folder / "metadata.csv").write_text(
         "uni_name,course_name,run,start_date,end_date,duration_weeks\n"
         "Org,Course,1,2020-01-06,2020-02-03,4\n"
     )
+    return folder
+
+
+def _load(tmp_path: Path, database: str) -> None:
+    engine = open_database(database)
+    try:
+        result = Loader(engine, LocalStore(str(tmp_path / "data"))).load(["Org"])
+    finally:
+        engine.dispose()
+    assert result.ok, result.failed
+
+
+@pytest.mark.parametrize(
+    ("kinds", "content", "fits"),
+    [
+        ("IT", b"n,at\n1,2016-05-09 10:23:11 UTC\n,\n-7,\n", True),
+        ("IT", b"\xef\xbb\xbfn,at\r\n1,2016-05-09 10:23:11 UTC\r\n", True),  # BOM, CRLF
+        ("I", b"n\n1\n2", True),  # no line break at the end
+        ("XI", b'note,n\n"a, ""b""\nc",1\nplain,2\n', True),  # quoted text, line break
+        ("I", b"n\n007\n", False),
+        ("I", b"n\n1.10\n", False),
+        ("I", b'n\n"5"\n', False),  # quoted: the exact path decides
+        ("I", b"n\nNULL\n", False),
+        ("T", b"at\n2016-05-09 24:00:00 UTC\n", False),
+        ("T", b"at\n2019-02-30 10:00:00 UTC\n", False),
+        ("E", b"e\n\n\n", True),
+        ("E", b"e\n\n5\n", False),
+        ("XX", b"a,b\n1,2,3\n", False),  # a field too many
+        ("XX", b"a,b\n1\n", False),  # one too few
+        ("X", b'a\n"never closed\n', False),
+        ("X", b'a\nx"y\n', False),  # a stray quote: the exact path says where
+        ("X", b"", False),
+    ],
+)
+def test_the_row_checker_passes_only_values_their_column_holds(kinds, content, fits):
+    by_letter = {"I": Kind.INTEGER, "T": Kind.TIMESTAMP, "X": Kind.TEXT, "E": Kind.EMPTY}
+    column_kinds = [by_letter[letter] for letter in kinds]
+    whole = RowChecker(column_kinds)
+    assert (whole.feed(content) and whole.close()) is fits
+    # Chunks end anywhere: inside a field, a quoted line break or a CRLF.
+    bytewise = RowChecker(column_kinds)
+    assert (
+        all(bytewise.feed(content[i : i + 1]) for i in range(len(content))) and bytewise.close()
+    ) is fits
+
+
+def test_a_record_longer_than_the_limit_does_not_fit(monkeypatch):
+    monkeypatch.setattr(RowChecker, "RECORD_LIMIT", 100)
+    checker = RowChecker([Kind.TEXT])
+    assert checker.feed(b'a\n"' + b"x" * 99)
+    assert not checker.feed(b"x")  # still open after 100 bytes: memory stays bounded
+    assert not checker.close()
+
+
+def test_a_run_whose_values_fit_goes_straight_into_its_tables(tmp_path, database, caplog):
+    folder = _one_run(tmp_path)
+    rows = [["n", "at", "day", "note"]]
+    rows += [
+        [str(i), f"2016-05-09 10:23:{i % 60:02d} UTC", "2016-05-09", f"row {i}"]
+        for i in range(9000)
+    ]
+    rows += [
+        ["", "", "", ""],
+        ["-7", "", "2024-02-29", "NULL"],
+        ["0", "", "", 'a "quoted, comma"\nand a line'],
+    ]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    (folder / "fits.csv").write_text(out.getvalue(), encoding="utf-8", newline="")
+    caplog.set_level("INFO", logger="flsync.sql.loader")
+
+    _load(tmp_path, database)
+
+    assert "staging" not in caplog.text
+    assert_tables_match_tree(database, tmp_path / "data")
+    types = column_types(database, "fits")
+    assert "INT" in types["n"] and "DATE" in types["day"] and "TEXT" in types["note"]
+    assert any(word in types["at"] for word in ("TIMESTAMP", "DATETIME"))
+    # The next load of the run (changed) goes straight in too, into the tables as they are.
+    os.utime(folder / "fits.csv", (1, 1))
+    caplog.clear()
+    _load(tmp_path, database)
+    assert "staging" not in caplog.text
+    assert_tables_match_tree(database, tmp_path / "data")
+
+
+def test_each_database_types_a_column_as_the_csv_module_would(tmp_path, database, caplog):
+    """The servers test the kinds in their own way (first rows, then casts or regular
+    expressions): the same kinds as flsync.sql.csvfiles, values the first rows do not show
+    included."""
+    folder = _one_run(tmp_path)
     columns = {
         "number": ("1", "-7", "0", Kind.INTEGER),
         "leading_zero": ("1", "1", "007", Kind.TEXT),
@@ -567,6 +664,8 @@ def test_each_database_types_a_column_as_the_csv_module_would(tmp_path, database
         "late_number": ("", "", "5", Kind.INTEGER),
         "late_text": ("1", "2", "x", Kind.TEXT),
         "late_stamp": ("", "", "2016-05-09 10:23:11 UTC", Kind.TIMESTAMP),
+        "null_word": ("1", "2", "NULL", Kind.TEXT),
+        "hour_24": ("2016-05-09 10:23:11 UTC", "", "2016-05-09 24:00:00 UTC", Kind.TEXT),
     }
     rows = [[first for first, _, _, _ in columns.values()]]
     rows += [[middle for _, middle, _, _ in columns.values()]] * 5000
@@ -574,12 +673,13 @@ def test_each_database_types_a_column_as_the_csv_module_would(tmp_path, database
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([list(columns), *rows])
     (folder / "typing.csv").write_text(out.getvalue(), encoding="utf-8")
-    engine = open_database(database)
-    try:
-        result = Loader(engine, LocalStore(str(tmp_path / "data"))).load(["Org"])
-    finally:
-        engine.dispose()
-    assert result.ok, result.failed
+    caplog.set_level("INFO", logger="flsync.sql.loader")
+
+    _load(tmp_path, database)
+
+    # The first rows did not tell: the run was loaded again, through staging tables.
+    assert "typing.csv does not fit its table as it is" in caplog.text
+    assert "widened" not in caplog.text  # the guessed table was undone, not widened
     assert_tables_match_tree(database, tmp_path / "data")
     types = column_types(database, "typing")
     for name, (_, _, _, kind) in columns.items():

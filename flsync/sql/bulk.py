@@ -39,17 +39,22 @@ from flsync.sql.csvfiles import (
     CsvFile,
     Kind,
     MalformedFile,
+    RowChecker,
     column_kind,
     widen,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from sqlalchemy import Connection
 
     from flsync.storage import DataStore
 
+# The columns every dataset row starts with (the run's, from its metadata.csv).
+LEADING = ("uni_name", "course_name", "run")
+# Parameters in one SQLite statement: SQLite's smallest limit (999 before 3.32).
+SQLITE_PARAMETERS = 999
 # What is read from the store (and sent to the server) at a time.
 CHUNK = 1 << 20
 # A value of each kind, as a regular expression (see flsync.sql.csvfiles)…
@@ -73,16 +78,60 @@ class LoadError(Exception):
     """The database refused the rows; one line for the user."""
 
 
-@dataclass(frozen=True)
-class Staged:
-    """A file staged: its temporary table, the dataset's table, the file's header and each
-    column's kind."""
+class Misfit(Exception):
+    """A file's rows do not all fit its table's columns as they are (or cannot be told to
+    by the direct path): the run is loaded again through staging tables."""
 
-    table: str
+
+@dataclass(frozen=True)
+class Planned:
+    """A file to load: the dataset's table, the file's path and header, each column's kind."""
+
     target: str
     path: str
     header: Sequence[str]
     kinds: Sequence[Kind]
+
+
+@dataclass(frozen=True)
+class Staged(Planned):
+    """A file staged into its temporary table ``table``; the kinds are those of the whole
+    file."""
+
+    table: str
+
+
+def guess(store: DataStore, path: str, current: Sequence[Kind]) -> list[Kind]:
+    """Each column's kind in the file's first rows (read by the csv module), widened with its
+    kind in the table (``current``): the kind the direct path loads it as."""
+    with CsvFile(store, path) as file:
+        block = next(file.blocks(), [])
+    if not block:
+        return list(current)
+    columns = zip(*block, strict=True)
+    return [widen(kind, column_kind(values)) for kind, values in zip(current, columns, strict=True)]
+
+
+def load_direct(
+    connection: Connection,
+    store: DataStore,
+    planned: Planned,
+    prefix: Sequence[str | int],
+    kinds: Sequence[Kind],
+) -> int:
+    """Load the file straight into its table, whose columns' kinds (the file's columns in
+    order) are ``kinds``, after the leading columns' values ``prefix``, checking each value
+    on the way; the number of rows. Misfit, with the statement undone, when a value does not
+    fit (or a row is not what the direct path can check): the caller rolls the run back and
+    stages it."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        return _copy_direct_postgresql(connection, store, planned, prefix, kinds)
+    if name in ("mysql", "mariadb"):
+        return _load_direct_mysql(connection, store, planned, prefix, kinds)
+    if name == "sqlite":
+        return _insert_direct_sqlite(connection, store, planned, prefix, kinds)
+    raise LoadError(f"no bulk path for {name}: use PostgreSQL, MariaDB/MySQL or SQLite")
 
 
 def stage(
@@ -100,7 +149,7 @@ def stage(
     (EMPTY when new): a column that is text already is not tested."""
     name = connection.dialect.name
     columns = [f"c{n}" for n in range(1, len(header) + 1)]
-    dbapi = connection.connection.dbapi_connection
+    dbapi = _dbapi(connection)
     if name == "postgresql":
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         connection.exec_driver_sql(
@@ -120,11 +169,11 @@ def stage(
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
         connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {table} ({', '.join(columns)})")
         kinds = _insert_sqlite(dbapi, store, path, table, columns=columns, current=current)
-        return Staged(table, target, path, header, kinds)
+        return Staged(target=target, path=path, header=header, kinds=kinds, table=table)
     else:
         raise LoadError(f"no bulk path for {name}: use PostgreSQL, MariaDB/MySQL or SQLite")
-    kinds = _kinds(connection, table, columns, _sample(store, path, current))
-    return Staged(table, target, path, header, kinds)
+    kinds = _kinds(connection, table, columns, guess(store, path, current))
+    return Staged(target=target, path=path, header=header, kinds=kinds, table=table)
 
 
 def move(
@@ -133,8 +182,6 @@ def move(
     """Insert the staged rows into their dataset's table (whose columns' kinds, the file's
     columns in order, are ``kinds``), after the leading columns' values ``prefix``; the
     number of rows."""
-    from flsync.sql.loader import LEADING  # noqa: PLC0415 - the loader imports this module
-
     name = connection.dialect.name
     q = connection.dialect.identifier_preparer.quote
     # The drivers but SQLite's fill in each %s: a name's % is doubled.
@@ -161,6 +208,11 @@ def move(
     return int(inserted)
 
 
+def _dbapi(connection: Connection) -> Any:
+    """The driver's own connection, for its bulk calls."""
+    return connection.connection.dbapi_connection
+
+
 def drop(connection: Connection, tables: Sequence[str]) -> None:
     """Drop the staging tables, if they are."""
     temporary = " TEMPORARY" if connection.dialect.name in ("mysql", "mariadb") else ""
@@ -169,17 +221,6 @@ def drop(connection: Connection, tables: Sequence[str]) -> None:
 
 
 # Kinds, on the server.
-
-
-def _sample(store: DataStore, path: str, current: Sequence[Kind]) -> list[Kind]:
-    """Each column's kind in the file's first rows (read by the csv module), widened with its
-    kind in the table: the kind it has in the whole file, or text."""
-    with CsvFile(store, path) as file:
-        block = next(file.blocks(), [])
-    if not block:
-        return list(current)
-    columns = zip(*block, strict=True)
-    return [widen(kind, column_kind(values)) for kind, values in zip(current, columns, strict=True)]
 
 
 def _kinds(
@@ -273,6 +314,43 @@ def _copy_postgresql(
         raise _malformed(store, path, record, reason) from None
 
 
+def _copy_direct_postgresql(
+    connection: Connection,
+    store: DataStore,
+    planned: Planned,
+    prefix: Sequence[str | int],
+    kinds: Sequence[Kind],
+) -> int:
+    """COPY into the table itself: the leading columns take their defaults, which read the
+    run's values from this transaction's settings (see flsync.sql.loader)."""
+    import psycopg  # noqa: PLC0415
+
+    q = connection.dialect.identifier_preparer.quote
+    columns = ", ".join(q(c) for c in planned.header)
+    sql = (
+        f"COPY {q(planned.target)} ({columns}) FROM STDIN"
+        f" (FORMAT csv, HEADER true, FORCE_NULL ({columns}))"
+    )
+    checker = RowChecker(kinds)
+    dbapi = _dbapi(connection)
+    with dbapi.cursor() as cursor:
+        for name, value in zip(LEADING, prefix, strict=False):
+            cursor.execute("SELECT set_config(%s, %s, true)", (f"flsync.{name}", str(value)))
+        try:
+            with store.open_read(planned.path) as stream, cursor.copy(sql) as copy:
+                while chunk := stream.read(CHUNK):
+                    if not checker.feed(chunk):
+                        raise Misfit(planned.path)
+                    copy.write(chunk)
+                if not checker.close():
+                    raise Misfit(planned.path)
+        except psycopg.errors.DataError as exc:
+            # A value the check passed but the type does not hold (30 February), or a fault
+            # in the file: the staged path tells which.
+            raise Misfit(planned.path) from exc
+        return int(cursor.rowcount)
+
+
 def _malformed(store: DataStore, path: str, record: int | None, reason: str) -> MalformedFile:
     """Why the server refused the file, as the csv module tells it (its line and reason),
     else as the server did."""
@@ -298,7 +376,8 @@ def _load_data_mysql(
     sql = (
         f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4"
         " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
-        f" LINES TERMINATED BY '{ending}' IGNORE 1 LINES ({', '.join(columns)})"
+        f" LINES TERMINATED BY '{ending}' IGNORE 1 LINES ({', '.join(f'@{c}' for c in columns)})"
+        f" SET {', '.join(f'{c} = ' + _NULL_WORD.format(field=f'@{c}') for c in columns)}"
     )
     with tempfile.TemporaryDirectory(prefix="flsync-load-") as folder:
         pipe = os.path.join(folder, "rows")
@@ -313,6 +392,60 @@ def _load_data_mysql(
     if feeder.error is not None:
         raise feeder.error
     _refuse_warnings(dbapi, path, store)
+
+
+def _load_direct_mysql(
+    connection: Connection,
+    store: DataStore,
+    planned: Planned,
+    prefix: Sequence[str | int],
+    kinds: Sequence[Kind],
+) -> int:
+    """LOAD DATA into the table itself, each field through a variable: the leading columns
+    set to the run's values, empty fields to NULL, timestamps without their " UTC"."""
+    q = connection.dialect.identifier_preparer.quote
+    fields = [f"@c{n}" for n in range(1, len(planned.header) + 1)]
+    assignments = [f"{q(name)} = %s" for name in LEADING[: len(prefix)]]
+    for name, field, kind in zip(planned.header, fields, kinds, strict=True):
+        value = _NULL_WORD.format(field=field)
+        value = f"LEFT({value}, 19)" if kind is Kind.TIMESTAMP else value
+        assignments.append(f"{q(name)} = NULLIF({value}, '')".replace("%", "%%"))
+    dbapi = _dbapi(connection)
+    with store.open_read(planned.path) as stream:
+        first = stream.readline()
+    ending = "\\r\\n" if first.endswith(b"\r\n") else "\\n"
+    sql = (
+        f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(planned.target)} CHARACTER SET utf8mb4"
+        " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
+        f" LINES TERMINATED BY '{ending}' IGNORE 1 LINES ({', '.join(fields)})"
+        f" SET {', '.join(assignments)}"
+    )
+    checker = RowChecker(kinds)
+    with tempfile.TemporaryDirectory(prefix="flsync-load-") as folder:
+        pipe = os.path.join(folder, "rows")
+        os.mkfifo(pipe, 0o600)
+        feeder = _PipeFeeder(pipe, store, planned.path, checker)
+        feeder.start()
+        try:
+            with dbapi.cursor() as cursor:
+                cursor.execute(sql, (pipe, *map(str, prefix)))
+                rows = int(cursor.rowcount)
+        finally:
+            feeder.finish()
+    if feeder.error is not None:
+        raise feeder.error
+    if not checker.fits:
+        raise Misfit(planned.path)
+    with dbapi.cursor() as cursor:
+        cursor.execute("SHOW WARNINGS LIMIT 1")
+        if cursor.fetchone():
+            raise Misfit(planned.path)  # a value refused or changed: the staged path says which
+    return rows
+
+
+# LOAD DATA reads an unquoted NULL as NULL whatever FIELDS ESCAPED BY says (and an empty
+# field as empty text): the files' text "NULL" back.
+_NULL_WORD = "COALESCE({field}, 'NULL')"
 
 
 def _refuse_warnings(dbapi: Any, path: str, store: DataStore | None = None) -> None:
@@ -333,11 +466,14 @@ def _refuse_warnings(dbapi: Any, path: str, store: DataStore | None = None) -> N
 class _PipeFeeder(threading.Thread):
     """Copies the file's bytes into the named pipe the server reads through the client."""
 
-    def __init__(self, pipe: str, store: DataStore, path: str) -> None:
+    def __init__(
+        self, pipe: str, store: DataStore, path: str, checker: RowChecker | None = None
+    ) -> None:
         super().__init__(name="flsync-load-pipe", daemon=True)
         self.pipe = pipe
         self.store = store
         self.path = path
+        self.checker = checker
         self.error: BaseException | None = None
         self.stopped = False
 
@@ -345,7 +481,11 @@ class _PipeFeeder(threading.Thread):
         try:
             with self.store.open_read(self.path) as stream, open(self.pipe, "wb") as out:
                 while not self.stopped and (chunk := stream.read(CHUNK)):
+                    if self.checker is not None and not self.checker.feed(chunk):
+                        return  # the rows so far are loaded, and then undone by the caller
                     out.write(chunk)
+                if self.checker is not None:
+                    self.checker.close()
         except BrokenPipeError:
             pass  # the client stopped reading: its statement failed, and says why
         except BaseException as exc:  # a failed read: raised by the caller
@@ -393,3 +533,57 @@ def _insert_sqlite(
     with CsvFile(store, path) as file, contextlib.closing(dbapi.cursor()) as cursor:
         cursor.executemany(sql, itertools.chain.from_iterable(map(typed, file.blocks())))
     return kinds
+
+
+def _insert_direct_sqlite(
+    connection: Connection,
+    store: DataStore,
+    planned: Planned,
+    prefix: Sequence[str | int],
+    kinds: Sequence[Kind],
+) -> int:
+    """Rows read by the csv module, each block's columns checked (flsync.sql.csvfiles) and
+    given as parameters of multi-row INSERTs: empty fields as NULL, timestamps without
+    their " UTC"."""
+    q = connection.dialect.identifier_preparer.quote
+    width = len(planned.header)
+    names = [q(c) for c in (*LEADING[: len(prefix)], *planned.header)]
+    leading = [str(v) if isinstance(v, int) else "'" + v.replace("'", "''") + "'" for v in prefix]
+    row = f"({', '.join([*leading, *('?' * width)])})"
+    per = max(1, SQLITE_PARAMETERS // width)
+
+    def sql(rows: int) -> str:
+        return f"INSERT INTO {q(planned.target)} ({', '.join(names)}) VALUES " + ", ".join(
+            [row] * rows
+        )
+
+    full = sql(per)
+    step = per * width
+    inserted = 0
+    dbapi = _dbapi(connection)
+    with CsvFile(store, planned.path) as file, contextlib.closing(dbapi.cursor()) as cursor:
+        for values in _sqlite_values(file, kinds):
+            whole = len(values) - len(values) % step
+            cursor.executemany(full, [values[i : i + step] for i in range(0, whole, step)])
+            if whole < len(values):
+                cursor.execute(sql((len(values) - whole) // width), values[whole:])
+            inserted += len(values) // width
+    return inserted
+
+
+def _sqlite_values(file: CsvFile, kinds: Sequence[Kind]) -> Iterator[list[str | None]]:
+    """Each block's values, row after row, each column checked for its kind: empty fields
+    as None, timestamps without their " UTC"."""
+    width = len(kinds)
+    for block in file.blocks():
+        values: list[str | None] = [None] * (len(block) * width)
+        for index, (kind, column) in enumerate(zip(kinds, zip(*block, strict=True), strict=True)):
+            if kind is not Kind.TEXT and column_kind(column, kind) is not kind:
+                raise Misfit(file.path)
+            if kind is Kind.TIMESTAMP:
+                values[index::width] = [value[:19] or None for value in column]
+            elif "" in column:
+                values[index::width] = [value or None for value in column]
+            else:
+                values[index::width] = column
+        yield values

@@ -73,6 +73,13 @@ _COLUMN_PATTERNS = {
     kind: re.compile(rf"(?:(?:{value})?\n)*(?:{value})?") for kind, value in _KIND_PATTERNS
 }
 _SINGLE_PATTERNS = {kind: re.compile(value) for kind, value in _KIND_PATTERNS}
+# One field of a CSV record's bytes, by the kind its column has: a typed value unquoted or
+# empty; text as RFC 4180 has it.
+_FIELD_PATTERNS = {
+    Kind.EMPTY: b"",
+    Kind.TEXT: rb'(?:[^,"\r\n]*+|"(?:[^"]++|"")*+")',
+    **{kind: rb"(?:" + value.encode() + rb")?" for kind, value in _KIND_PATTERNS},
+}
 
 
 def value_kind(value: str) -> Kind:
@@ -103,6 +110,58 @@ def column_kind(values: Sequence[str], current: Kind = Kind.EMPTY) -> Kind:
     for found in {value_kind(v) for v in values}:
         result = widen(result, found)
     return result
+
+
+class RowChecker:
+    """Checks a CSV file's bytes as they stream past, without parsing them into rows: after
+    the header, each record has the header's number of fields, and each value of a typed
+    column is empty or written exactly as that kind's pattern says (unquoted).
+
+    Used where the database parses the file itself (PostgreSQL's COPY, MariaDB's LOAD DATA):
+    one regular expression per chunk, in C. It may refuse rows that would load (a quoted
+    number, a record longer than RECORD_LIMIT): the caller then takes its slower, exact path.
+    It never passes a value that its column's type would change.
+    """
+
+    # A record still open after this many bytes counts as not fitting: memory stays flat.
+    RECORD_LIMIT = 4 << 20
+
+    def __init__(self, kinds: Sequence[Kind]) -> None:
+        fields = [_FIELD_PATTERNS[kind] for kind in kinds]
+        record = b",".join(fields) + rb"\r?\n"
+        header = b",".join([_FIELD_PATTERNS[Kind.TEXT]] * len(kinds)) + rb"\r?\n"
+        self._header = re.compile(rb"(?:\xef\xbb\xbf)?" + header)
+        self._records = re.compile(rb"(?:" + record + rb")*+")
+        self._rest = b""
+        self._header_read = False
+        self.fits = True
+
+    def feed(self, chunk: bytes) -> bool:
+        """Check the next bytes; False once anything does not fit."""
+        if not self.fits:
+            return False
+        data = self._rest + chunk
+        start = 0
+        if not self._header_read:
+            found = self._header.match(data)
+            if found is None:
+                self._rest = data
+                self.fits = len(data) <= self.RECORD_LIMIT
+                return self.fits
+            self._header_read = True
+            start = found.end()
+        found = self._records.match(data, start)  # always matches: zero records at least
+        end = found.end() if found else start
+        self._rest = data[end:]
+        self.fits = len(self._rest) <= self.RECORD_LIMIT
+        return self.fits
+
+    def close(self) -> bool:
+        """The end of the file: True if every record fitted (the last may lack its line end)."""
+        if self._rest and not self._rest.endswith(b"\n"):
+            self.feed(b"\n")
+        self.fits = self.fits and self._header_read and not self._rest
+        return self.fits
 
 
 class MalformedFile(Exception):

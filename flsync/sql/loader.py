@@ -47,7 +47,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from flsync import tree
-from flsync.sql.bulk import LoadError, Staged, drop, move, stage
+from flsync.sql.bulk import (
+    LEADING,
+    LoadError,
+    Misfit,
+    Planned,
+    drop,
+    guess,
+    load_direct,
+    move,
+    stage,
+)
 from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, value_kind, widen
 from flsync.storage import StoreError
 
@@ -66,7 +76,6 @@ LOADER_VERSION = "1"
 STAGING = "flsync_staging_"
 LOADS_TABLE = "flsync_loads"
 RUNS_TABLE = "runs"
-LEADING = ("uni_name", "course_name", "run")
 RESERVED_TABLES = (LOADS_TABLE, RUNS_TABLE)
 RUN_FOLDER = re.compile(r"[0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Identifiers longer than this are cut or refused by PostgreSQL (63) and MySQL (64).
@@ -242,6 +251,10 @@ class ScannedRun:
     files: list[DatasetFile] = field(default_factory=list)
 
 
+# A file of a run: its table, path, header and stat (None for metadata.csv, read already).
+_File = tuple[str, str, list[str], "FileStat | None"]
+
+
 @dataclass
 class LoadResult:
     """What a load did."""
@@ -275,6 +288,8 @@ class Loader:
         self.dialect = engine.dialect.name
         # Each table's columns and their kinds (None: no such table), as reflected once.
         self._columns: dict[str, dict[str, Kind] | None] = {}
+        # The tables whose leading columns' defaults are known to be set (PostgreSQL).
+        self._defaults_set: set[str] = set()
 
     def load(self, chosen: Sequence[str]) -> LoadResult:
         """Load the runs of the organisation folders ``chosen`` that changed since the last
@@ -412,12 +427,16 @@ class Loader:
 
     # The tables.
 
-    def _prepare_tables(self, connection: Connection, staged: Sequence[Staged]) -> None:
-        """Create the tables and columns the staged files need, and widen the columns whose
-        new values their type cannot hold (before the run's transaction: MariaDB commits DDL
-        at once; every change here keeps the rows as they are)."""
+    def _prepare_tables(
+        self, connection: Connection, planned: Sequence[Planned]
+    ) -> list[tuple[str, str | None]]:
+        """Create the tables and columns the files need, and widen the columns whose new
+        values their type cannot hold (before the run's transaction: MariaDB commits DDL at
+        once; every change here keeps the rows as they are). The tables (column None) and
+        columns made."""
+        made: list[tuple[str, str | None]] = []
         wanted: dict[str, dict[str, Kind]] = {}
-        for item in staged:
+        for item in planned:
             columns = wanted.setdefault(item.target, {})
             for name, kind in zip(item.header, item.kinds, strict=True):
                 columns[name] = widen(columns.get(name, Kind.EMPTY), kind)
@@ -427,13 +446,18 @@ class Loader:
             with connection.begin():
                 if current is None:
                     self._create_table(connection, name, columns)
+                    made.append((name, None))
                     current = {}
+                elif self.dialect == "postgresql" and name not in self._defaults_set:
+                    self._set_leading_defaults(connection, name)
+                self._defaults_set.add(name)
                 for column, kind in columns.items():
                     have = current.get(column)
                     if column in LEADING or not current:
                         continue
                     if have is None:
                         self._add_column(connection, name, column, kind)
+                        made.append((name, column))
                         changed = True
                     elif widen(have, kind) != have:
                         self._widen(connection, name, column, have, current)
@@ -441,6 +465,28 @@ class Loader:
                         changed = True
             if changed:
                 del self._columns[name]
+        return made
+
+    def _unmake(self, connection: Connection, made: Sequence[tuple[str, str | None]]) -> None:
+        """Drop the tables and columns made for a direct load that did not fit: their types
+        were guessed from the first rows, and the staged load finds them from every row."""
+        q = connection.dialect.identifier_preparer.quote
+        with connection.begin():
+            for table, column in reversed(made):
+                if column is None:
+                    connection.exec_driver_sql(f"DROP TABLE {q(table)}")
+                else:
+                    connection.exec_driver_sql(f"ALTER TABLE {q(table)} DROP COLUMN {q(column)}")
+                self._columns.pop(table, None)
+
+    def _set_leading_defaults(self, connection: Connection, table: str) -> None:
+        """The leading columns' defaults of a table made by an earlier version (PostgreSQL)."""
+        q = connection.dialect.identifier_preparer.quote
+        for column in LEADING:
+            connection.exec_driver_sql(
+                f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
+                f" SET DEFAULT {_LEADING_DEFAULTS[column]}".replace("%", "%%")
+            )
 
     def _current(self, connection: Connection, table: str) -> dict[str, Kind] | None:
         """The table's columns and their kinds; None if there is no such table."""
@@ -454,10 +500,15 @@ class Loader:
         return self._columns[table]
 
     def _create_table(self, connection: Connection, name: str, columns: dict[str, Kind]) -> None:
+        postgres = self.dialect == "postgresql"
         leading: list[Column[Any]] = [
-            Column("uni_name", _text(), nullable=False),
-            Column("course_name", _text(), nullable=False),
-            Column("run", BigInteger, nullable=False),
+            Column(
+                column,
+                BigInteger() if column == "run" else _text(),
+                nullable=False,
+                server_default=text(_LEADING_DEFAULTS[column]) if postgres else None,
+            )
+            for column in LEADING
         ]
         own = [Column(c, _sql_type(k)) for c, k in columns.items() if c not in LEADING]
         table = Table(name, MetaData(), *leading, *own, **_TABLE_OPTIONS)
@@ -467,6 +518,11 @@ class Loader:
             table.c.course_name,
             table.c.run,
             mysql_length={"uni_name": MYSQL_KEY_PREFIX, "course_name": MYSQL_KEY_PREFIX},
+            # A run's rows go in together, so they lie together: a block-range index finds
+            # them (to delete them) at almost no cost to the load, where a B-tree over
+            # every row's (uni_name, course_name, run) doubles it.
+            postgresql_using="brin",
+            postgresql_with={"autosummarize": "on"},
         )
         table.create(connection)
         logger.info("Table %(table)s created", {"table": name})
@@ -539,14 +595,60 @@ class Loader:
     # Loading a run.
 
     def _load_run(self, ready: ScannedRun, recorded: dict[str, Any] | None) -> int:
-        """Stage the run's files, make the tables fit, then replace the run's rows in one
-        transaction; the number of rows inserted."""
+        """Replace the run's rows in one transaction; the number of rows inserted.
+
+        First directly: each file's kinds guessed from its first rows, the tables made to
+        fit, and each file loaded straight into its table, its values checked on the way.
+        When a value does not fit (a column that must widen), that is undone and the run is
+        loaded through staging tables, which find each column's kind in the whole file."""
         run = ready.run
-        tables = sorted({file.table for file in ready.files})
         files = [
             (RUNS_TABLE, f"{run.folder}/{tree.METADATA_FILE}", ready.metadata_header, None),
             *((file.table, file.path, file.header, file.stat) for file in ready.files),
         ]
+        try:
+            return self._load_run_directly(ready, recorded, files)
+        except Misfit as exc:
+            self._columns.clear()
+            logger.info(
+                "Run %(folder)s: %(path)s does not fit its table as it is: loading the run"
+                " through staging tables",
+                {"folder": run.folder, "path": exc},
+            )
+        return self._load_run_staged(ready, recorded, files)
+
+    def _load_run_directly(
+        self, ready: ScannedRun, recorded: dict[str, Any] | None, files: Sequence[_File]
+    ) -> int:
+        rows = 0
+        with self.engine.connect() as connection:
+            planned = []
+            with connection.begin():
+                for table, path, header, _stat in files:
+                    columns = self._current(connection, table) or {}
+                    current = [columns.get(c, Kind.EMPTY) for c in header]
+                    planned.append(Planned(table, path, header, guess(self.store, path, current)))
+            made = self._prepare_tables(connection, planned)
+            try:
+                with connection.begin():
+                    self._delete_run(connection, ready, recorded)
+                    for item, (_table, path, _header, stat) in zip(planned, files, strict=True):
+                        columns = self._current(connection, item.target) or {}
+                        kinds = [columns[c] for c in item.header]
+                        prefix = () if item.target == RUNS_TABLE else ready.key
+                        inserted = load_direct(connection, self.store, item, prefix, kinds)
+                        rows += inserted if item.target != RUNS_TABLE else 0
+                        self._unchanged(path, stat)
+                    self._record(connection, ready)
+            except Misfit:
+                self._unmake(connection, made)
+                raise
+        self._loaded(ready, rows)
+        return rows
+
+    def _load_run_staged(
+        self, ready: ScannedRun, recorded: dict[str, Any] | None, files: Sequence[_File]
+    ) -> int:
         names = [f"{STAGING}{n}" for n in range(len(files))]
         rows = 0
         with self.engine.connect() as connection:
@@ -567,29 +669,46 @@ class Loader:
                                 target=table,
                             )
                         )
-                        if stat is not None and self.store.stat(path) != stat:
-                            raise MalformedFile(path, None, "changed during the load: load again")
+                        self._unchanged(path, stat)
                 self._prepare_tables(connection, staged)
                 with connection.begin():
-                    old_tables = recorded["tables"] if recorded else []
-                    keys = {ready.key, *([tuple(recorded["key"])] if recorded else [])}
-                    for table in sorted({*old_tables, *tables, RUNS_TABLE}):
-                        if self._current(connection, table) is not None:
-                            for key in keys:
-                                self._delete(connection, table, key)
+                    self._delete_run(connection, ready, recorded)
                     for item in staged:
                         columns = self._current(connection, item.target) or {}
                         kinds = [columns[c] for c in item.header]
                         prefix = () if item.target == RUNS_TABLE else ready.key
                         inserted = move(connection, item, prefix, kinds)
                         rows += inserted if item.target != RUNS_TABLE else 0
-                    self._record(connection, ready, tables)
+                    self._record(connection, ready)
             finally:
                 self._drop(connection, names)
-        logger.debug("Run loaded: %(folder)s (%(rows)d rows)", {"folder": run.folder, "rows": rows})
+        self._loaded(ready, rows)
         return rows
 
-    def _record(self, connection: Connection, ready: ScannedRun, tables: Sequence[str]) -> None:
+    def _unchanged(self, path: str, stat: FileStat | None) -> None:
+        if stat is not None and self.store.stat(path) != stat:
+            raise MalformedFile(path, None, "changed during the load: load again")
+
+    def _delete_run(
+        self, connection: Connection, ready: ScannedRun, recorded: dict[str, Any] | None
+    ) -> None:
+        """Delete the run's rows (under its key now, and the one it was loaded under) from
+        the tables it was loaded into and those it is loaded into now."""
+        old_tables = recorded["tables"] if recorded else []
+        keys = {ready.key, *([tuple(recorded["key"])] if recorded else [])}
+        tables = {file.table for file in ready.files}
+        for table in sorted({*old_tables, *tables, RUNS_TABLE}):
+            if self._current(connection, table) is not None:
+                for key in keys:
+                    self._delete(connection, table, key)
+
+    def _loaded(self, ready: ScannedRun, rows: int) -> None:
+        logger.debug(
+            "Run loaded: %(folder)s (%(rows)d rows)", {"folder": ready.run.folder, "rows": rows}
+        )
+
+    def _record(self, connection: Connection, ready: ScannedRun) -> None:
+        tables = sorted({file.table for file in ready.files})
         loads = self._loads_table(MetaData())
         run = ready.run
         connection.execute(loads.delete().where(loads.c.folder == run.folder))
@@ -641,6 +760,13 @@ class Loader:
         )
 
 
+# On PostgreSQL, the leading columns' values while a run is copied straight into its tables
+# (flsync.sql.bulk): the run's, set for the transaction; outside a load there are none.
+_LEADING_DEFAULTS = {
+    "uni_name": "current_setting('flsync.uni_name')",
+    "course_name": "current_setting('flsync.course_name')",
+    "run": "current_setting('flsync.run')::bigint",
+}
 # MariaDB/MySQL: InnoDB (transactions), every character (emoji), exact comparisons.
 _TABLE_OPTIONS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
