@@ -1,5 +1,7 @@
 """Scenario D (loading): a --load-mb step-activity file loaded by `scrapy loaddb` into SQLite,
-PostgreSQL and MariaDB, beside `psql \\copy` of the same file into a plain text table.
+PostgreSQL and MariaDB, beside `psql \\copy` of the same file into a plain text table (and,
+where their clients are installed, `sqlite3 .import` and the `mariadb` client's LOAD DATA of
+it into a plain text table: each database's own floor here).
 
 The tree is one run whose step-activity.csv is built by the imitation site's generator (the
 big file of scenario B), written to disk once. Each command runs as a child process (peak
@@ -117,6 +119,7 @@ def scenario_d(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             measured.label = "psql \\copy (plain text table)"
             result["psql"] = measured
             print(f"  {measured.label}: {measured.wall_s:.2f} s", flush=True)
+        result["own"] = own_plain_loads(bench, databases, big)
         for kind in ("sqlite", "postgresql", "mysql"):
             url = (
                 f"sqlite:///{bench.work / 'load.sqlite3'}"
@@ -136,6 +139,41 @@ def scenario_d(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     return result
 
 
+def own_plain_loads(bench: Bench, databases: Databases, big: Path) -> dict[str, Measured]:
+    """Each database's own command-line bulk load of the file into a plain table of text
+    columns (no index, no types), where its client is installed: the floor of what a load
+    into that database can cost here."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    plain = ", ".join(f"{c} text" for c in COLUMNS)
+    measured: dict[str, Measured] = {}
+    sqlite3 = shutil.which("sqlite3")
+    if sqlite3:
+        path = bench.work / "plain.sqlite3"
+        subprocess.run([sqlite3, path, f"CREATE TABLE plain ({plain})"], check=True)
+        cmd = [sqlite3, str(path), f".import --csv --skip 1 '{big}' plain"]
+        measured["sqlite"] = bench.run(cmd, bench.logs / "sqlite3-import.log")
+        measured["sqlite"].label = "sqlite3 .import (plain text table)"
+        path.unlink()
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client:
+        url = make_url(databases.new("mysql"))
+        login = [client, "--local-infile=1", f"-h{url.host}", f"-P{url.port or 3306}"]
+        login += [f"-u{url.username}", *([f"-p{url.password}"] if url.password else [])]
+        login += [str(url.database)]
+        subprocess.run([*login, "-e", f"CREATE TABLE plain ({plain})"], check=True)
+        load = (
+            f"LOAD DATA LOCAL INFILE '{big}' INTO TABLE plain CHARACTER SET utf8mb4"
+            " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
+            " IGNORE 1 LINES"
+        )
+        measured["mysql"] = bench.run([*login, "-e", load], bench.logs / "mariadb-load.log")
+        measured["mysql"].label = "mariadb LOAD DATA (plain text table)"
+    for m in measured.values():
+        print(f"  {m.label}: {m.wall_s:.2f} s", flush=True)
+    return measured
+
+
 def load_targets(d: dict[str, Any]) -> list[dict[str, str]]:
     targets = []
     psql: Measured | None = d.get("psql")
@@ -149,6 +187,16 @@ def load_targets(d: dict[str, Any]) -> list[dict[str, str]]:
                 "result": "PASS" if ratio and ratio <= LOAD_RATIO_TARGET else "FAIL",
             }
         )
+        own: Measured | None = d.get("own", {}).get(kind)
+        if own and own.ok and m.ok:
+            targets.append(
+                {
+                    "target": f"D: loaddb ({kind}) wall / {own.label.split(' (')[0]} wall",
+                    "measured": f"{m.wall_s / own.wall_s:.2f}",
+                    "required": "(shown, no target)",
+                    "result": "INFO",
+                }
+            )
         targets.append(
             {
                 "target": f"D: loaddb ({kind}) peak RSS",
@@ -163,7 +211,8 @@ def load_targets(d: dict[str, Any]) -> list[dict[str, str]]:
 def print_load_report(d: dict[str, Any], targets: list[dict[str, str]]) -> None:
     size = d["file_bytes"]
     rows = [("command", "wall s", "CPU s", "MB/s", "RSS MB", "exit")]
-    measured = ([d["psql"]] if d.get("psql") else []) + list(d["loads"].values())
+    measured = [*([d["psql"]] if d.get("psql") else []), *d.get("own", {}).values()]
+    measured += list(d["loads"].values())
     for m in measured:
         rate = m.mb_per_s(size)
         rows.append(

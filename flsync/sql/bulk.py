@@ -1,18 +1,27 @@
-"""Each database's bulk path: a CSV file into a staging table, then into its table.
+"""Each database's bulk path: a CSV file into its dataset's table.
 
-A file is first staged: its rows go, as text, into a temporary table of columns ``c1 … cn``
-(the header's columns in order), and each column's kind is found (see
-flsync.sql.csvfiles.Kind). Then, once the tables fit those kinds, one ``INSERT … SELECT``
-moves the rows into the dataset's table inside the run's transaction, empty text as NULL and
-each value cast to its column's type. The file is parsed once:
-- PostgreSQL: the file's bytes as they are, through ``COPY … FROM STDIN (FORMAT csv, HEADER)``:
-  the server parses them. Each column's kind is guessed from the file's first rows (the csv
-  module) and tested by one aggregate query over the staging table (see _kinds).
-- MariaDB/MySQL: ``LOAD DATA LOCAL INFILE`` of a named pipe that a thread fills with the
-  file's bytes (``OPTIONALLY ENCLOSED BY '"' ESCAPED BY ''``: RFC 4180); any warning fails
-  the file; the kinds guessed and tested as on PostgreSQL, by regular expressions.
-- SQLite: the csv module (flsync.sql.csvfiles), typing each block as it goes, and
-  ``executemany`` into the staging table.
+Directly (``load_direct``), as a run is almost always loaded: the file goes straight into its
+table, whose columns were made to fit the kinds its first rows show (``guess``), and each value
+is checked on the way; a value that does not fit its column raises Misfit, and the caller
+rolls the run back and stages it. The file is parsed once:
+- PostgreSQL: the file's bytes as they are, through ``COPY table (columns) FROM STDIN (FORMAT
+  csv, HEADER, FORCE_NULL)``: the server parses and types them; the leading columns take
+  their defaults, which read the run's values from the transaction's settings. The bytes
+  are checked as they pass (flsync.sql.csvfiles.RowChecker, one regular expression per chunk)
+  while the server works on the previous chunk.
+- MariaDB/MySQL: ``LOAD DATA LOCAL INFILE`` of a named pipe that a thread fills with the file's
+  bytes, checked as they pass; each field through a variable (``SET`` gives the leading
+  columns, NULL for empty fields); any warning counts as not fitting.
+- SQLite: the csv module (flsync.sql.csvfiles), each block's columns checked, and multi-row
+  ``INSERT`` statements of up to 999 parameters by ``executemany``.
+
+Staged (``stage`` then ``move``), when the direct path met a value that did not fit: the
+file's rows go, as text, into a temporary table of columns ``c1 … cn``, and each column's
+kind is found over the whole file (PostgreSQL: casts that must print back as the value,
+else regular expressions; MariaDB: regular expressions; SQLite: the csv module's blocks).
+Then, once the tables fit those kinds, one ``INSERT … SELECT`` moves the rows into the
+dataset's table inside the run's transaction, empty text as NULL and each value cast to its
+column's type.
 
 When the server refuses a file's text, the file is read again by the csv module (the error
 path only), so that the error names the line as a text editor counts it (from 1, line breaks

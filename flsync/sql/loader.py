@@ -3,12 +3,15 @@
 A load walks the chosen organisations' run folders through the store, and reloads only the
 runs whose files changed since the last load: ``flsync_loads`` keeps, per run folder, a
 fingerprint of its files (names, sizes, modification times) and the key and tables its rows
-went to. Each changed run's files are read once, through the database's bulk path, into
-temporary staging tables, which also tells each column's kind (flsync.sql.bulk); the tables
-are then made to fit, and, in one transaction per run, the run's rows are deleted from every
-table and the staged rows inserted. A failure anywhere in a run (a malformed file included)
-leaves its previous rows as they were, and the other runs go on. Runs whose folders are gone
-from the tree are deleted.
+went to. Each changed run's files are read once, through the database's bulk path
+(flsync.sql.bulk): the tables are made to fit the kinds each file's first rows show, and, in
+one transaction per run, the run's rows are deleted from every table and its files loaded
+straight in, every value checked against its column on the way. When a value does not fit
+(its column must widen), the run is rolled back (tables and columns made for it dropped) and
+loaded through temporary staging tables, which tell each column's kind over the whole file,
+before the tables are made to fit and the rows moved in, in one transaction. A failure
+anywhere in a run (a malformed file included) leaves its previous rows as they were, and the
+other runs go on. Runs whose folders are gone from the tree are deleted.
 
 Tables only grow: a new dataset makes a new table, a new column a new column, and a column
 whose new values its type cannot hold is widened to text (its values written back exactly as
