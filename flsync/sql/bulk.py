@@ -379,27 +379,11 @@ def _malformed(store: DataStore, path: str, record: int | None, reason: str) -> 
 def _load_data_mysql(
     dbapi: Any, store: DataStore, path: str, table: str, columns: Sequence[str]
 ) -> None:
-    with store.open_read(path) as stream:
-        first = stream.readline()
-    ending = "\\r\\n" if first.endswith(b"\r\n") else "\\n"
-    sql = (
-        f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4"
-        " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
-        f" LINES TERMINATED BY '{ending}' IGNORE 1 LINES ({', '.join(f'@{c}' for c in columns)})"
-        f" SET {', '.join(f'{c} = ' + _NULL_WORD.format(field=f'@{c}') for c in columns)}"
-    )
-    with tempfile.TemporaryDirectory(prefix="flsync-load-") as folder:
-        pipe = os.path.join(folder, "rows")
-        os.mkfifo(pipe, 0o600)
-        feeder = _PipeFeeder(pipe, store, path)
-        feeder.start()
-        try:
-            with dbapi.cursor() as cursor:
-                cursor.execute(sql, (pipe,))
-        finally:
-            feeder.finish()
-    if feeder.error is not None:
-        raise feeder.error
+    fields = [f"@{c}" for c in columns]
+    assignments = [
+        f"{c} = {_NULL_WORD.format(field=f)}" for c, f in zip(columns, fields, strict=True)
+    ]
+    _load_data_local(dbapi, store, path, table, fields, assignments)
     _refuse_warnings(dbapi, path, store)
 
 
@@ -420,35 +404,58 @@ def _load_direct_mysql(
         value = f"LEFT({value}, 19)" if kind is Kind.TIMESTAMP else value
         assignments.append(f"{q(name)} = NULLIF({value}, '')".replace("%", "%%"))
     dbapi = _dbapi(connection)
-    with store.open_read(planned.path) as stream:
-        first = stream.readline()
-    ending = "\\r\\n" if first.endswith(b"\r\n") else "\\n"
-    sql = (
-        f"LOAD DATA LOCAL INFILE %s INTO TABLE {q(planned.target)} CHARACTER SET utf8mb4"
-        " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
-        f" LINES TERMINATED BY '{ending}' IGNORE 1 LINES ({', '.join(fields)})"
-        f" SET {', '.join(assignments)}"
-    )
     checker = RowChecker(kinds)
-    with tempfile.TemporaryDirectory(prefix="flsync-load-") as folder:
-        pipe = os.path.join(folder, "rows")
-        os.mkfifo(pipe, 0o600)
-        feeder = _PipeFeeder(pipe, store, planned.path, checker)
-        feeder.start()
-        try:
-            with dbapi.cursor() as cursor:
-                cursor.execute(sql, (pipe, *map(str, prefix)))
-                rows = int(cursor.rowcount)
-        finally:
-            feeder.finish()
-    if feeder.error is not None:
-        raise feeder.error
+    table = q(planned.target).replace("%", "%%")
+    params = [str(value) for value in prefix]
+    rows = _load_data_local(
+        dbapi, store, planned.path, table, fields, assignments, params=params, checker=checker
+    )
     if not checker.fits:
         raise Misfit(planned.path)
     with dbapi.cursor() as cursor:
         cursor.execute("SHOW WARNINGS LIMIT 1")
         if cursor.fetchone():
             raise Misfit(planned.path)  # a value refused or changed: the staged path says which
+    return rows
+
+
+def _load_data_local(
+    dbapi: Any,
+    store: DataStore,
+    path: str,
+    table: str,
+    fields: Sequence[str],
+    assignments: Sequence[str],
+    *,
+    params: Sequence[str] = (),
+    checker: RowChecker | None = None,
+) -> int:
+    """LOAD DATA LOCAL INFILE of the file into ``table``, each record's fields into
+    ``fields`` (variables), then ``assignments`` (whose %s are ``params``), through a named
+    pipe that a thread fills with the file's bytes (``checker`` sees them on the way); the
+    number of rows."""
+    with store.open_read(path) as stream:
+        first = stream.readline()
+    ending = "\\r\\n" if first.endswith(b"\r\n") else "\\n"
+    sql = (
+        f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4"
+        " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
+        f" LINES TERMINATED BY '{ending}' IGNORE 1 LINES ({', '.join(fields)})"
+        f" SET {', '.join(assignments)}"
+    )
+    with tempfile.TemporaryDirectory(prefix="flsync-load-") as folder:
+        pipe = os.path.join(folder, "rows")
+        os.mkfifo(pipe, 0o600)
+        feeder = _PipeFeeder(pipe, store, path, checker)
+        feeder.start()
+        try:
+            with dbapi.cursor() as cursor:
+                cursor.execute(sql, (pipe, *params))
+                rows = int(cursor.rowcount)
+        finally:
+            feeder.finish()
+    if feeder.error is not None:
+        raise feeder.error
     return rows
 
 
