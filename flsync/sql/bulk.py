@@ -383,7 +383,7 @@ def _load_data_mysql(
     assignments = [
         f"{c} = {_NULL_WORD.format(field=f)}" for c, f in zip(columns, fields, strict=True)
     ]
-    _load_data_local(dbapi, store, path, table, fields, assignments)
+    _load_data_local(dbapi, store, path, table=table, fields=fields, assignments=assignments)
     _refuse_warnings(dbapi, path, store)
 
 
@@ -408,7 +408,14 @@ def _load_direct_mysql(
     table = q(planned.target).replace("%", "%%")
     params = [str(value) for value in prefix]
     rows = _load_data_local(
-        dbapi, store, planned.path, table, fields, assignments, params=params, checker=checker
+        dbapi,
+        store,
+        planned.path,
+        table=table,
+        fields=fields,
+        assignments=assignments,
+        params=params,
+        checker=checker,
     )
     if not checker.fits:
         raise Misfit(planned.path)
@@ -423,10 +430,10 @@ def _load_data_local(
     dbapi: Any,
     store: DataStore,
     path: str,
+    *,
     table: str,
     fields: Sequence[str],
     assignments: Sequence[str],
-    *,
     params: Sequence[str] = (),
     checker: RowChecker | None = None,
 ) -> int:
