@@ -506,7 +506,10 @@ def test_a_tree_in_s3_is_read_through_the_store(s3, bucket, tmp_path):  # noqa: 
         (["2016-05-09 10:23:11 UTC", ""], Kind.TIMESTAMP),
         (["2016-05-09 10:23:11"], Kind.TEXT),  # no zone: not taken for UTC
         (["2019-02-30 10:00:00 UTC"], Kind.TEXT),
-        (["2016-05-09", "2024-02-29"], Kind.DATE),
+        (["2016-05-09", "2024-02-29", "2000-02-29"], Kind.DATE),
+        (["2017-02-29"], Kind.TEXT),  # not a leap year
+        (["1900-02-29"], Kind.TEXT),  # nor is 1900
+        (["0000-01-01"], Kind.TEXT),  # no year 0 in the databases
         (["2016-05-09", "2016-05-09 10:23:11 UTC"], Kind.TEXT),
         (["1", "2\n3"], Kind.TEXT),
         (["", ""], Kind.EMPTY),
@@ -665,6 +668,7 @@ def test_each_database_types_a_column_as_the_csv_module_would(tmp_path, database
         "late_text": ("1", "2", "x", Kind.TEXT),
         "late_stamp": ("", "", "2016-05-09 10:23:11 UTC", Kind.TIMESTAMP),
         "null_word": ("1", "2", "NULL", Kind.TEXT),
+        "not_leap": ("2016-05-09 10:23:11 UTC", "", "2017-02-29 10:00:00 UTC", Kind.TEXT),
         "hour_24": ("2016-05-09 10:23:11 UTC", "", "2016-05-09 24:00:00 UTC", Kind.TEXT),
     }
     rows = [[first for first, _, _, _ in columns.values()]]

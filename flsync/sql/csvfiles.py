@@ -55,10 +55,12 @@ def widen(a: Kind, b: Kind) -> Kind:
 # exports' timestamps ("2016-05-09 10:23:11 UTC") and dates. Step codes such as "1.10" are no
 # integers (and no decimals are typed: 1.1 and 1.10 are different steps).
 INTEGER_PATTERN = r"(?:0|-?[1-9][0-9]{0,17})"
-# A day 01-29 of any month, the 30th of any but February, the 31st of the long months.
+# A day 01-28 of any month, the 29th and 30th of any but February, the 31st of the long
+# months, 29 February of a leap year; years 0001-9999 (the databases have no year 0).
 DATE_PATTERN = (
-    r"[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9])|(?:0[13-9]|1[0-2])-30"
-    r"|(?:0[13578]|1[02])-31)"
+    r"(?:(?!0000)[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29)"
 )
 TIMESTAMP_PATTERN = DATE_PATTERN + r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] UTC"
 # The same in the staging tables' queries (flsync.sql.bulk): PostgreSQL's and PCRE's regular
