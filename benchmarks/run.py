@@ -382,7 +382,8 @@ def scenario_c(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         # add a third of a second to every page that is not the browser's doing.
         *("--script-delay-ms", "0"),
     ]
-    plains, rendereds = [], []
+    plains, rendereds, olds = [], [], []
+    browser = ("-s", "FLSYNC_BROWSER=1")
     with bench.site("c", options) as site:
         bench.flsync(site, "flsync (cold site)", "flsync-c0", bench.work / "c0")
         for n in range(args.repeat):
@@ -393,13 +394,22 @@ def scenario_c(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             site.control({"script_pages": True})
             folder = bench.work / f"c-browser-{n}"
             label = f"flsync, FLSYNC_BROWSER=1, pages built by script ({n + 1} of {args.repeat})"
-            browser = ("-s", "FLSYNC_BROWSER=1")
             rendereds.append(
                 bench.flsync(site, label, f"flsync-c-browser-{n}", folder, *browser, tree=True)
             )
+            if args.baseline_code:  # taking turns, so that both meet the same machine
+                label = f"flsync {args.baseline}, FLSYNC_BROWSER=1 ({n + 1} of {args.repeat})"
+                folder = bench.work / f"baseline-c-{n}"
+                olds.append(
+                    bench.flsync(
+                        site, label, f"baseline-c-{n}", folder, *browser, code=args.baseline_code
+                    )
+                )
     plain = median_run(plains, lambda m: -m.wall_s, "flsync, plain")
     rendered = median_run(rendereds, lambda m: -m.wall_s, "flsync, FLSYNC_BROWSER=1")
+    old = median_run(olds, lambda m: -m.wall_s, f"flsync {args.baseline}") if olds else None
     return {
+        "baseline": old,
         "site_options": options,
         "plain": plain,
         "rendered": rendered,
@@ -543,6 +553,14 @@ def check_targets(
                 "result": "INFO",
             }
         )
+        old = c.get("baseline")
+        if old is not None:
+            add(
+                f"C: FLSYNC_BROWSER=1 wall / {old.label.split(',')[0]} wall",
+                f"{c['rendered'].wall_s / old.wall_s:.2f}" if old.ok else "n/a",
+                "<= 1",
+                bool(old.ok and c["rendered"].wall_s <= old.wall_s),
+            )
     if b is None:
         return targets
     flsync, curl = b["flsync"], b["curl"]
@@ -614,6 +632,8 @@ def print_report(
             measured.insert(-2, ("B", b["baseline"]))
     if c:
         measured += [("C", c["plain"]), ("C", c["rendered"])]
+        if c.get("baseline"):
+            measured.append(("C", c["baseline"]))
     for scenario, m in measured:
         if m is None:
             rows.append((scenario, "curl -o file", *["-"] * 9, "curl not installed"))
