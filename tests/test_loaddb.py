@@ -642,6 +642,14 @@ def test_a_run_whose_values_fit_goes_straight_into_its_tables(tmp_path, database
     assert_tables_match_tree(database, tmp_path / "data")
     types = column_types(database, "fits")
     assert "INT" in types["n"] and "DATE" in types["day"] and "TEXT" in types["note"]
+    # The index a run's rows are replaced by; on PostgreSQL a block-range one.
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        (index,) = inspect(connection).get_indexes("fits")
+    engine.dispose()
+    assert index["column_names"] == ["uni_name", "course_name", "run"]
+    if database.startswith("postgresql"):
+        assert index["dialect_options"]["postgresql_using"] == "brin"
     assert any(word in types["at"] for word in ("TIMESTAMP", "DATETIME"))
     # The next load of the run (changed) goes straight in too, into the tables as they are.
     os.utime(folder / "fits.csv", (1, 1))
