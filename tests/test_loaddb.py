@@ -651,7 +651,15 @@ def test_a_run_whose_values_fit_goes_straight_into_its_tables(tmp_path, database
     if database.startswith("postgresql"):
         assert index["dialect_options"]["postgresql_using"] == "brin"
     assert any(word in types["at"] for word in ("TIMESTAMP", "DATETIME"))
-    # The next load of the run (changed) goes straight in too, into the tables as they are.
+    # The next load of the run (changed) goes straight in too, into the tables as they are;
+    # on PostgreSQL, into a table made without the leading columns' defaults (an earlier
+    # version's), which are set.
+    if database.startswith("postgresql"):
+        engine = create_engine(database)
+        with engine.begin() as connection:
+            for column in ("uni_name", "course_name", "run"):
+                connection.exec_driver_sql(f"ALTER TABLE fits ALTER COLUMN {column} DROP DEFAULT")
+        engine.dispose()
     os.utime(folder / "fits.csv", (1, 1))
     caplog.clear()
     _load(tmp_path, database)

@@ -417,12 +417,9 @@ def _load_direct_mysql(
         params=params,
         checker=checker,
     )
-    if not checker.fits:
+    if not checker.fits or _first_warning(dbapi):
+        # A value refused or changed by the server: the staged path says which.
         raise Misfit(planned.path)
-    with dbapi.cursor() as cursor:
-        cursor.execute("SHOW WARNINGS LIMIT 1")
-        if cursor.fetchone():
-            raise Misfit(planned.path)  # a value refused or changed: the staged path says which
     return rows
 
 
@@ -474,16 +471,22 @@ _NULL_WORD = "COALESCE({field}, 'NULL')"
 def _refuse_warnings(dbapi: Any, path: str, store: DataStore | None = None) -> None:
     """LOAD DATA LOCAL turns refused rows and values into warnings (the server cannot stop
     the client's transfer): any warning fails the file."""
+    warning = _first_warning(dbapi)
+    if warning is None:
+        return
+    if store is None:
+        raise LoadError(f"{path}: the database refused a value: {warning}")
+    # "Row 3 doesn't contain data for all columns": rows counted after the header.
+    found = re.search(r"\brow ([0-9]+)", warning, re.IGNORECASE)
+    raise _malformed(store, path, int(found[1]) if found else None, warning)
+
+
+def _first_warning(dbapi: Any) -> str | None:
+    """The message of the last statement's first warning (MariaDB/MySQL), if any."""
     with dbapi.cursor() as cursor:
         cursor.execute("SHOW WARNINGS LIMIT 1")
         warning = cursor.fetchone()
-    if not warning:
-        return
-    if store is None:
-        raise LoadError(f"{path}: the database refused a value: {warning[2]}")
-    # "Row 3 doesn't contain data for all columns": rows counted after the header.
-    found = re.search(r"\brow ([0-9]+)", warning[2], re.IGNORECASE)
-    raise _malformed(store, path, int(found[1]) if found else None, warning[2])
+    return str(warning[2]) if warning else None
 
 
 class _PipeFeeder(threading.Thread):

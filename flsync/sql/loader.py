@@ -27,7 +27,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -55,6 +55,7 @@ from flsync.sql.bulk import (
     LoadError,
     Misfit,
     Planned,
+    Staged,
     drop,
     guess,
     load_direct,
@@ -65,7 +66,7 @@ from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, value_kind, widen
 from flsync.storage import StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sqlalchemy import Connection, Engine
     from sqlalchemy.types import TypeEngine
@@ -254,6 +255,7 @@ class ScannedRun:
     files: list[DatasetFile] = field(default_factory=list)
 
 
+P = TypeVar("P", bound=Planned)
 # A file of a run: its table, path, header and stat (None for metadata.csv, read already).
 _File = tuple[str, str, list[str], "FileStat | None"]
 
@@ -483,7 +485,11 @@ class Loader:
                 self._columns.pop(table, None)
 
     def _set_leading_defaults(self, connection: Connection, table: str) -> None:
-        """The leading columns' defaults of a table made by an earlier version (PostgreSQL)."""
+        """The leading columns' defaults of a table made by an earlier version (PostgreSQL),
+        if it lacks them: an ALTER TABLE would wait for every query reading the table."""
+        reflected = {c["name"]: c["default"] for c in inspect(connection).get_columns(table)}
+        if all(reflected.get(column) for column in LEADING):
+            return
         q = connection.dialect.identifier_preparer.quote
         for column in LEADING:
             connection.exec_driver_sql(
@@ -623,7 +629,6 @@ class Loader:
     def _load_run_directly(
         self, ready: ScannedRun, recorded: dict[str, Any] | None, files: Sequence[_File]
     ) -> int:
-        rows = 0
         with self.engine.connect() as connection:
             planned = []
             with connection.begin():
@@ -632,17 +637,16 @@ class Loader:
                     current = [columns.get(c, Kind.EMPTY) for c in header]
                     planned.append(Planned(table, path, header, guess(self.store, path, current)))
             made = self._prepare_tables(connection, planned)
+            stats = {path: stat for _table, path, _header, stat in files}
+
+            def insert(item: Planned, prefix: Sequence[str | int], kinds: Sequence[Kind]) -> int:
+                inserted = load_direct(connection, self.store, item, prefix, kinds)
+                self._unchanged(item.path, stats[item.path])
+                return inserted
+
             try:
                 with connection.begin():
-                    self._delete_run(connection, ready, recorded)
-                    for item, (_table, path, _header, stat) in zip(planned, files, strict=True):
-                        columns = self._current(connection, item.target) or {}
-                        kinds = [columns[c] for c in item.header]
-                        prefix = () if item.target == RUNS_TABLE else ready.key
-                        inserted = load_direct(connection, self.store, item, prefix, kinds)
-                        rows += inserted if item.target != RUNS_TABLE else 0
-                        self._unchanged(path, stat)
-                    self._record(connection, ready)
+                    rows = self._replace_rows(connection, ready, recorded, planned, insert)
             except Misfit:
                 self._unmake(connection, made)
                 raise
@@ -653,7 +657,6 @@ class Loader:
         self, ready: ScannedRun, recorded: dict[str, Any] | None, files: Sequence[_File]
     ) -> int:
         names = [f"{STAGING}{n}" for n in range(len(files))]
-        rows = 0
         with self.engine.connect() as connection:
             try:
                 staged = []
@@ -674,18 +677,37 @@ class Loader:
                         )
                         self._unchanged(path, stat)
                 self._prepare_tables(connection, staged)
+
+                def insert(item: Staged, prefix: Sequence[str | int], kinds: Sequence[Kind]) -> int:
+                    return move(connection, item, prefix, kinds)
+
                 with connection.begin():
-                    self._delete_run(connection, ready, recorded)
-                    for item in staged:
-                        columns = self._current(connection, item.target) or {}
-                        kinds = [columns[c] for c in item.header]
-                        prefix = () if item.target == RUNS_TABLE else ready.key
-                        inserted = move(connection, item, prefix, kinds)
-                        rows += inserted if item.target != RUNS_TABLE else 0
-                    self._record(connection, ready)
+                    rows = self._replace_rows(connection, ready, recorded, staged, insert)
             finally:
                 self._drop(connection, names)
         self._loaded(ready, rows)
+        return rows
+
+    def _replace_rows(
+        self,
+        connection: Connection,
+        ready: ScannedRun,
+        recorded: dict[str, Any] | None,
+        items: Sequence[P],
+        insert: Callable[[P, Sequence[str | int], Sequence[Kind]], int],
+    ) -> int:
+        """In the run's transaction: delete its rows, ``insert`` each file into its table
+        (whose columns' kinds are known by now) after the leading columns' values, and
+        record the load; the number of dataset rows."""
+        self._delete_run(connection, ready, recorded)
+        rows = 0
+        for item in items:
+            columns = self._current(connection, item.target) or {}
+            kinds = [columns[c] for c in item.header]
+            prefix = () if item.target == RUNS_TABLE else ready.key
+            inserted = insert(item, prefix, kinds)
+            rows += inserted if item.target != RUNS_TABLE else 0
+        self._record(connection, ready)
         return rows
 
     def _unchanged(self, path: str, stat: FileStat | None) -> None:
