@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -956,6 +957,33 @@ def test_csv_files_follow_the_site_model(fakesite: FakeSite) -> None:
     assert empty == (CONTRACT_HEADERS["weekly_sentiment_survey_responses"] + "\n").encode()
 
 
+@contextlib.contextmanager
+def cli_site(*options: str) -> Iterator[http.client.HTTPConnection]:
+    """The imitation site started from its command line (3 rows, ``options``): a connection
+    to it; then stopped, which it must take as a clean exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        yield connection
+        connection.close()
+    finally:
+        process.terminate()
+        status = process.wait(timeout=10)
+    assert status == 0
+
+
+def cli_knobs(connection: http.client.HTTPConnection) -> dict[str, Any]:
+    """The site's switches, as its control endpoint reports them."""
+    connection.request("GET", "/_fakesite/control")
+    return json.loads(connection.getresponse().read())
+
+
 def test_cli_serves_until_terminated() -> None:
     sessions = ["--session-cookie", "kept", "--expire-session-after", "0"]
     sessions += ["--expiry-answer", "html", "--no-expiry-cookie"]
@@ -1322,23 +1350,10 @@ def test_transfer_knobs_are_checked_and_set_over_http(
 
 def test_cli_sets_the_transfer_knobs() -> None:
     options = ["--dataset-transfer", "chunked", "--weak-etag", "--compress", "gzip"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("GET", "/_fakesite/control")
-        knobs = json.loads(connection.getresponse().read())
-        connection.close()
-        assert knobs["dataset_transfer"] == "chunked" and knobs["weak_etag"] is True
-        assert knobs["compress"] == "gzip"
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+    with cli_site(*options) as connection:
+        knobs = cli_knobs(connection)
+    assert knobs["dataset_transfer"] == "chunked" and knobs["weak_etag"] is True
+    assert knobs["compress"] == "gzip"
 
 
 # In front of the site: HTTPS with a test CA, and the bot wall (the contract's "In front of
@@ -2019,26 +2034,13 @@ def test_script_knobs_over_http_and_from_the_cli(fakesite: FakeSite, browser: Br
         assert page.status == 400 and next(iter(values)) in json.loads(page.body)["error"]
     options = ["--script-pages", "--script-delay-ms", "75", "--script-challenge"]
     options += ["--challenge-pass-seconds", "60"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("GET", "/_fakesite/control")
-        knobs = json.loads(connection.getresponse().read())
+    with cli_site(*options) as connection:
+        knobs = cli_knobs(connection)
         connection.request("GET", "/sign-in")
         response = connection.getresponse()
         assert_challenge(response.status, lower_headers(response.headers), response.read())
-        connection.close()
-        assert knobs["script_pages"] is True and knobs["script_delay_ms"] == 75
-        assert knobs["script_challenge"] is True and knobs["challenge_pass_seconds"] == 60
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+    assert knobs["script_pages"] is True and knobs["script_delay_ms"] == 75
+    assert knobs["script_challenge"] is True and knobs["challenge_pass_seconds"] == 60
 
 
 def solve(client: Browser, nonce: str, answer: object) -> Page:
@@ -2295,19 +2297,6 @@ def test_page_change_knobs_are_checked_and_set_from_the_cli(fakesite: FakeSite) 
         with pytest.raises(ValueError, match=f"bad value for {name}"):
             fakesite.faults.update({name: value})
     options = ["--markup-change", "date_cell", "--extra-column", "comments"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("GET", "/_fakesite/control")
-        knobs = json.loads(connection.getresponse().read())
-        connection.close()
-        assert (knobs["markup_change"], knobs["extra_column"]) == ("date_cell", "comments")
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+    with cli_site(*options) as connection:
+        knobs = cli_knobs(connection)
+    assert (knobs["markup_change"], knobs["extra_column"]) == ("date_cell", "comments")
