@@ -1,7 +1,6 @@
 import os
-import subprocess
-import sys
 import tempfile
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from flsync.storage import (
     StoreLockedError,
     store_class,
 )
-from tests.conftest import REPO
 
 
 class BrokenBuffer(BytesIO):
@@ -129,21 +127,42 @@ def test_check_location_makes_no_parent(tmp_path):
 
 
 def test_check_location_refuses_a_read_only_parent():
-    # Root may write anywhere, so the check runs as an ordinary user when the tests are root.
     with tempfile.TemporaryDirectory() as top:
         os.chmod(top, 0o755)
         read_only = Path(top, "ro")
         read_only.mkdir(mode=0o555)
         read_only.chmod(0o555)
-        check = (
-            "from scrapy.settings import Settings; from flsync.storage import LocalStore;"
-            f" LocalStore.check_location({str(read_only / 'data')!r}, Settings())"
+        refused = _as_ordinary_user(
+            lambda: LocalStore.check_location(str(read_only / "data"), Settings())
         )
-        command = [sys.executable, "-c", check]
-        if os.getuid() == 0:
-            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-        result = subprocess.run(
-            command, capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}, check=False
-        )
-    assert result.returncode == 1
-    assert result.stderr.rstrip().endswith(f"{read_only} is not writable by this user")
+    assert refused.startswith("StoreLocationError: ")
+    assert refused.endswith(f"{read_only} is not writable by this user")
+
+
+def _as_ordinary_user(check: Callable[[], None]) -> str:
+    """Run ``check`` in a forked child that, when the tests run as root (who may write
+    anywhere), first becomes user nobody; what it raised, as "Type: message" ("" if
+    nothing). Forked, not started afresh: the child needs no access to the checkout, which
+    may sit in a folder only its owner can read."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's report goes through the pipe
+        try:
+            os.close(reader)
+            outcome = ""
+            try:
+                if os.getuid() == 0:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                check()
+            except Exception as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            os.write(writer, outcome.encode())
+        finally:
+            os._exit(0)  # never back into pytest
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(child, 0)
+    return outcome
