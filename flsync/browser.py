@@ -21,6 +21,7 @@ plain requests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -162,6 +163,10 @@ class BrowserPages:
     every page costs the browser more than showing the page does. There are at most
     ``FLSYNC_BROWSER_PAGES`` of them, and each is closed for a new one after ``PAGE_USES``
     pages, so that memory stays the same however many runs there are.
+
+    Each page has a browser context (a cookie store) of its own: an answer that ends the
+    session, to one page, sets a signed-out cookie, which in a shared store would also
+    replace the cookies of a page still loading under the renewed session.
     """
 
     _quiet = _NoTraceback()
@@ -178,6 +183,7 @@ class BrowserPages:
         self._idle: list[Page] = []  # pages done with, to show the next ones in
         self._uses: dict[Page, int] = {}  # pages shown by each page still open
         self._turns = asyncio.Semaphore(self._pages)
+        self._contexts = itertools.count()  # names of the pages' contexts
         self._home: str | None = None
         extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
         if extra:
@@ -194,6 +200,8 @@ class BrowserPages:
             request.meta["playwright_include_page"] = True
             if self._idle:
                 request.meta["playwright_page"] = self._idle.pop()
+            else:
+                request.meta["playwright_context"] = f"flsync-{next(self._contexts)}"
             try:
                 response: Response = await self._handler.download_request(request)
             except Exception as exc:
@@ -216,7 +224,7 @@ class BrowserPages:
             self._idle.append(page)
         else:
             del self._uses[page]
-            await page.close()
+            await page.context.close()
 
     def wait_until_built(self) -> Any:
         """A page method: wait for the page's completion signal (see site.py)."""
@@ -247,7 +255,7 @@ class BrowserPages:
 
     async def close(self) -> None:
         for page in self._idle:
-            await page.close()
+            await page.context.close()
         self._idle.clear()
         await self._handler.close()
         logging.getLogger("scrapy-playwright").removeFilter(self._quiet)

@@ -3,6 +3,7 @@ Chromium (Debian's, as on the machines flsync runs on) against a small local ser
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,9 +53,29 @@ CHALLENGE = b"""<!doctype html><html><head><title>Just a moment...</title></head
 fetch("/solve", {method: "POST"}).then(() => location.reload());
 </script></body></html>"""
 PASSED = b"<!doctype html><html><head><title>Sign in</title></head><body>in</body></html>"
+# Built once the server has answered /signed-out (to another page), with the cookies it sees.
+BUILT_AFTER_SIGN_OUT = b"""<!doctype html><html><head><title>Dashboard</title></head><body>
+<ul class="m-datasets" aria-busy="true"></ul>
+<script>
+async function build() {
+  while ((await (await fetch("/gate")).text()) !== "open") {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const ul = document.querySelector("ul.m-datasets");
+  const li = document.createElement("li");
+  li.textContent = "comments from " + document.cookie;
+  ul.appendChild(li);
+  ul.setAttribute("aria-busy", "false");
+}
+build();
+</script></body></html>"""
+SIGNED_OUT = b"<!doctype html><html><head><title>Sign in</title></head><body>out</body></html>"
 
 
 class _Handler(BaseHTTPRequestHandler):
+    gate_asked = threading.Event()  # a page's script is running
+    signed_out = threading.Event()  # /signed-out has been answered
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -69,6 +90,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/built-late":
             self._send(200, BUILT_LATE, Content_Type="text/html")
+        elif self.path == "/built-after-sign-out":
+            self._send(200, BUILT_AFTER_SIGN_OUT, Content_Type="text/html")
+        elif self.path == "/gate":
+            self.gate_asked.set()
+            self._send(200, b"open" if self.signed_out.is_set() else b"shut")
+        elif self.path == "/signed-out":
+            # What a site answers a request of an expired session: a new, signed-out cookie.
+            cookie = "_future_learn_session=signed-out; Path=/"
+            self._send(200, SIGNED_OUT, Content_Type="text/html", Set_Cookie=cookie)
+            self.signed_out.set()
         elif self.path == "/never-built":
             self._send(200, NEVER_BUILT, Content_Type="text/html")
         elif self.path == "/challenged":
@@ -242,6 +273,26 @@ async def test_a_page_is_read_once_built_with_the_requests_cookies(handler, base
     assert response.css("ul.m-datasets::attr(aria-busy)").get() == "false"
     # The page's script saw the cookie: it was in the browser context, not only in one header.
     assert response.css("ul.m-datasets li::text").get() == "comments from _future_learn_session=s1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_keeps_its_cookies_when_another_page_is_signed_out(handler, base):
+    _Handler.gate_asked.clear()
+    _Handler.signed_out.clear()
+    building = rendered(f"{base}/built-after-sign-out", dont_merge_cookies=True)
+    building.headers[b"Cookie"] = b"_future_learn_session=renewed"
+    stale = rendered(f"{base}/signed-out", dont_merge_cookies=True)
+    stale.headers[b"Cookie"] = b"_future_learn_session=expired"
+    first = deferred_from_coro(handler.download_request(building))
+    while not _Handler.gate_asked.is_set():  # loaded, with its cookies: its script waits
+        await deferred_from_coro(asyncio.sleep(0.02))
+    await deferred_from_coro(handler.download_request(stale))
+    response = await first
+    # The signed-out cookie set by the other page's answer did not reach this page's script.
+    assert (
+        response.css("ul.m-datasets li::text").get()
+        == "comments from _future_learn_session=renewed"
+    )
 
 
 @pytest_twisted.ensureDeferred
