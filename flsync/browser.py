@@ -21,7 +21,7 @@ plain requests.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import logging
 import os
 import re
@@ -38,8 +38,11 @@ from urllib.parse import urlsplit
 from scrapy.exceptions import IgnoreRequest
 
 from flsync import site
+from flsync.session import GENERATION_META
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from playwright.async_api import Page
     from scrapy import Request
     from scrapy.crawler import Crawler
@@ -164,9 +167,11 @@ class BrowserPages:
     ``FLSYNC_BROWSER_PAGES`` of them, and each is closed for a new one after ``PAGE_USES``
     pages, so that memory stays the same however many runs there are.
 
-    Each page has a browser context (a cookie store) of its own: an answer that ends the
-    session, to one page, sets a signed-out cookie, which in a shared store would also
-    replace the cookies of a page still loading under the renewed session.
+    Its pages share one cookie store, and an answer that ends a session sets a signed-out
+    cookie there: the pages shown at once are those of one session (``GENERATION_META``),
+    so a page of a renewed session waits until the pages still loading under the old one
+    are done (each within FLSYNC_BROWSER_TIMEOUT). A cookie store per page would isolate
+    them too, but was measured to cost about a quarter more browser time.
     """
 
     _quiet = _NoTraceback()
@@ -183,7 +188,9 @@ class BrowserPages:
         self._idle: list[Page] = []  # pages done with, to show the next ones in
         self._uses: dict[Page, int] = {}  # pages shown by each page still open
         self._turns = asyncio.Semaphore(self._pages)
-        self._contexts = itertools.count()  # names of the pages' contexts
+        self._session: object = None  # the generations of the pages being shown
+        self._showing = 0  # pages being shown
+        self._shown = asyncio.Condition()  # notified when a page has been shown
         self._home: str | None = None
         extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
         if extra:
@@ -196,12 +203,10 @@ class BrowserPages:
         request.meta.setdefault("playwright_page_methods", [self.wait_until_built()])
         # No more renders at once than there are pages: one more would wait, for ever, for a
         # page that only goes back to the pool.
-        async with self._turns:
+        async with self._one_session(request), self._turns:
             request.meta["playwright_include_page"] = True
             if self._idle:
                 request.meta["playwright_page"] = self._idle.pop()
-            else:
-                request.meta["playwright_context"] = f"flsync-{next(self._contexts)}"
             try:
                 response: Response = await self._handler.download_request(request)
             except Exception as exc:
@@ -215,6 +220,21 @@ class BrowserPages:
             response = response.replace(status=200)
         return response
 
+    @contextlib.asynccontextmanager
+    async def _one_session(self, request: Request) -> AsyncIterator[None]:
+        """Hold the request until the pages being shown are all of its session."""
+        session = request.meta.get(GENERATION_META)
+        async with self._shown:
+            await self._shown.wait_for(lambda: not self._showing or self._session == session)
+            self._session = session
+            self._showing += 1
+        try:
+            yield
+        finally:
+            async with self._shown:
+                self._showing -= 1
+                self._shown.notify_all()
+
     async def _done_with(self, request: Request, *, reuse: bool) -> None:
         page = request.meta.pop("playwright_page", None)
         if page is None or page.is_closed():
@@ -224,7 +244,7 @@ class BrowserPages:
             self._idle.append(page)
         else:
             del self._uses[page]
-            await page.context.close()
+            await page.close()
 
     def wait_until_built(self) -> Any:
         """A page method: wait for the page's completion signal (see site.py)."""
@@ -255,7 +275,7 @@ class BrowserPages:
 
     async def close(self) -> None:
         for page in self._idle:
-            await page.context.close()
+            await page.close()
         self._idle.clear()
         await self._handler.close()
         logging.getLogger("scrapy-playwright").removeFilter(self._quiet)

@@ -25,6 +25,7 @@ from flsync.bodies import discard_body
 from flsync.browser import BrowserError, bot_pass, challenge_visit
 from flsync.config import config_from_settings
 from flsync.session import (
+    GENERATION_META,
     ChallengeFailed,
     Clearance,
     Session,
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 # Request meta keys.
 SIGN_IN_META = "flsync_sign_in"  # part of a sign-in: never held, never taken as "signed out"
 EXPECT_CSV_META = "flsync_expect_csv"  # an HTML answer means the session has expired
-GENERATION_META = "flsync_session"  # the sign-in (generation) this request was sent under
 SESSION_RESENDS_META = "flsync_session_resends"  # times it was sent again after "signed out"
 CLEARANCE_META = "flsync_clearance"  # the browser visit that passes the bot challenge
 SIGN_IN_SLOT = "flsync-sign-in"

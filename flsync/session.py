@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+# A request's meta: the (sign-in, bot pass) generations it was sent under.
+GENERATION_META = "flsync_session"
+
 
 class SessionError(Exception):
     """Signing in does not give a usable session; the sync must stop. One line for the user.

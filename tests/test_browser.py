@@ -30,6 +30,7 @@ from flsync.browser import (
     skip_resource,
 )
 from flsync.handlers import CurlDownloadHandler
+from flsync.session import GENERATION_META
 from tests.fakesite.tls import make_pki
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ SIGNED_OUT = b"<!doctype html><html><head><title>Sign in</title></head><body>out
 
 class _Handler(BaseHTTPRequestHandler):
     gate_asked = threading.Event()  # a page's script is running
+    signed_out_asked = threading.Event()  # /signed-out has been asked for
     signed_out = threading.Event()  # /signed-out has been answered
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -97,6 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"open" if self.signed_out.is_set() else b"shut")
         elif self.path == "/signed-out":
             # What a site answers a request of an expired session: a new, signed-out cookie.
+            # It comes once a newer page's script runs, if one is allowed to run meanwhile.
+            self.signed_out_asked.set()
+            self.gate_asked.wait(2)
             cookie = "_future_learn_session=signed-out; Path=/"
             self._send(200, SIGNED_OUT, Content_Type="text/html", Set_Cookie=cookie)
             self.signed_out.set()
@@ -276,22 +281,24 @@ async def test_a_page_is_read_once_built_with_the_requests_cookies(handler, base
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_page_keeps_its_cookies_when_another_page_is_signed_out(handler, base):
-    _Handler.gate_asked.clear()
-    _Handler.signed_out.clear()
-    building = rendered(f"{base}/built-after-sign-out", dont_merge_cookies=True)
-    building.headers[b"Cookie"] = b"_future_learn_session=renewed"
-    stale = rendered(f"{base}/signed-out", dont_merge_cookies=True)
+async def test_a_page_of_a_renewed_session_waits_for_the_old_sessions_pages(handler, base):
+    for event in (_Handler.gate_asked, _Handler.signed_out_asked, _Handler.signed_out):
+        event.clear()
+    stale = rendered(f"{base}/signed-out", dont_merge_cookies=True, **{GENERATION_META: (1, 0)})
     stale.headers[b"Cookie"] = b"_future_learn_session=expired"
-    first = deferred_from_coro(handler.download_request(building))
-    while not _Handler.gate_asked.is_set():  # loaded, with its cookies: its script waits
+    renewed = rendered(
+        f"{base}/built-after-sign-out", dont_merge_cookies=True, **{GENERATION_META: (2, 0)}
+    )
+    renewed.headers[b"Cookie"] = b"_future_learn_session=renewed"
+    first = deferred_from_coro(handler.download_request(stale))
+    while not _Handler.signed_out_asked.is_set():
         await deferred_from_coro(asyncio.sleep(0.02))
-    await deferred_from_coro(handler.download_request(stale))
-    response = await first
-    # The signed-out cookie set by the other page's answer did not reach this page's script.
-    assert (
-        response.css("ul.m-datasets li::text").get()
-        == "comments from _future_learn_session=renewed"
+    response = await deferred_from_coro(handler.download_request(renewed))
+    await first
+    # The old session's answer (a signed-out cookie, in the cookie store the pages share)
+    # came before this page was loaded with its own cookies, not while its script ran.
+    assert response.css("ul.m-datasets li::text").get() == (
+        "comments from _future_learn_session=renewed"
     )
 
 

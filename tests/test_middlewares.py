@@ -13,12 +13,8 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import Deferred
 
 from flsync.config import LOADED_CONFIG, FlsyncConfig
-from flsync.middlewares import (
-    GENERATION_META,
-    RetryAfterMiddleware,
-    SessionMiddleware,
-    parse_retry_after,
-)
+from flsync.middlewares import RetryAfterMiddleware, SessionMiddleware, parse_retry_after
+from flsync.session import GENERATION_META
 from flsync.stopping import PromptStop
 
 URL = "http://127.0.0.1/admin/organisations"
