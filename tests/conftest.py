@@ -25,6 +25,10 @@ def fakesite() -> Iterator[FakeSite]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
+SHORT_WAITS = ("-s", "FLSYNC_RETRY_BACKOFF_BASE=0.01", "-s", "FLSYNC_RETRY_AFTER_MAX=0.1")
+
+
 @dataclass
 class SyncResult:
     returncode: int

@@ -238,6 +238,8 @@ def test_a_load_holds_every_file_exactly_and_loading_again_changes_nothing(workd
     assert 'A backslash \\ and a "quoted, comma" inside' in texts
     assert " leading and trailing spaces " in texts
     assert "😀😃😄" in texts
+    assert "=cmd|' /C calc'!A0" in texts
+    assert "NULL" in texts  # the word, not a NULL
     if database.startswith("sqlite"):
         engine = create_engine(database)
         with engine.connect() as connection:

@@ -12,13 +12,11 @@ import pytest
 
 from flsync import tree
 from flsync.storage import TEMP_SUFFIX
-from tests.conftest import Sync, assert_full_tree, data_files, expected_tree
+from tests.conftest import SHORT_WAITS, Sync, assert_full_tree, data_files, expected_tree
 from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, FakeSite, SiteOptions
 from tests.fakesite.control import SESSION_COOKIE_MODES
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
-# Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
-SHORT_WAITS = ("-s", "FLSYNC_RETRY_BACKOFF_BASE=0.01", "-s", "FLSYNC_RETRY_AFTER_MAX=0.1")
 UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 
 

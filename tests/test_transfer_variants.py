@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Sync, assert_full_tree, data_files, expected_tree
+from tests.conftest import SHORT_WAITS, Sync, assert_full_tree, data_files, expected_tree
 from tests.fakesite import FakeSite, SiteOptions
 from tests.test_incremental import file_ids
 
@@ -77,7 +77,7 @@ def test_cut_off_chunked_download_keeps_the_good_file(site, sync, tmp_path):
     before = data_files(first)
     site.faults.update({"generation": 2, "truncate_next": 10_000})
     site.reset_stats()
-    cut = sync("--full")
+    cut = sync("--full", *SHORT_WAITS)
     assert cut.returncode == 1, cut.output
     assert site.stats()["dataset_chunked"] == dataset_answers(site) > 0
     failed = [line for line in cut.error_lines() if "Dataset (failed)" in line]

@@ -112,6 +112,8 @@ _FREE_TEXT = (
     " leading and trailing spaces ",
     "Semicolons; tabs\tand, commas, all in one",
     'A backslash \\ and a "quoted, comma" inside',
+    "=cmd|' /C calc'!A0",
+    "NULL",
 )
 _LEAVING_REASONS = (
     "I don\u2019t have enough time",
