@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_WAITS
 from tests.fakesite import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -254,3 +255,17 @@ def test_in_the_browser_pages_built_by_script_are_all_ok(fakesite, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.statuses() == ALL_OK
     assert fakesite.stats()["by_kind"]["api"] == 3  # two runs pages and a dashboard, rendered
+
+
+def test_an_unreachable_site_is_the_syncs_one_line(tmp_path):
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{free.getsockname()[1]}"
+    result = doctor(base_url, tmp_path, *SHORT_WAITS)
+    assert result.returncode == 1
+    [error] = result.error_lines()
+    reason = f"Sign-in as demo@example.org failed: Failed to connect to {base_url[7:]}"
+    assert reason in error
+    assert error.endswith("Could not connect to server")
+    assert result.line("sign-in").startswith(f"FAILED  sign-in: {base_url}/sign-in: {reason}")
+    assert result.statuses() == {"sign-in": "FAILED", **dict.fromkeys(PARTS[1:], "NOT CHECKED")}

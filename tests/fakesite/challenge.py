@@ -69,8 +69,9 @@ class Challenges:
         self._clock = clock
         self._lock = threading.Lock()
         self._nonces: dict[str, bool] = {}  # used as an ordered set: the oldest go first
-        # cf_clearance value -> (the User-Agent that earned it, when it stops holding).
-        self._clearances: dict[str, tuple[str, float]] = {}
+        # cf_clearance value -> (the User-Agent that earned it, when it stops holding, the
+        # requests it still holds for, or None: any number).
+        self._clearances: dict[str, tuple[str, float, int | None]] = {}
 
     def cleared(self, clearance: str | None, user_agent: str) -> bool:
         """Whether the request's cookie is a clearance earned with this User-Agent, still held."""
@@ -80,10 +81,12 @@ class Challenges:
             held = self._clearances.get(clearance)
             if held is None:
                 return False
-            earned_by, expires = held
-            if self._clock() >= expires:
+            earned_by, expires, uses = held
+            if self._clock() >= expires or uses == 0:
                 del self._clearances[clearance]  # passed: the challenge comes back
                 return False
+            if uses is not None:
+                self._clearances[clearance] = (earned_by, expires, uses - 1)
         return secrets.compare_digest(earned_by.encode(), user_agent.encode())
 
     def challenge(self) -> Reply:
@@ -98,8 +101,11 @@ class Challenges:
         headers = [*CHALLENGE_HEADERS, ("CF-RAY", f"{secrets.token_hex(8)}-LHR")]
         return Reply(403, headers, page.encode())
 
-    def solve(self, body: bytes, user_agent: str, pass_seconds: float, secure: bool) -> Reply:
-        """The answer to a POST to SOLVE_PATH: a clearance cookie if the puzzle is solved.
+    def solve(
+        self, body: bytes, user_agent: str, pass_seconds: float, secure: bool, requests: int = 0
+    ) -> Reply:
+        """The answer to a POST to SOLVE_PATH: a clearance cookie if the puzzle is solved,
+        holding for ``pass_seconds`` and, if above 0, for that many ``requests``.
 
         A nonce serves once, right or wrong, and only if this server handed it out.
         """
@@ -114,7 +120,11 @@ class Challenges:
             return _json(403, {"success": False})
         clearance = secrets.token_urlsafe(32)
         with self._lock:
-            self._clearances[clearance] = (user_agent, self._clock() + pass_seconds)
+            self._clearances[clearance] = (
+                user_agent,
+                self._clock() + pass_seconds,
+                requests or None,
+            )
         cookie = (
             f"{CLEARANCE_COOKIE}={clearance}; Path=/; Max-Age={_COOKIE_MAX_AGE}; HttpOnly; "
             f"SameSite=Lax{'; Secure' if secure else ''}"

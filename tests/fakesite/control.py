@@ -100,7 +100,8 @@ class Faults:
     valid ``cf_clearance`` cookie, but the control ones and the challenge's own endpoint, gets
     a ``403`` "Just a moment..." page whose script earns the cookie. A clearance holds only
     for the ``User-Agent`` that earned it, for ``challenge_pass_seconds`` (counted from the
-    pass, whatever the knob says later).
+    pass, whatever the knob says later) and, if ``challenge_pass_requests`` is above 0, for
+    that many requests (1: only the browser's own reload; a pass that does not hold).
 
     Changes beyond the contract, as FutureLearn has made them (server-rendered pages only; the
     script of ``script_pages`` still builds the contract's markup):
@@ -137,6 +138,7 @@ class Faults:
     script_never_next: int = 0  # the next N shell pages never complete
     script_challenge: bool = False  # 403 "Just a moment..." until a script earns cf_clearance
     challenge_pass_seconds: float = 1800.0  # how long a cf_clearance holds
+    challenge_pass_requests: int = 0  # requests a cf_clearance holds for; 0: any number
     markup_change: str | None = None  # one of MARKUP_CHANGES
     extra_column: str | None = None  # a dataset whose files get a "sentiment" column
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -209,6 +211,7 @@ def _check(name: str, value: Any) -> None:
         "script_never_next": is_int(value) and value >= 0,
         "script_challenge": isinstance(value, bool),
         "challenge_pass_seconds": is_number(value) and value > 0,
+        "challenge_pass_requests": is_int(value) and value >= 0,
         "markup_change": value is None or value in MARKUP_CHANGES,
         "extra_column": value is None or value in HEADERS,
     }

@@ -383,9 +383,15 @@ class _Handler(BaseHTTPRequestHandler):
         challenges, stats = self.server.challenges, self.server.stats
         user_agent = self.headers.get("User-Agent", "")
         if path == SOLVE_PATH and self.command == "POST":
-            pass_seconds = self.server.app.faults.challenge_pass_seconds
+            faults = self.server.app.faults
             secure = self.server.tls is not None
-            reply = challenges.solve(body, user_agent, pass_seconds, secure)
+            reply = challenges.solve(
+                body,
+                user_agent,
+                faults.challenge_pass_seconds,
+                secure,
+                requests=faults.challenge_pass_requests,
+            )
             stats.record_solve(self.command, self.path, reply.status)
             return reply
         if challenges.cleared(self._cookie(CLEARANCE_COOKIE), user_agent):
