@@ -1,4 +1,4 @@
-"""Downloader middlewares: polite retries, and the signed-in session.
+"""Downloader middlewares: polite retries, redirects, and the signed-in session.
 
 Settings: ``FLSYNC_RETRY_AFTER_MAX`` and ``FLSYNC_RETRY_BACKOFF_BASE`` (RetryAfterMiddleware),
 plus Scrapy's own ``RETRY_*``; ``FLSYNC_SESSION_RETRIES``, ``FLSYNC_SIGN_IN_MAX`` and
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.downloadermiddlewares.cookies import CookiesMiddleware
+from scrapy.downloadermiddlewares.redirect import RedirectMiddleware
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
@@ -62,6 +63,24 @@ def tries_note(request: Request | None) -> str:
         return ""
     tries = 1 + request.meta.get("retry_times", 0) + request.meta.get(SESSION_RESENDS_META, 0)
     return f" (after {tries} tries)" if tries > 1 else ""
+
+
+class UnfilteredRedirectMiddleware(RedirectMiddleware):
+    """Scrapy's redirects, each sent even to a page already asked for in this sync.
+
+    Scrapy's duplicate filter drops a redirect to a page it has seen, without a word: the
+    page redirected is then never read, and a sync would call itself complete without it. Sent
+    all the same, a loop ends at REDIRECT_MAX_TIMES in the request's errback (one line, and
+    the organisation incomplete), and a redirect elsewhere is read where it leads.
+    """
+
+    def process_response(  # type: ignore[override]  # Scrapy's takes a deprecated spider too
+        self, request: Request, response: Response
+    ) -> Request | Response:
+        result = super().process_response(request, response)
+        if isinstance(result, Request) and result is not request:
+            return result.replace(dont_filter=True)
+        return result
 
 
 class RetryAfterMiddleware(RetryMiddleware):

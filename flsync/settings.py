@@ -96,6 +96,8 @@ DOWNLOADER_MIDDLEWARES = {
     # stored (an "expired" answer may set a new anonymous session cookie, which must not
     # replace the renewed session), and before RedirectMiddleware (600) follows a raw 302.
     "scrapy.downloadermiddlewares.cookies.CookiesMiddleware": None,
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
+    "flsync.middlewares.UnfilteredRedirectMiddleware": 600,
     "flsync.middlewares.SessionMiddleware": 700,
     # Sees an answer before the session does: a bot challenge is never a refused sign-in.
     "flsync.middlewares.AccessMiddleware": 710,

@@ -40,6 +40,7 @@ from flsync import signals as flsync_signals
 from flsync.bodies import StreamedResponse
 from flsync.handlers import FIRST_BYTES_META, STREAM_TO_META, CurlDownloadHandler
 from flsync.stopping import SyncStopped
+from tests.proxy import ForwardProxy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -583,3 +584,14 @@ def test_memory_does_not_grow_with_body_size(base, tmp_path):
     print(f"peak RSS KiB: 32 MiB {start_32} -> {peak_32}, 256 MiB {start_256} -> {peak_256}")  # noqa: T201
     assert files_in(tmp_path) == []
     assert peak_256 < peak_32 + 40 * 1024
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_request_goes_through_the_proxy_its_meta_names(handler, base, tmp_path):
+    with ForwardProxy() as proxy:
+        page = yield download(handler, Request(f"{base}/page", meta={"proxy": proxy.url}))
+        dataset = yield download(handler, streamed(f"{base}/data.csv", tmp_path, proxy=proxy.url))
+        stats = proxy.stats()
+    assert page.status == dataset.status == 200
+    assert Path(dataset.body_path).read_bytes() == CSV
+    assert stats.forwarded == [("GET", f"{base}/page"), ("GET", f"{base}/data.csv")]

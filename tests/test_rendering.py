@@ -76,6 +76,9 @@ def test_a_page_that_never_completes_fails_with_one_clear_line(script_site, tmp_
         "the page did not finish building itself within 2 s (FLSYNC_BROWSER_TIMEOUT)"
     )
     assert "Traceback" not in result.output
+    organisations = {o.name for o in script_site.data.organisations}
+    written = {p.split("/")[0] for p in result.files() if p.endswith(tree.UPDATE_FILE)}
+    assert len(written) == len(organisations) - 1  # the other organisation is complete
 
 
 def test_sessions_expire_and_are_renewed_while_the_browser_is_in_use(script_site, tmp_path):

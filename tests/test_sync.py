@@ -193,6 +193,20 @@ def test_a_request_past_its_retries_fails_in_one_line(fakesite, sync):
     assert fakesite.stats()["by_status"]["503"] == 5  # RETRY_TIMES = 4
 
 
+def test_a_redirect_loop_fails_its_page_in_one_line(fakesite, sync):
+    # A run's details page redirects to itself: Scrapy's duplicate filter would drop the
+    # second visit without a word, and the sync would call itself complete without the run.
+    only = r"^/admin/courses/forensic-psychology/1$"
+    fakesite.faults.update({"fail_with": 307, "fail_next": 100, "fail_path": only})
+    result = sync(*SHORT_WAITS)
+    assert result.returncode == 1
+    [line, summary] = result.error_lines()
+    assert line.endswith("/admin/courses/forensic-psychology/1: max redirections reached")
+    assert "Sync FAILED (finished; pages/failed: 1)" in summary
+    assert fakesite.stats()["by_status"]["307"] == 6  # REDIRECT_MAX_TIMES = 5
+    assert not (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).exists()
+
+
 def test_retries_after_503_and_429(small_site, tmp_path):
     small_site.faults.update({"fail_with": 503, "fail_next": 3, "retry_after": "1"})
     result = Sync(small_site.base_url, tmp_path)(*SHORT_WAITS)

@@ -110,7 +110,7 @@ class App:
         if failure:
             # A fault stands for an answer from in front of the app (a proxy, a load
             # balancer), which does not touch the session: no cookie in any mode.
-            return self._failure(failure)
+            return self._failure(failure, request.path)
         reply = self._route(request)
         if self.faults.session_cookie == "every_answer":
             self._reissue_cookie(request, reply)
@@ -449,9 +449,12 @@ class App:
         chunked = content_coding != coding.IDENTITY or self.faults.dataset_transfer == "chunked"
         return content_coding, chunked, [("Vary", "Accept-Encoding")]
 
-    def _failure(self, status: int) -> Reply:
+    def _failure(self, status: int, path: str) -> Reply:
         if status == 302:  # what an expired session gets, whatever its cookie
             return _redirect(SIGN_IN_PATH)
+        if status == 307:  # to where it was asked: a loop while the fault lasts
+            reply = _redirect(path)
+            return Reply(307, reply.headers, reply.body)
         message = "Too many requests" if status == 429 else "Service unavailable"
         reply = _html(status, pages.error_page(status, message))
         if self.faults.retry_after is not None:

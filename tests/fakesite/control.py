@@ -120,7 +120,7 @@ class Faults:
     expire_session_after: int | None = None  # /admin requests a signed-in session may make
     expiry_answer: str = "redirect"  # or "html": 200 sign-in page on dataset URLs
     expiry_cookie: bool = True  # the expired answer carries a new, signed-out session cookie
-    fail_with: int = 503  # a 4xx/5xx, or 302: a redirect to the sign-in page
+    fail_with: int = 503  # a 4xx/5xx; 302: a redirect to the sign-in page; 307: to itself
     fail_next: int = 0
     fail_path: str = r"^/admin(/|$)"
     retry_after: str | None = None
@@ -193,7 +193,7 @@ def _check(name: str, value: Any) -> None:
         "expire_session_after": value is None or (is_int(value) and value >= 0),
         "expiry_answer": value in ("redirect", "html"),
         "expiry_cookie": isinstance(value, bool),
-        "fail_with": is_int(value) and (400 <= value <= 599 or value == 302),
+        "fail_with": is_int(value) and (400 <= value <= 599 or value in (302, 307)),
         "fail_next": is_int(value) and value >= 0,
         "fail_path": isinstance(value, str) and _compiles(value),
         "retry_after": value is None or isinstance(value, str),
