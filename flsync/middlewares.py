@@ -35,7 +35,7 @@ from flsync.session import (
     SignInRejected,
 )
 from flsync.stopping import SyncStopped, stopper
-from flsync.transport import CertificateError, ProxyError
+from flsync.transport import CertificateError, ProxyError, proxy_wants_credentials
 
 if TYPE_CHECKING:
     from typing import Self
@@ -391,11 +391,7 @@ class AccessMiddleware:
             )
         proxy = request.meta.get("proxy")
         if proxy and response.status == 407:
-            self._stop(
-                "proxy",
-                f"the proxy {proxy} asked for credentials that were not given or not"
-                " accepted (407): put them in its URL (http_proxy=http://user:password@host:port)",
-            )
+            self._stop("proxy", proxy_wants_credentials(proxy, request.url))
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:

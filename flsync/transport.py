@@ -57,6 +57,15 @@ class ProxyError(TransportError):
     """The proxy refused the connection, or the request."""
 
 
+def proxy_wants_credentials(proxy: str, url: str) -> str:
+    """The one line for a proxy that answered 407 to the request for ``url``."""
+    variable = f"{urlsplit(url).scheme}_proxy"
+    return (
+        f"the proxy {proxy} asked for credentials that were not given or not accepted (407):"
+        f" put them in its URL ({variable}=http://user:password@host:port)"
+    )
+
+
 class DataLossError(Exception):
     """The body ended before its end (short of Content-Length, or a cut chunked body)."""
 
@@ -265,8 +274,8 @@ class Transfer:
                 " TLS-inspecting proxy is in the way, give its CA in FLSYNC_CA_BUNDLE"
             )
         if self.proxy and code in _PROXY_CODES and not self._status:
-            if "407" in reason:
-                reason = "it asked for credentials that were not given or not accepted (407)"
+            if "407" in reason:  # to a CONNECT: the tunnel to an https site
+                return ProxyError(proxy_wants_credentials(self.proxy, self.url))
             return ProxyError(f"the proxy {self.proxy} failed: {reason}")
         if code in (CurlECode.PARTIAL_FILE, CurlECode.RECV_ERROR, CurlECode.HTTP2_STREAM):
             if self._answer is not None or self._status:

@@ -186,6 +186,25 @@ def test_a_proxy_that_wants_credentials_stops_with_one_clear_error(fakesite, tmp
     assert update_text(sync) == first.files()["University of Exampleton/update.txt"].decode()
 
 
+def test_a_tunnel_that_wants_credentials_stops_with_one_clear_error(walled_site, tmp_path):
+    with ForwardProxy(credentials=("uni", "pr0xy-secret")) as proxy:
+        result = Sync(walled_site.base_url, tmp_path)(
+            *trusting(walled_site),
+            env={"https_proxy": proxy.url_with_credentials("uni", "wrong-guess")},
+        )
+        stats = proxy.stats()
+    assert result.returncode == 1
+    [line, summary] = result.error_lines()
+    assert line.endswith(
+        f"the proxy {proxy.url} asked for credentials that were not given or not accepted"
+        " (407): put them in its URL (https_proxy=http://user:password@host:port)"
+    )
+    assert "Sync FAILED (flsync_proxy" in summary
+    assert stats.auth_challenges > 0 and stats.forwarded == []  # CONNECT refused, no tunnel
+    assert "wrong-guess" not in result.output
+    assert result.files() == {}
+
+
 def test_a_proxy_that_refuses_connections_stops_with_one_clear_error(walled_site, tmp_path):
     sync = Sync(walled_site.base_url, tmp_path)
     first = sync(*trusting(walled_site))
