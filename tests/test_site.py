@@ -12,6 +12,7 @@ from scrapy.http import HtmlResponse, Response
 from flsync import site
 from tests.fakesite.data import UNKNOWN_DATASET
 from tests.fakesite.datasets import HEADERS, OLD_HEADERS
+from tests.fakesite.wall import CHALLENGE_PAGE
 
 PAGES = Path(__file__).parent / "pages"
 BASE = "https://www.futurelearn.com"
@@ -235,3 +236,20 @@ def test_known_headers_are_those_of_the_imitation_site():
             assert site.DATASET_HEADERS[name][0] == header
     for name, header in OLD_HEADERS.items():
         assert site.DATASET_HEADERS[name][1:] == (header,)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "page", "challenge"),
+    [
+        (403, {"cf-mitigated": "challenge"}, CHALLENGE_PAGE, True),
+        (403, {}, CHALLENGE_PAGE, True),  # the header lost on the way (a proxy, a CDN rule)
+        (503, {}, CHALLENGE_PAGE, True),
+        (200, {}, CHALLENGE_PAGE, False),  # a page that only looks like one: no refusal
+        (403, {}, "<html><head><title>Forbidden</title></head></html>", False),  # no admin
+    ],
+)
+def test_a_bot_challenge_is_known_with_or_without_its_header(status, headers, page, challenge):
+    response = HtmlResponse(
+        url=BASE + "/sign-in", status=status, headers=headers, body=page, encoding="utf-8"
+    )
+    assert site.is_bot_challenge(response) is challenge
