@@ -75,7 +75,7 @@ class FileBody:
 
     BLOCK = 1 << 20
     INLINE_HASH = 4 << 20
-    QUEUED_BLOCKS = 8  # blocks waiting to be hashed at most; then the transfer waits
+    QUEUED_BLOCKS = 4  # blocks waiting to be hashed at most; then the transfer waits
 
     def __init__(self, path: str) -> None:
         self.path = path
