@@ -167,6 +167,14 @@ def update_text(sync: Sync) -> str:
     return (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).read_text()
 
 
+def wants_credentials(proxy: ForwardProxy, variable: str) -> str:
+    """The one line for a proxy that answered 407, naming the variable to put them in."""
+    return (
+        f"the proxy {proxy.url} asked for credentials that were not given or not accepted"
+        f" (407): put them in its URL ({variable}=http://user:password@host:port)"
+    )
+
+
 def test_a_proxy_that_wants_credentials_stops_with_one_clear_error(fakesite, tmp_path):
     sync = Sync(fakesite.base_url, tmp_path)
     first = sync()
@@ -176,10 +184,7 @@ def test_a_proxy_that_wants_credentials_stops_with_one_clear_error(fakesite, tmp
         result = sync(env={"http_proxy": proxy.url_with_credentials("uni", "wrong-guess")})
     assert result.returncode == 1
     [line, summary] = result.error_lines()
-    assert line.endswith(
-        f"the proxy {proxy.url} asked for credentials that were not given or not accepted"
-        " (407): put them in its URL (http_proxy=http://user:password@host:port)"
-    )
+    assert line.endswith(wants_credentials(proxy, "http_proxy"))
     assert "Sync FAILED (flsync_proxy" in summary
     assert "wrong-guess" not in result.output
     assert data_files(result) == data_files(first)
@@ -195,10 +200,7 @@ def test_a_tunnel_that_wants_credentials_stops_with_one_clear_error(walled_site,
         stats = proxy.stats()
     assert result.returncode == 1
     [line, summary] = result.error_lines()
-    assert line.endswith(
-        f"the proxy {proxy.url} asked for credentials that were not given or not accepted"
-        " (407): put them in its URL (https_proxy=http://user:password@host:port)"
-    )
+    assert line.endswith(wants_credentials(proxy, "https_proxy"))
     assert "Sync FAILED (flsync_proxy" in summary
     assert stats.auth_challenges > 0 and stats.forwarded == []  # CONNECT refused, no tunnel
     assert "wrong-guess" not in result.output
