@@ -676,3 +676,28 @@ def test_two_jobs_for_different_organisations_share_a_bucket(tmp_path, endpoint,
     assert {key.split("/")[0] for key in stored} == set(names)
     for name in names:
         assert f"{name}/{tree.UPDATE_FILE}" in stored
+
+
+@pytest.mark.usefixtures("site")
+@pytest.mark.parametrize(
+    "denied",
+    [("s3:GetObject", f"*/{tree.STATE_FILE}"), ("s3:ListBucketMultipartUploads", "")],
+    ids=["state", "uploads"],
+)
+def test_a_folder_that_cannot_be_read_is_one_line(sync, endpoint, bucket, authenticated, denied):
+    action, resource = denied
+    keys = iam_keys(
+        endpoint,
+        [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": action, "Resource": f"arn:aws:s3:::{bucket}{resource}"},
+        ],
+    )
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
+    assert result.returncode == 1, result.output
+    [line, summary] = result.error_lines()
+    assert f"Organisation (failed): {EXAMPLETON}: its folder cannot be read: " in line
+    assert line.endswith("AccessDenied: Access Denied")
+    assert "Traceback" not in result.output
+    assert "Sync FAILED" in summary
+    assert [key for key in objects(authenticated, bucket) if not key.startswith("m/.")] == []

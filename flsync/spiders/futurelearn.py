@@ -30,7 +30,7 @@ from flsync.spiders.common import (
     wanted_dataset,
 )
 from flsync.stopping import SyncStopped, stopper
-from flsync.storage import store_class
+from flsync.storage import StoreError, store_class
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -130,7 +130,16 @@ class FuturelearnSpider(scrapy.Spider):
         if chosen and not claimed:
             raise CloseSpider("flsync_locked")  # every one is another job's: nothing done
         for organisation in claimed:
-            self.mirror.sweep(organisation.name)
+            try:
+                self.mirror.sweep(organisation.name)
+                self.mirror.state(organisation.name)  # read now: a refusal is said here, once
+            except StoreError as exc:
+                self.crawler.stats.inc_value("flsync/store/failed")
+                self.logger.error(
+                    "Organisation (failed): %(organisation)s: its folder cannot be read: %(error)s",
+                    {"organisation": organisation.name, "error": exc},
+                )
+                continue
             self.crawler.stats.inc_value("flsync/organisations/synced")
             yield self._page(
                 organisation.runs_url,
