@@ -174,6 +174,9 @@ del EXTENSIONS_BASE["scrapy.extensions.telnet.TelnetConsole"]
 # parses the callback's source for every response, as bound methods defeat its cache: about
 # 8% of a sync's CPU time.
 WARN_ON_GENERATOR_RETURN_VALUE = False
+# Scrapy's get_retry_request, used from a callback as its documentation shows (a page whose
+# script failed, tried again), carries the request's retry count on purpose: no warning.
+META_COPY_WARN_SKIP_KEYS = ["retry_times"]
 
 LOG_LEVEL = "INFO"
 # The log ends with what a person reads first (each organisation's report, the sync's summary),

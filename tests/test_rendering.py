@@ -53,6 +53,7 @@ def test_a_page_whose_script_fails_once_is_rendered_again(script_site, tmp_path)
     assert result.returncode == 0, result.output
     assert_full_tree(script_site, result)
     assert "'retry/reason_count/script_failed': 1" in result.output
+    assert " WARNING: " not in result.output  # tried again, and fine: nothing to worry about
 
 
 def test_a_page_whose_script_fails_fails_its_organisation_only(script_site, tmp_path):

@@ -33,6 +33,7 @@ def test_full_tree_byte_for_byte(fakesite, sync):
     for organisation in fakesite.data.organisations:
         assert UPDATE_LINE.fullmatch(result.files()[f"{organisation.name}/update.txt"])
     assert "Sync complete: 471 downloaded, 0 unchanged" in result.output
+    assert " WARNING: " not in result.output  # a complete sync says nothing to worry about
 
 
 def test_metadata_keeps_names_exactly_as_shown(fakesite, sync):

@@ -343,6 +343,7 @@ class FuturelearnSpider(scrapy.Spider):
             assert response.request is not None  # set by Scrapy on every response it hands
             retry = get_retry_request(response.request, spider=self, reason="script_failed")
             if retry is not None:
+                retry.meta.pop("download_latency", None)  # the last try's, not this one's
                 return retry
             self.crawler.stats.inc_value("flsync/pages/failed")
             self.logger.error(
