@@ -959,8 +959,9 @@ def test_csv_files_follow_the_site_model(fakesite: FakeSite) -> None:
 
 @contextlib.contextmanager
 def cli_site(*options: str) -> Iterator[http.client.HTTPConnection]:
-    """The imitation site started from its command line (3 rows, ``options``): a connection
-    to it; then stopped, which it must take as a clean exit."""
+    """The imitation site started from its command line (3 rows, ``options``), which must
+    say where it serves and as whom to sign in: a connection to it; then stopped, which it
+    must take as a clean exit."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
         cwd=ROOT,
@@ -968,8 +969,14 @@ def cli_site(*options: str) -> Iterator[http.client.HTTPConnection]:
         text=True,
     )
     try:
-        port = int(re.search(r":(\d+) ", process.stdout.readline())[1])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        line = process.stdout.readline()
+        match = re.fullmatch(
+            r"FakeSite serving (http://127\.0\.0\.1:(\d+)) "
+            r"\(sign in as demo@example\.org / demo-password\)\n",
+            line,
+        )
+        assert match, line
+        connection = http.client.HTTPConnection("127.0.0.1", int(match[2]), timeout=10)
         yield connection
         connection.close()
     finally:
@@ -987,32 +994,13 @@ def cli_knobs(connection: http.client.HTTPConnection) -> dict[str, Any]:
 def test_cli_serves_until_terminated() -> None:
     sessions = ["--session-cookie", "kept", "--expire-session-after", "0"]
     sessions += ["--expiry-answer", "html", "--no-expiry-cookie"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *sessions],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        match = re.fullmatch(
-            r"FakeSite serving (http://127\.0\.0\.1:(\d+)) "
-            r"\(sign in as demo@example\.org / demo-password\)\n",
-            line,
-        )
-        assert match, line
-        connection = http.client.HTTPConnection("127.0.0.1", int(match[2]), timeout=10)
+    with cli_site(*sessions) as connection:
         connection.request("GET", "/sign-in")
         response = connection.getresponse()
         assert response.status == 200 and response.read()
-        connection.request("GET", "/_fakesite/control")
-        knobs = json.loads(connection.getresponse().read())
-        assert knobs["session_cookie"] == "kept" and knobs["expire_session_after"] == 0
-        assert knobs["expiry_answer"] == "html" and knobs["expiry_cookie"] is False
-        connection.close()
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+        knobs = cli_knobs(connection)
+    assert knobs["session_cookie"] == "kept" and knobs["expire_session_after"] == 0
+    assert knobs["expiry_answer"] == "html" and knobs["expiry_cookie"] is False
 
 
 def test_saved_pages_are_there() -> None:
