@@ -331,7 +331,7 @@ class SessionMiddleware(CookiesMiddleware):
             answer = await engine.download_async(
                 form.to_scrapy(callback=None, meta=meta, dont_filter=True)
             )
-        except site.LayoutError as exc:
+        except site.PageError as exc:
             raise SignInRejected(
                 f"Sign-in as {account} failed: {exc} (the sign-in page has probably changed)"
             ) from None

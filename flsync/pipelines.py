@@ -23,7 +23,15 @@ from scrapy.utils.defer import ensure_awaitable
 from flsync import site, storage, tree
 from flsync.bodies import StreamedResponse, discard_body
 from flsync.handlers import STREAM_TO_META
-from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem
+from flsync.items import (
+    DatasetItem,
+    ListingItem,
+    OrganisationItem,
+    RunFailure,
+    RunItem,
+    RunSkipped,
+)
+from flsync.ledger import DONE_OUTCOMES, OrganisationLedger
 from flsync.middlewares import EXPECT_CSV_META, tries_note
 from flsync.mirror import mirror_of
 from flsync.report import STORED_OUTCOMES, OrganisationReport
@@ -219,7 +227,10 @@ class DatasetFilesPipeline(FilesPipeline):
         raise DatasetFailed(f"{item.path}: {reason}")
 
     def _previous(self, item: DatasetItem) -> dict[str, Any] | None:
-        return mirror_of(self.crawler).state(item.organisation).files.get(item.path)
+        previous: dict[str, Any] | None = (
+            mirror_of(self.crawler).state(item.organisation).files.get(item.path)
+        )
+        return previous
 
     def _record(
         self, item: DatasetItem, status: str, known: dict[str, Any], stored: FileStat | None
@@ -265,7 +276,7 @@ class RunMetadataPipeline:
                     store.persist_file(path, io.BytesIO(content), None)
             except storage.StoreError as exc:
                 self.crawler.stats.inc_value("flsync/store/failed")
-                logger.error("Run (failed): %(error)s", {"error": exc})
+                logger.error("Run (failed): %(url)s: %(error)s", {"url": item.url, "error": exc})
                 raise MetadataFailed(str(exc)) from None
             item.files.append(tree.METADATA_FILE)
         return item
@@ -276,19 +287,18 @@ class _OrganisationSync:
     """What one sync learnt of one organisation, to be saved and reported at its end."""
 
     figures: OrganisationReport
-    run_count: int | None = None
-    failures: int = 0
+    listing_url: str = ""  # its runs listing's first page
+    ledger: OrganisationLedger = field(default_factory=OrganisationLedger)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Runs with a file that could not be fetched: never frozen, so the next sync retries them.
-    failed_runs: set[str] = field(default_factory=set)
 
 
 class SyncStatePipeline:
-    """At the end of the crawl, per organisation: saves what was stored (the state, for the
-    next sync), writes update.txt if every file was fetched, fails the sync if a listing
-    that used to hold runs came back empty (a sign the page layout has changed), and reports
-    what the sync did (a log line and sync-report.json, see flsync.report).
+    """Accounts for every organisation's sync (flsync.ledger) and, at the end of the crawl,
+    per organisation: saves what was stored (the state, for the next sync), names every run
+    that did not close, writes update.txt if every run did, fails the sync if a listing that
+    used to hold runs came back empty (a sign the page layout has changed), and reports what
+    the sync did (a log line and sync-report.json, see flsync.report).
 
     Settings: ``FLSYNC_FROZEN_AFTER_DAYS`` (named in update.txt when runs were left alone).
     """
@@ -297,8 +307,9 @@ class SyncStatePipeline:
         self.crawler = crawler
         self.frozen_after_days = crawler.settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
         self.started = _now()
-        self.syncs: dict[str, _OrganisationSync] = {}
+        self.syncs: dict[str, _OrganisationSync] = {}  # by organisation slug
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
+        crawler.signals.connect(self.item_error, signal=signals.item_error)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
@@ -307,14 +318,25 @@ class SyncStatePipeline:
 
     def process_item(self, item: Any) -> Any:
         sync = self._sync(item.organisation)
+        ledger = sync.ledger
         if isinstance(item, OrganisationItem):
-            sync.run_count = item.run_count
-            sync.figures.runs_frozen = item.frozen
+            sync.figures.organisation = item.name
+            sync.figures.folder = item.folder
+            sync.listing_url = item.url
+        elif isinstance(item, ListingItem):
+            ledger.listed(item)
+            sync.figures.runs_listed = item.listed
+            sync.figures.runs_frozen = len(item.frozen)
         elif isinstance(item, RunItem):
+            ledger.run_read(item.key, item.url, list(item.datasets.values()))
             sync.runs[item.key] = {
                 "folder": item.folder,
+                "course": item.course,
+                "run": item.run,
+                "start_date": item.start_date.isoformat(),
                 "end_date": item.end_date.isoformat(),
                 "files": sorted(item.files),
+                "datasets": item.datasets,
             }
             sync.figures.runs += 1
         elif isinstance(item, DatasetItem):
@@ -323,60 +345,93 @@ class SyncStatePipeline:
             for record in item.files:
                 sync.files[record["path"]] = record
                 sync.figures.count_file(record["status"], record["size"])
-        elif isinstance(item, FetchFailure):
-            sync.failures += 1
+                if record["status"] in DONE_OUTCOMES:
+                    ledger.file_done(item.run_key, item.file_name)
+        elif isinstance(item, RunSkipped):
+            ledger.run_skipped(item.run_key)
+        elif isinstance(item, RunFailure):
+            ledger.failed(item.run_key, item.url, item.reason)
             sync.figures.pages_failed += 1
         return item
 
     def item_dropped(self, item: Any, response: Any, exception: Exception) -> None:
-        sync = self._sync(item.organisation)
-        sync.failures += 1
+        """A dataset that could not be fetched, or a metadata.csv that could not be written:
+        said in one line where it happened."""
+        self._item_failed(item, str(exception))
         if isinstance(item, DatasetItem):
-            sync.failed_runs.add(item.run_key)
-            sync.figures.count_file("failed")
+            self._sync(item.organisation).figures.count_file("failed")
+
+    def item_error(self, item: Any, response: Any, spider: Any, failure: Failure) -> None:
+        """An exception in a pipeline (Scrapy logs it with its traceback): its run is failed."""
+        name = failure.type.__name__ if failure.type else "Error"
+        self._item_failed(item, f"{name}: {failure.getErrorMessage()}")
+
+    def _item_failed(self, item: Any, reason: str) -> None:
+        key = item.key if isinstance(item, RunItem) else getattr(item, "run_key", None)
+        url = getattr(item, "url", "")
+        self._sync(item.organisation).ledger.failed(key, url, reason)
 
     def spider_closed(self, reason: str) -> None:
-        for organisation, sync in self.syncs.items():
+        for slug, sync in self.syncs.items():
             try:
-                self._close(organisation, sync, reason)
-            except storage.StoreError as exc:
+                self._close(slug, sync, reason)
+            except (storage.StoreError, OSError) as exc:
                 # The state, update.txt or the report could not be written (or the tree
-                # read): one line and a failed sync, not a traceback Scrapy only logs.
+                # read): one line and a failed sync, not a traceback Scrapy only logs; the
+                # other organisations are closed all the same.
                 self.crawler.stats.inc_value("flsync/store/failed")
                 logger.error(
                     "Organisation (failed): %(organisation)s: %(error)s",
-                    {"organisation": organisation, "error": exc},
+                    {"organisation": sync.figures.organisation, "error": exc},
                 )
 
-    def _close(self, organisation: str, sync: _OrganisationSync, reason: str) -> None:
+    def _close(self, slug: str, sync: _OrganisationSync, reason: str) -> None:
         """Save the organisation's state, write update.txt if it is complete, and report."""
         mirror = mirror_of(self.crawler)
-        folder = tree.organisation_dir(organisation)
-        state = mirror.state(organisation)
-        layout_changed = sync.run_count == 0 and (bool(state.runs) or self._has_run_folders(folder))
+        ledger, figures = sync.ledger, sync.figures
+        state = mirror.state(slug)
+        listed_none = ledger.listing is not None and ledger.listing.listed == 0
+        layout_changed = listed_none and (bool(state.runs) or self._has_run_folders(figures.folder))
         if layout_changed:
             self.crawler.stats.inc_value("flsync/layout_changed")
             logger.error(
                 "No runs found for %(organisation)s, but %(folder)s holds some:"
                 " FutureLearn's page layout has probably changed (flsync/site.py reads it)",
-                {"organisation": organisation, "folder": folder},
+                {"organisation": figures.organisation, "folder": figures.folder},
             )
-        else:
+        if ledger.listing is None and reason == "finished" and not ledger.failures:
+            why = "its runs listing was not read to its last page"
+            ledger.failed(None, sync.listing_url, why)
+            logger.error(
+                "Organisation (failed): %(organisation)s: %(why)s (%(url)s)",
+                {"organisation": figures.organisation, "why": why, "url": sync.listing_url},
+            )
+        for url, why in ledger.unclosed():
+            self._say_unclosed(url, why)
+        state.slug, state.name = slug, figures.organisation
+        if not layout_changed:
             state.files.update(sync.files)
             state.runs.update(sync.runs)
-            for key in sync.failed_runs:
-                state.runs.pop(key, None)
-            mirror.save_state(organisation)
-        figures = sync.figures
+            for key, account in ledger.runs.items():
+                if not account.closed:  # never frozen: the next sync asks for it again
+                    state.runs.pop(key, None)
+        mirror.save_state(slug)
+        self._figures(figures, ledger)
+        spider_exceptions = any(
+            key.startswith("spider_exceptions/") for key in self.crawler.stats.get_stats()
+        )
         figures.complete = (
             reason == "finished"
+            and ledger.complete
             and not layout_changed
-            and sync.failures == 0
-            and sync.run_count is not None
+            and not spider_exceptions
+        )
+        self.crawler.stats.inc_value(
+            "flsync/organisations/" + ("complete" if figures.complete else "incomplete")
         )
         if figures.complete:
             mirror.store.persist_file(
-                f"{folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(sync)), None
+                f"{figures.folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(sync)), None
             )
         mirror.store.persist_file(figures.path, io.BytesIO(figures.to_json()), None)
         if figures.complete:
@@ -384,11 +439,24 @@ class SyncStatePipeline:
         else:
             logger.warning("%(report)s; update.txt left as it was", {"report": figures.log_line()})
 
-    def _sync(self, organisation: str) -> _OrganisationSync:
-        sync = self.syncs.get(organisation)
+    def _say_unclosed(self, url: str, why: str) -> None:
+        self.crawler.stats.inc_value("flsync/runs/failed")
+        logger.error("Run (failed): %(url)s: %(why)s", {"url": url, "why": why})
+
+    @staticmethod
+    def _figures(figures: OrganisationReport, ledger: OrganisationLedger) -> None:
+        figures.runs_expected = len(ledger.expected_runs())
+        figures.runs_closed = ledger.runs_closed
+        figures.files_expected = ledger.files_expected
+        figures.files_accounted = ledger.files_accounted
+        figures.failures = [{"url": url, "reason": why} for url, why in ledger.failed_runs()]
+
+    def _sync(self, slug: str) -> _OrganisationSync:
+        sync = self.syncs.get(slug)
         if sync is None:
-            sync = self.syncs[organisation] = _OrganisationSync(
-                OrganisationReport(organisation, started=self.started)
+            folder = mirror_of(self.crawler).folder(slug)
+            sync = self.syncs[slug] = _OrganisationSync(
+                OrganisationReport(slug, folder, started=self.started)
             )
         sync.figures.finished = _now()
         return sync
@@ -420,7 +488,7 @@ def _metadata_csv(item: RunItem, header: tuple[str, ...]) -> bytes:
     writer.writerow(header)
     writer.writerow(
         [
-            item.organisation,
+            item.organisation_name,
             item.course,
             item.run,
             item.start_date.isoformat(),

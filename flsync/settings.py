@@ -89,6 +89,10 @@ ITEM_PIPELINES = {
 FILES_EXPIRES = 0
 MEDIA_ALLOW_REDIRECTS = False
 
+# An exception raised while a page is read fails that page's run (one ERROR line), instead
+# of the run simply never arriving.
+SPIDER_MIDDLEWARES = {"flsync.failures.PageFailureMiddleware": 900}
+
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "flsync.middlewares.RetryAfterMiddleware": 550,

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -32,9 +32,13 @@ SUBDIVISIONS_DATASET = "country-subdivisions"
 # later), the other datasets until two weeks after the run's end.
 NEVER_FINAL_DATASETS = ("enrolments",)
 UPCOMING = "upcoming"
-_DATE_FORMAT = "%d %b %Y"  # "9 May 2016"
 _WEEKS = re.compile(r"(\d+)\s*weeks?", re.IGNORECASE)
 _DATASET_PATH = re.compile(r"/stats-dashboard/data/([^/?#]+)")
+_ORGANISATION_PATH = re.compile(r"/admin/organisations/([^/?#]+)/runs")
+_RUN_PATH = re.compile(r"/admin/courses/([^/?#]+)/([^/?#]+)")
+# More dataset links than this on one dashboard is not FutureLearn's page (it lists about a
+# dozen): refused rather than fetched.
+MAX_DATASETS = 200
 
 # What each part of the page model is read by: named in the warnings and in `scrapy doctor`'s
 # lines, so that a changed page says which of these stopped matching.
@@ -48,8 +52,23 @@ DATASETS_SELECTOR = "ul.m-datasets a.m-datasets__link"
 DATASET_LINK_PATH = "/stats-dashboard/data/"
 
 
-class LayoutError(ValueError):
-    """A page does not have the shape this module reads (FutureLearn changed its markup)."""
+class PageError(ValueError):
+    """A page is not in the form this module reads (FutureLearn changed it, or it is not
+    FutureLearn's): names the page, the part (a selector or label) and the text it could not
+    read (shortened: it is the site's)."""
+
+    def __init__(self, url: str, part: str, problem: str, text: str | None = None) -> None:
+        self.url = url
+        shown = "" if text is None else f": {_shorten(text)!r}"
+        super().__init__(f"{part}: {problem}{shown}")
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.args[0]}"
+
+    @property
+    def reason(self) -> str:
+        """What is wrong, without the page's URL."""
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -121,11 +140,12 @@ def subdivisions_url(base_url: str, course_slug: str, run: int) -> str:
 
 def sign_in_form_request(response: Response, email: str, password: str) -> FormRequestData:
     """The sign-in POST, built from the page's form with every hidden field sent back."""
+    part = f"form[action={SIGN_IN_PATH}]"
     if not isinstance(response, TextResponse):
-        raise LayoutError(f"no sign-in form on {response.url} (not a web page)")
+        raise PageError(response.url, part, "no sign-in form (not a web page)")
     form = response.xpath(f'//form[@action="{SIGN_IN_PATH}" or contains(@action, "/sign-in")]')
     if not form:
-        raise LayoutError(f"no sign-in form on {response.url}")
+        raise PageError(response.url, part, "no sign-in form")
     return form2request(form[0], {"email": email, "password": password})
 
 
@@ -216,19 +236,38 @@ def is_html(response: Response) -> bool:
     return content_type.startswith(("text/html", "application/xhtml"))
 
 
+def organisation_links(response: TextResponse) -> list[Selector]:
+    """The organisations list's entries, each read by :func:`parse_organisation`."""
+    return response.css(ORGANISATIONS_SELECTOR)
+
+
+def parse_organisation(response: TextResponse, link: Selector) -> Organisation:
+    name = _text(link.css("::text").getall())
+    href = link.attrib.get("href")
+    if not href:
+        raise PageError(response.url, ORGANISATIONS_SELECTOR, "an entry without a link", name)
+    url = response.urljoin(href)
+    match = _ORGANISATION_PATH.fullmatch(urlsplit(url).path)
+    if not match:
+        raise PageError(response.url, ORGANISATIONS_SELECTOR, "not a runs listing link", href)
+    if not name:
+        raise PageError(response.url, ORGANISATIONS_SELECTOR, "an entry without a name", href)
+    return Organisation(slug=match[1], name=name, runs_url=url)
+
+
 def parse_organisations(response: TextResponse) -> list[Organisation]:
-    organisations = []
-    for link in response.css(ORGANISATIONS_SELECTOR):
-        url = response.urljoin(link.attrib["href"])
-        match = re.search(r"/admin/organisations/([^/]+)/runs", url)
-        if match:
-            name = _text(link.css("::text").getall())
-            organisations.append(Organisation(slug=match[1], name=name, runs_url=url))
-    return organisations
+    """Every organisation of the list (PageError for the first one that cannot be read)."""
+    return [parse_organisation(response, link) for link in organisation_links(response)]
+
+
+def run_rows(response: TextResponse) -> list[Selector]:
+    """The runs table's rows, each read by :func:`parse_run_row`."""
+    return response.css(RUNS_SELECTOR)
 
 
 def parse_runs_page(response: TextResponse) -> list[RunListing]:
-    return [_parse_run_row(response, row) for row in response.css(RUNS_SELECTOR)]
+    """Every run of the page (PageError for the first row that cannot be read)."""
+    return [parse_run_row(response, row) for row in run_rows(response)]
 
 
 def next_page_url(response: TextResponse) -> str | None:
@@ -243,49 +282,97 @@ def parse_run_details(response: TextResponse) -> RunDetails:
         )
         for dt in response.css("dl.m-metadata dt")
     }
-    weeks = _WEEKS.search(terms.get("duration", ""))
+    if not terms:
+        raise PageError(response.url, RUN_DETAILS_SELECTOR, "matched nothing")
+    duration = terms.get("duration", "")
+    weeks = _WEEKS.fullmatch(duration)
+    if duration and not weeks:
+        raise PageError(response.url, f"{RUN_DETAILS_SELECTOR} 'Duration'", "not N weeks", duration)
     return RunDetails(
-        start_date=_parse_date(terms.get("start date", "")),
-        end_date=_parse_date(terms.get("end date", "")),
+        start_date=_details_date(response, terms, "start date"),
+        end_date=_details_date(response, terms, "end date"),
         duration_weeks=int(weeks[1]) if weeks else None,
     )
 
 
-def parse_datasets(response: TextResponse) -> list[DatasetLink]:
+def _details_date(response: TextResponse, terms: dict[str, str], term: str) -> date | None:
+    try:
+        return parse_date(terms.get(term, ""))
+    except ValueError:
+        part = f"{RUN_DETAILS_SELECTOR} {term.capitalize()!r}"
+        raise PageError(response.url, part, "not a date", terms[term]) from None
+
+
+@dataclass(frozen=True)
+class Datasets:
+    """A dashboard's dataset links, and the labels of its entries that link nowhere (an
+    entry announced before its file exists)."""
+
+    links: list[DatasetLink]
+    unlinked: list[str]
+
+
+def parse_datasets(response: TextResponse) -> Datasets:
     """The dashboard's dataset links, by the list's class names (DATASETS_SELECTOR)."""
-    return _dataset_links(response, response.css(DATASETS_SELECTOR))
+    return _dataset_links(response, response.css(DATASETS_SELECTOR), DATASETS_SELECTOR)
 
 
-def parse_datasets_by_path(response: TextResponse) -> list[DatasetLink]:
+def parse_datasets_by_path(response: TextResponse) -> Datasets:
     """The dashboard's dataset links found by their path alone (DATASET_LINK_PATH): the
     second source, for when the list's class names have changed."""
     links = response.xpath(f'//a[contains(@href, "{DATASET_LINK_PATH}")]')
-    unique = {link.attrib["href"]: link for link in links}
-    return _dataset_links(response, list(unique.values()))
+    return _dataset_links(response, links, DATASET_LINK_PATH)
 
 
-def _dataset_links(response: TextResponse, links: list[Selector]) -> list[DatasetLink]:
-    datasets = []
+def _dataset_links(response: TextResponse, links: list[Selector], part: str) -> Datasets:
+    """Each dataset once (the first of its links); PageError when no entry links anywhere,
+    or when there are more than MAX_DATASETS."""
+    datasets: dict[str, DatasetLink] = {}
+    unlinked = []
     for link in links:
-        url = response.urljoin(link.attrib["href"])
-        match = _DATASET_PATH.search(url)
-        if match:
-            label = _text(link.css("::text").getall())
-            datasets.append(DatasetLink(name=match[1], label=label, url=url))
-    return datasets
+        label = _text(link.css("::text").getall())
+        href = link.attrib.get("href")
+        if not href:
+            unlinked.append(label)
+            continue
+        url = response.urljoin(href)
+        match = _DATASET_PATH.search(urlsplit(url).path)
+        if not match:
+            raise PageError(response.url, part, "not a dataset link", href)
+        datasets.setdefault(match[1], DatasetLink(name=match[1], label=label, url=url))
+    if unlinked and not datasets:
+        raise PageError(response.url, part, "no entry links to a dataset", unlinked[0])
+    if len(datasets) > MAX_DATASETS:
+        raise PageError(response.url, part, f"more than {MAX_DATASETS} datasets listed")
+    return Datasets(links=list(datasets.values()), unlinked=unlinked)
 
 
-def _parse_run_row(response: TextResponse, row: Selector) -> RunListing:
+def parse_run_row(response: TextResponse, row: Selector) -> RunListing:
+    """One row of the runs table; PageError names the run's link once it is read."""
     course = row.css("td.m-run__course a")
-    details_url = response.urljoin(course.attrib["href"])
+    href = course.attrib.get("href")
+    if not href:
+        raise PageError(response.url, "td.m-run__course a", "a run without a link", row.get())
+    details_url = response.urljoin(href)
+    where = _RUN_PATH.fullmatch(urlsplit(details_url).path)
+    if not where:
+        raise PageError(response.url, "td.m-run__course a", "not a run's link", href)
+    number = _text(row.css("td.m-run__number ::text").getall())
+    if not (number.isascii() and number.isdigit() and int(number) > 0):
+        raise PageError(details_url, "td.m-run__number", "not a run number", number)
+    if where[2] != number:
+        raise PageError(details_url, "td.m-run__number", "not the run of its link", number)
+    title = course.attrib.get("title") or _text(course.css("::text").getall())
+    if not title:
+        raise PageError(details_url, "td.m-run__course a", "a run without a course title")
     dashboard = row.css('td.m-run__links a[href$="/stats-dashboard"]::attr(href)').get()
     start_date, unread = _listed_start(row)
     flags = row.css("td.m-run__status span.flag::attr(class)").getall()
     statuses = [c.removeprefix("flag--") for f in flags for c in f.split() if c != "flag"]
     return RunListing(
-        course_slug=urlsplit(details_url).path.split("/")[3],
-        course_title=course.attrib.get("title") or _text(course.css("::text").getall()),
-        run=int(_text(row.css("td.m-run__number ::text").getall())),
+        course_slug=where[1],
+        course_title=title,
+        run=int(number),
         start_date=start_date,
         status=next((s for s in statuses if s != "invite-only"), ""),
         invite_only="invite-only" in statuses,
@@ -299,10 +386,13 @@ def _listed_start(row: Selector) -> tuple[date | None, bool]:
     """(start date, unread) from the row's start cell: its ``data-order`` ISO date; "Not set"
     is no date; anything else is unread (the cell changed form), not an error."""
     cell = row.css("td.m-run__start")
+    order = cell.attrib.get("data-order", "")
     try:
-        return date.fromisoformat(cell.attrib.get("data-order", "")), False
+        if _ISO_DATE.fullmatch(order):
+            return parse_date(order), False
     except ValueError:
-        return None, _text(cell.css("::text").getall()).lower() != "not set"
+        pass
+    return None, _text(cell.css("::text").getall()).lower() != "not set"
 
 
 # Known header versions of each dataset (the first line of its CSV), current first, then the
@@ -431,12 +521,55 @@ def header_drift(dataset: str, header: list[str]) -> HeaderDrift | None:
     )
 
 
-def _parse_date(text: str) -> date | None:
-    """A `D Mon YYYY` date; `Not set` (or nothing) is None."""
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+_WEEKDAY = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+", re.IGNORECASE)
+_DAY_MONTH_YEAR = re.compile(r"(\d{1,2})(?:st|nd|rd|th)?\s+([a-z]{3,9})\.?,?\s+(\d{4})")
+_MONTH_DAY_YEAR = re.compile(r"([a-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})")
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_YEARS = (2000, 2199)  # FutureLearn opened in 2013: a year outside these is a misreading
+
+
+def parse_date(text: str) -> date | None:
+    """A date as the site writes it, `D Mon YYYY` ("9 May 2016"), or a form it plausibly
+    could: the month written out ("9 September 2016", "Sept"), a weekday before it
+    ("Monday 9 May 2016"), an ordinal day ("9th May 2016"), a comma ("9 May, 2016"), the
+    month first ("May 9, 2016"), or ISO ("2016-05-09"). `Not set` (or nothing) is None.
+    ValueError for anything else: a date is never guessed (is 09/05/2016 May or
+    September?)."""
+    text = " ".join(text.split())
     if not text or text.lower() == "not set":
         return None
-    return datetime.strptime(text, _DATE_FORMAT).date()
+    plain = _WEEKDAY.sub("", text).lower()
+    if match := _ISO_DATE.fullmatch(plain):
+        year, month, day = int(match[1]), int(match[2]), int(match[3])
+    elif match := _DAY_MONTH_YEAR.fullmatch(plain):
+        day, month, year = int(match[1]), _month(match[2]), int(match[3])
+    elif match := _MONTH_DAY_YEAR.fullmatch(plain):
+        month, day, year = _month(match[1]), int(match[2]), int(match[3])
+    else:
+        raise ValueError(f"not a date: {text!r}")
+    if not _YEARS[0] <= year <= _YEARS[1]:
+        raise ValueError(f"not a year of FutureLearn's: {year}")
+    return date(year, month, day)  # ValueError for 31 Feb
+
+
+def _month(word: str) -> int:
+    """1-12 for a month's name or its first letters (at least three: "sep", "sept");
+    ValueError otherwise."""
+    for number, name in enumerate(_MONTHS, start=1):
+        if len(word) >= 3 and name.startswith(word):
+            return number
+    raise ValueError(f"not a month: {word!r}")
 
 
 def _text(parts: list[str]) -> str:
     return " ".join(" ".join(parts).split())
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """A site's text as shown in a message: one line, at most ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

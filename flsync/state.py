@@ -41,11 +41,17 @@ class FileRecord(FileInfo, total=False):
 
 @dataclass
 class SyncState:
+    # The organisation whose folder this is: its slug (who holds the folder) and its name.
+    slug: str | None = None
+    name: str | None = None
     # data-tree path -> what the server said of that file and what was stored
     # (url, etag, last_modified, size, checksum (SHA-256), mtime of the stored file, fetched_at).
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # "course_slug/run" -> {"folder", "end_date" (YYYY-MM-DD), "files": [file names]}.
+    # "course_slug/run" -> {"folder", "end_date" (YYYY-MM-DD), "files": [file names],
+    # "datasets": {dataset name: file name}, "course", "run", "start_date"}.
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # course slug -> its folder's name: the folder stays the course's (see flsync.tree).
+    courses: dict[str, str] = field(default_factory=dict)
 
     def is_frozen(self, run_key: str, today: date, after_days: int, store: DataStore) -> bool:
         """The run ended more than ``after_days`` ago and every file it had is still stored."""
@@ -56,8 +62,23 @@ class SyncState:
             return False
         return all(store.exists(f"{run['folder']}/{name}") for name in run["files"])
 
+    def course_folders(self) -> dict[str, str]:
+        """Course slug -> folder name, with those of states from before the courses were kept
+        (read from the folders of their runs)."""
+        known = {
+            key.rsplit("/", 1)[0]: run["folder"].split("/")[1] for key, run in self.runs.items()
+        }
+        return {**known, **self.courses}
+
     def to_bytes(self) -> bytes:
-        document = {"version": STATE_VERSION, "files": self.files, "runs": self.runs}
+        document = {
+            "version": STATE_VERSION,
+            "slug": self.slug,
+            "name": self.name,
+            "files": self.files,
+            "runs": self.runs,
+            "courses": self.courses,
+        }
         return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode()
 
 
@@ -90,9 +111,17 @@ def load_state(store: DataStore, organisation_dir: str) -> SyncState:
         document = json.loads(raw)
         if document.get("version") != STATE_VERSION:
             raise ValueError(f"version {document.get('version')!r}, not {STATE_VERSION}")
-        state = SyncState(files=dict(document["files"]), runs=dict(document["runs"]))
+        state = SyncState(
+            slug=_optional_text(document.get("slug")),
+            name=_optional_text(document.get("name")),
+            files=dict(document["files"]),
+            runs=dict(document["runs"]),
+            courses=dict(document.get("courses", {})),
+        )
         for run in state.runs.values():
             _check_run_record(run)
+        if not all(isinstance(f, str) for f in state.courses.values()):
+            raise TypeError("a course folder that is not a name")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.warning(
             "State file %(path)s is unreadable (%(error)s): syncing as if it were absent",
@@ -103,10 +132,18 @@ def load_state(store: DataStore, organisation_dir: str) -> SyncState:
 
 
 def _check_run_record(run: dict[str, Any]) -> None:
-    """Raise if a run record lacks what is_frozen() reads."""
+    """Raise if a run record lacks what is_frozen() and course_folders() read."""
     date.fromisoformat(run["end_date"])
     if not isinstance(run["folder"], str) or not isinstance(run["files"], list):
         raise TypeError("run record without folder or files")
+    if len(run["folder"].split("/")) != 3:
+        raise ValueError(f"run folder {run['folder']!r} is not organisation/course/run")
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{value!r} is not a name")
 
 
 def save_state(store: DataStore, organisation_dir: str, state: SyncState) -> None:

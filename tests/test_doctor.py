@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -269,3 +270,13 @@ def test_an_unreachable_site_is_the_syncs_one_line(tmp_path):
     assert error.endswith("Could not connect to server")
     assert result.line("sign-in").startswith(f"FAILED  sign-in: {base_url}/sign-in: {reason}")
     assert result.statuses() == {"sign-in": "FAILED", **dict.fromkeys(PARTS[1:], "NOT CHECKED")}
+
+
+def test_a_page_flsync_cannot_read_is_said_as_the_sync_says_it(fakesite, tmp_path):
+    fakesite.faults.update({"date_form": "unreadable"})
+    result = doctor(fakesite.base_url, tmp_path)
+    assert result.returncode == 1
+    assert result.statuses() == {**ALL_OK, "run details": "FAILED"}
+    line = result.line("run details")
+    assert line.startswith(f"FAILED  run details: {fakesite.base_url}/admin/courses/")
+    assert re.search(r": dl\.m-metadata dt/dd 'Start date': not a date: '\d\d/\d\d/\d{4}'$", line)

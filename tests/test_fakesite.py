@@ -1820,7 +1820,7 @@ def read_page(url: str, html: str | bytes) -> tuple[list[RunListing], str | None
     """What flsync reads from a page: its runs, the next page and the datasets."""
     body = html.encode() if isinstance(html, str) else html
     response = HtmlResponse(url=url, body=body, encoding="utf-8")
-    return parse_runs_page(response), next_page_url(response), parse_datasets(response)
+    return parse_runs_page(response), next_page_url(response), parse_datasets(response).links
 
 
 def shell_of(html: str) -> Selector:

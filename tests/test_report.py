@@ -72,7 +72,9 @@ def test_a_first_sync_reports_every_file_new(site, sync):
     assert started.utcoffset() is not None and figures["seconds"] >= 0
     line = report_line(result.output)
     assert "] INFO: Organisation complete: University of Exampleton: " in line
-    assert f": {figures['runs']} runs, files {len(files)} new, 0 changed, 0 unchanged," in line
+    runs = figures["runs"]
+    assert f": {runs} of {runs} runs closed ({figures['runs_listed']} listed), " in line
+    assert f" accounted for: {len(files)} new, 0 changed, 0 unchanged," in line
     assert f"0 not modified, 0 failed; {human_bytes(size)} stored in " in line
     # Every organisation has its own report.
     other = site.data.organisations[1].name
@@ -86,7 +88,7 @@ def test_a_second_sync_reports_not_modified_then_changed(site, sync):
     assert result.returncode == 0, result.output
     assert report(sync)["files"]["not_modified"] == len(files)
     assert report(sync)["bytes"] == 0
-    assert f"files 0 new, 0 changed, 0 unchanged, {len(files)} not modified" in report_line(
+    assert f"for: 0 new, 0 changed, 0 unchanged, {len(files)} not modified" in report_line(
         result.output
     )
 
@@ -117,7 +119,11 @@ def test_a_failed_file_makes_the_report_incomplete(site, sync):
     assert figures["files"]["new"] == len(organisation_files(site)) - 1
     line = report_line(result.output)
     assert "] WARNING: Organisation INCOMPLETE: University of Exampleton: " in line
-    assert line.endswith("; update.txt left as it was")
+    assert line.endswith("; 1 failed; update.txt left as it was")
+    [failure] = figures["failures"]
+    assert failure["url"] == f"{site.base_url}/admin/courses/{run.course_slug}/{run.number}"
+    assert failure["reason"].endswith("HTTP 503 (after 2 tries)")
+    assert figures["runs_closed"] == figures["runs_expected"] - 1
     assert not (sync.data_dir / ORGANISATION / tree.UPDATE_FILE).exists()
     # The other organisation was complete, and says so.
     other = site.data.organisations[1].name

@@ -159,16 +159,18 @@ def test_run_details(name, start, end, weeks, effective_end):
 def test_datasets():
     path = "/admin/courses/foundations-of-data-science/19/stats-dashboard"
     datasets = site.parse_datasets(page_response("stats_dashboard.html", path))
-    assert len(datasets) == 12
-    assert datasets[0].url == BASE + path + "/data/" + datasets[0].name
-    assert datasets[-1].name == "learner_outcomes_survey_responses"
-    assert "step_activity" in {d.name for d in datasets}
-    assert all(d.label for d in datasets)
+    links = datasets.links
+    assert len(links) == 12
+    assert datasets.unlinked == []
+    assert links[0].url == BASE + path + "/data/" + links[0].name
+    assert links[-1].name == "learner_outcomes_survey_responses"
+    assert "step_activity" in {d.name for d in links}
+    assert all(d.label for d in links)
 
 
 def test_no_datasets_yet():
     path = "/admin/courses/foundations-of-data-science/21/stats-dashboard"
-    assert site.parse_datasets(page_response("stats_dashboard_empty.html", path)) == []
+    assert site.parse_datasets(page_response("stats_dashboard_empty.html", path)).links == []
 
 
 def test_urls():
@@ -186,14 +188,15 @@ def test_urls():
 def test_dataset_links_found_by_path_when_the_list_changed_class():
     path = "/admin/courses/foundations-of-data-science/19/stats-dashboard"
     renamed = page_response("stats_dashboard_renamed.html", path)
-    assert site.parse_datasets(renamed) == []
+    assert site.parse_datasets(renamed).links == []
     expected = site.parse_datasets(page_response("stats_dashboard.html", path))
     assert site.parse_datasets_by_path(renamed) == expected
 
 
 def test_dataset_links_by_path_on_an_upcoming_run():
     path = "/admin/courses/foundations-of-data-science/21/stats-dashboard"
-    assert site.parse_datasets_by_path(page_response("stats_dashboard_empty.html", path)) == []
+    page = page_response("stats_dashboard_empty.html", path)
+    assert site.parse_datasets_by_path(page).links == []
 
 
 @pytest.mark.parametrize("name", ["runs_page1_date_cell.html", "runs_page1_bad_order.html"])
@@ -253,3 +256,146 @@ def test_a_bot_challenge_is_known_with_or_without_its_header(status, headers, pa
         url=BASE + "/sign-in", status=status, headers=headers, body=page, encoding="utf-8"
     )
     assert site.is_bot_challenge(response) is challenge
+
+
+# A page in a form the parsers do not read: one error naming the page, the part and the text.
+
+
+def changed_page(name: str, path: str, old: str, new: str, count: int = 1) -> HtmlResponse:
+    body = (PAGES / name).read_text()
+    assert body.count(old) >= count, old
+    return HtmlResponse(url=BASE + path, body=body.replace(old, new, count), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("9 May 2016", date(2016, 5, 9)),
+        ("09 May 2016", date(2016, 5, 9)),
+        ("9 September 2016", date(2016, 9, 9)),
+        ("9 Sept 2016", date(2016, 9, 9)),
+        ("Monday 9 May 2016", date(2016, 5, 9)),
+        ("Mon, 9 May 2016", date(2016, 5, 9)),
+        ("9th May 2016", date(2016, 5, 9)),
+        ("9 May, 2016", date(2016, 5, 9)),
+        ("May 9, 2016", date(2016, 5, 9)),
+        ("2016-05-09", date(2016, 5, 9)),
+        (" 9  May\n2016 ", date(2016, 5, 9)),
+        ("Not set", None),
+        ("", None),
+    ],
+)
+def test_dates_in_the_sites_form_and_its_plausible_variants(text, expected):
+    assert site.parse_date(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["09/05/2016", "2016", "31 Feb 2016", "9 Ma 2016", "9 Mayo 2016", "9 May 1016", "soon"]
+)
+def test_anything_else_is_not_a_date(text):
+    with pytest.raises(ValueError):
+        site.parse_date(text)
+
+
+def test_an_unreadable_date_names_the_page_the_label_and_the_text():
+    path = "/admin/courses/x/1"
+    page = changed_page("run_details.html", path, "19 Dec 2016", "19/12/2016")
+    with pytest.raises(site.PageError) as raised:
+        site.parse_run_details(page)
+    assert raised.value.url == BASE + path
+    assert str(raised.value) == (
+        f"{BASE}{path}: dl.m-metadata dt/dd 'Start date': not a date: '19/12/2016'"
+    )
+
+
+def test_a_duration_in_another_form_is_an_error():
+    page = changed_page("run_details.html", "/admin/courses/x/1", "6 weeks", "six weeks")
+    with pytest.raises(site.PageError, match=r"'Duration': not N weeks: 'six weeks'$"):
+        site.parse_run_details(page)
+
+
+def test_a_details_page_without_its_list_is_an_error():
+    page = changed_page("run_details.html", "/admin/courses/x/1", "m-metadata", "m-facts")
+    with pytest.raises(
+        site.PageError, match=r"/courses/x/1: dl.m-metadata dt/dd: matched nothing$"
+    ):
+        site.parse_run_details(page)
+
+
+def test_a_row_whose_run_number_is_not_a_number_fails_alone():
+    path = "/admin/organisations/exampleton/runs"
+    page = changed_page(
+        "runs_page1.html",
+        path,
+        '<td class="m-run__number">21</td>',
+        '<td class="m-run__number">n/a</td>',
+    )
+    rows = site.run_rows(page)
+    with pytest.raises(site.PageError) as raised:
+        site.parse_run_row(page, rows[1])
+    assert raised.value.url == BASE + "/admin/courses/foundations-of-data-science/21"
+    assert raised.value.reason == "td.m-run__number: not a run number: 'n/a'"
+    assert [site.parse_run_row(page, row).run for row in (rows[0], rows[2])] == [22, 1]
+
+
+def test_a_row_without_a_link_is_an_error_of_the_page():
+    path = "/admin/organisations/exampleton/runs"
+    page = changed_page(
+        "runs_page1.html",
+        path,
+        'class="course-meta__title" href=',
+        'class="course-meta__title" data-href=',
+    )
+    with pytest.raises(site.PageError) as raised:
+        site.parse_run_row(page, site.run_rows(page)[0])
+    assert raised.value.url == BASE + path
+    assert raised.value.reason.startswith("td.m-run__course a: a run without a link: '<tr")
+
+
+def test_an_organisation_without_a_link_is_an_error():
+    path = "/admin/organisations"
+    page = changed_page(
+        "organisations.html", path, '<a href="/admin/organisations/exampleton/runs">', "<a>"
+    )
+    with pytest.raises(
+        site.PageError, match=r"an entry without a link: 'University of Exampleton'$"
+    ):
+        site.parse_organisations(page)
+
+
+def test_a_dataset_entry_without_a_link_is_unlinked_not_an_error():
+    path = "/admin/courses/foundations-of-data-science/19/stats-dashboard"
+    page = changed_page(
+        "stats_dashboard.html",
+        path,
+        "</ul>\n</section>",
+        '<li><a class="m-datasets__link">Coming soon</a></li>\n</ul>\n</section>',
+    )
+    datasets = site.parse_datasets(page)
+    assert len(datasets.links) == 12
+    assert datasets.unlinked == ["Coming soon"]
+
+
+def test_a_dashboard_whose_entries_link_nowhere_is_an_error():
+    path = "/admin/courses/foundations-of-data-science/19/stats-dashboard"
+    page = changed_page(
+        "stats_dashboard.html",
+        path,
+        'class="m-datasets__link" href=',
+        'class="m-datasets__link" data-href=',
+        12,
+    )
+    with pytest.raises(
+        site.PageError, match=r"ul\.m-datasets a\.m-datasets__link: no entry links to a dataset: "
+    ):
+        site.parse_datasets(page)
+
+
+def test_a_site_text_in_an_error_is_shortened_to_one_line():
+    path = "/admin/courses/x/1"
+    page = changed_page("run_details.html", path, "19 Dec 2016", "x\n" * 100)
+    with pytest.raises(site.PageError) as raised:
+        site.parse_run_details(page)
+    assert "\n" not in str(raised.value)
+    assert str(raised.value).endswith("x x x…'")
+    assert len(raised.value.reason) < 150

@@ -189,7 +189,7 @@ def test_a_request_past_its_retries_fails_in_one_line(fakesite, sync):
     assert result.returncode == 1
     [line, summary] = result.error_lines()
     assert line.endswith("/data/comments: HTTP 503 (after 5 tries)")
-    assert "Sync FAILED (finished; datasets/failed: 1)" in summary
+    assert "Sync FAILED (finished; datasets/failed: 1, organisations/incomplete: 1)" in summary
     assert "Gave up retrying" not in result.output
     assert fakesite.stats()["by_status"]["503"] == 5  # RETRY_TIMES = 4
 
@@ -203,7 +203,7 @@ def test_a_redirect_loop_fails_its_page_in_one_line(fakesite, sync):
     assert result.returncode == 1
     [line, summary] = result.error_lines()
     assert line.endswith("/admin/courses/forensic-psychology/1: max redirections reached")
-    assert "Sync FAILED (finished; pages/failed: 1)" in summary
+    assert "Sync FAILED (finished; pages/failed: 1, organisations/incomplete: 1)" in summary
     assert fakesite.stats()["by_status"]["307"] == 6  # REDIRECT_MAX_TIMES = 5
     assert not (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).exists()
 

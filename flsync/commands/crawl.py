@@ -29,16 +29,19 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 # Close reasons that mean nothing was done (the reason was logged where it happened).
 USAGE_REASONS = ("flsync_locked", "flsync_browser")
-# Any of these above zero means the mirror is incomplete.
+# What a failed sync's summary names, when above zero. Not what decides the exit status: a
+# sync is complete when every organisation it started was (see flsync.ledger), nothing was
+# logged at ERROR and no callback raised, whatever the kind of failure.
 FAILURE_STATS = (
+    "flsync/runs/failed",
     "flsync/datasets/failed",
     "flsync/pages/failed",
-    "flsync/runs/failed",
     "flsync/organisations/missing",
     "flsync/organisations/locked",
     "flsync/layout_changed",
     "flsync/store/failed",
     "flsync/database/failed",  # the load at the end (FLSYNC_DATABASE_URL)
+    "flsync/organisations/incomplete",
 )
 SUMMARY_STATS = (
     ("downloaded", "flsync/datasets/downloaded"),
@@ -100,7 +103,9 @@ def _merge_organisations(spargs: list[str]) -> list[str]:
 
 
 def report_outcome(stats: StatsCollector) -> int:
-    """Log a one-line summary of the sync and return the exit status it deserves."""
+    """Log a one-line summary of the sync and return the exit status it deserves: 0 only
+    when the crawl finished, every organisation it started is complete (each counted one way
+    or the other), no callback raised and nothing was logged at ERROR."""
     reason = stats.get_value("finish_reason")
     if reason in USAGE_REASONS:
         return EXIT_USAGE
@@ -111,9 +116,21 @@ def report_outcome(stats: StatsCollector) -> int:
             f"; {frozen} finished runs not asked but for enrolments (FLSYNC_FROZEN_AFTER_DAYS)"
         )
     failures = {key: stats.get_value(key) for key in FAILURE_STATS if stats.get_value(key)}
-    if reason == "finished" and not failures:
+    values = stats.get_stats()
+    failures.update(
+        {key: n for key, n in values.items() if key.startswith("spider_exceptions/") and n}
+    )
+    started = values.get("flsync/organisations/synced", 0)
+    complete = values.get("flsync/organisations/complete", 0)
+    errors = values.get("log_count/ERROR", 0)
+    if reason == "finished" and not failures and not errors and complete == started:
         logger.info("Sync complete: %(counts)s", {"counts": counts})
         return 0
+    if errors and not failures:  # said by none of the counts above
+        failures["errors logged"] = errors
+    unreported = started - complete - values.get("flsync/organisations/incomplete", 0)
+    if unreported:
+        failures["organisations never reported"] = unreported
     problems = ", ".join(f"{key.removeprefix('flsync/')}: {n}" for key, n in failures.items())
     logger.error(
         "Sync FAILED (%(reason)s%(problems)s): %(counts)s",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from scrapy.commands import ScrapyCommand
 from scrapy.utils.log import configure_logging
 
+from flsync import tree
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.sql.extension import DATABASE_ENV
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SQLITE_FILE = "flsync.sqlite3"
+SQLITE_FILE = tree.DATABASE_FILE
 
 
 class Command(ScrapyCommand):

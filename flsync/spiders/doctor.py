@@ -141,7 +141,11 @@ class DoctorSpider(scrapy.Spider):
             self.logger.error("%(error)s", {"error": error})
             self._failed(part, error, response.url)
             return
-        found = site.parse_organisations(cast("TextResponse", response))
+        try:
+            found = site.parse_organisations(cast("TextResponse", response))
+        except site.PageError as exc:
+            self._failed(part, exc.reason, exc.url)
+            return
         if not found:
             problem = f"no organisations ({site.ORGANISATIONS_SELECTOR} matched nothing)"
             self._failed(part, problem, response.url)
@@ -173,8 +177,8 @@ class DoctorSpider(scrapy.Spider):
     ) -> Iterator[scrapy.Request]:
         try:
             details = site.parse_run_details(response)
-        except ValueError as exc:
-            self._failed(part, f"a date did not parse ({exc})", response.url)
+        except site.PageError as exc:
+            self._failed(part, exc.reason, exc.url)
         else:
             self._check_details(details, part, response.url)
         # The dashboard's link comes from the listing: it can be checked either way.
@@ -187,21 +191,25 @@ class DoctorSpider(scrapy.Spider):
     ) -> Iterator[scrapy.Request]:
         if self._unbuilt(response, part):
             return
-        datasets = site.parse_datasets(response)
-        if datasets:
-            self._ok(part, f"{len(datasets)} datasets", response.url)
-        else:
-            datasets = site.parse_datasets_by_path(response)
-            found = (
-                f"{len(datasets)} links found by their {site.DATASET_LINK_PATH} path"
-                if datasets
-                else f"no link has {site.DATASET_LINK_PATH} in its path either"
-            )
-            self._failed(
-                part,
-                f"no dataset links ({site.DATASETS_SELECTOR} matched nothing); {found}",
-                response.url,
-            )
+        try:
+            datasets = site.parse_datasets(response).links
+            if datasets:
+                self._ok(part, f"{len(datasets)} datasets", response.url)
+            else:
+                datasets = site.parse_datasets_by_path(response).links
+                found = (
+                    f"{len(datasets)} links found by their {site.DATASET_LINK_PATH} path"
+                    if datasets
+                    else f"no link has {site.DATASET_LINK_PATH} in its path either"
+                )
+                self._failed(
+                    part,
+                    f"no dataset links ({site.DATASETS_SELECTOR} matched nothing); {found}",
+                    response.url,
+                )
+        except site.PageError as exc:
+            self._failed(part, exc.reason, exc.url)
+            datasets = []
         subdivisions = site.subdivisions_url(self.config.base_url, listing.course_slug, listing.run)
         candidates = [(d.name, d.url) for d in datasets] + [
             (site.SUBDIVISIONS_DATASET, subdivisions)
@@ -263,8 +271,8 @@ class DoctorSpider(scrapy.Spider):
             return [], None
         try:
             runs = site.parse_runs_page(response)
-        except (KeyError, ValueError, IndexError) as exc:
-            self._failed(part, f"a run's row could not be read ({exc!r})", response.url)
+        except site.PageError as exc:
+            self._failed(part, exc.reason, exc.url)
             return [], None
         next_url = site.next_page_url(response)
         unread = sum(listing.start_date_unread for listing in runs)

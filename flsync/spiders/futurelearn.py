@@ -20,7 +20,16 @@ from scrapy.exceptions import CloseSpider
 
 from flsync import site, tree
 from flsync.config import config_from_settings
-from flsync.items import DatasetItem, FetchFailure, OrganisationItem, RunItem, run_key
+from flsync.failures import RUN_META
+from flsync.items import (
+    DatasetItem,
+    ListingItem,
+    OrganisationItem,
+    RunFailure,
+    RunItem,
+    RunSkipped,
+    run_key,
+)
 from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
 from flsync.spiders.common import (
@@ -100,14 +109,60 @@ class FuturelearnSpider(scrapy.Spider):
             meta={"handle_httpstatus_list": [403]},
         )
 
-    def parse_organisations(self, response: Response) -> Iterator[scrapy.Request]:
+    def parse_organisations(self, response: Response) -> Iterator[Any]:
         if response.status == 403:
             self.crawler.stats.inc_value("flsync/signin/not_admin")
             self.logger.error("%(error)s", {"error": not_admin_error(self.config.username)})
             raise CloseSpider("flsync_not_admin")
-        found = site.parse_organisations(cast("TextResponse", response))
+        page = cast("TextResponse", response)
+        found = []
+        for link in site.organisation_links(page):
+            try:
+                found.append(site.parse_organisation(page, link))
+            except site.PageError as exc:
+                self.crawler.stats.inc_value("flsync/pages/failed")
+                self.logger.error("Page (failed): %(error)s", {"error": exc})
         wanted = set(self.organisations) or {o.slug for o in found}
-        for slug in sorted(wanted - {o.slug for o in found}):
+        self._say_missing(wanted - {o.slug for o in found}, found)
+        if not found:
+            self.crawler.stats.inc_value("flsync/layout_changed")
+            self.logger.error(
+                "No organisations found on %(url)s: FutureLearn's page layout has probably"
+                " changed (flsync/site.py reads it)",
+                {"url": response.url},
+            )
+        chosen = list({o.slug: o for o in found if o.slug in wanted}.values())
+        claimed = [o for o in chosen if self.mirror.claim(o.slug)]
+        if chosen and not claimed:
+            raise CloseSpider("flsync_locked")  # every one is another job's: nothing done
+        self.mirror.place(found, {o.slug for o in claimed})
+        for organisation in claimed:
+            try:
+                self.mirror.sweep(organisation.slug)
+                self.mirror.state(organisation.slug)  # read now: a refusal is said here, once
+            except StoreError as exc:
+                self.crawler.stats.inc_value("flsync/store/failed")
+                self.logger.error(
+                    "Organisation (failed): %(organisation)s: its folder cannot be read: %(error)s",
+                    {"organisation": organisation.name, "error": exc},
+                )
+                continue
+            self.crawler.stats.inc_value("flsync/organisations/synced")
+            folder = self.mirror.folder(organisation.slug)
+            yield OrganisationItem(
+                organisation.slug, organisation.name, folder, organisation.runs_url
+            )
+            yield self._page(
+                organisation.runs_url,
+                self.parse_runs,
+                organisation.slug,
+                rendered=True,
+                name=organisation.name,
+                listing=ListingItem(organisation.slug, listed=0),
+            )
+
+    def _say_missing(self, missing: set[str], found: list[site.Organisation]) -> None:
+        for slug in sorted(missing):
             self.crawler.stats.inc_value("flsync/organisations/missing")
             self.logger.error(
                 "Organisation %(slug)s is not administered by %(user)s, which administers:"
@@ -118,47 +173,24 @@ class FuturelearnSpider(scrapy.Spider):
                     "administered": ", ".join(sorted(o.slug for o in found)) or "none",
                 },
             )
-        if not found:
-            self.crawler.stats.inc_value("flsync/layout_changed")
-            self.logger.error(
-                "No organisations found on %(url)s: FutureLearn's page layout has probably"
-                " changed (flsync/site.py reads it)",
-                {"url": response.url},
-            )
-        chosen = [o for o in found if o.slug in wanted]
-        claimed = [o for o in chosen if self.mirror.claim(o.slug)]
-        if chosen and not claimed:
-            raise CloseSpider("flsync_locked")  # every one is another job's: nothing done
-        for organisation in claimed:
-            try:
-                self.mirror.sweep(organisation.name)
-                self.mirror.state(organisation.name)  # read now: a refusal is said here, once
-            except StoreError as exc:
-                self.crawler.stats.inc_value("flsync/store/failed")
-                self.logger.error(
-                    "Organisation (failed): %(organisation)s: its folder cannot be read: %(error)s",
-                    {"organisation": organisation.name, "error": exc},
-                )
-                continue
-            self.crawler.stats.inc_value("flsync/organisations/synced")
-            yield self._page(
-                organisation.runs_url,
-                self.parse_runs,
-                organisation.name,
-                rendered=True,
-                slug=organisation.slug,
-            )
 
     def parse_runs(
-        self, response: TextResponse, organisation: str, slug: str, listed: int = 0, frozen: int = 0
+        self, response: TextResponse, organisation: str, name: str, listing: ListingItem
     ) -> Iterator[Any]:
         instead = self._unreadable(response, organisation)
         if instead:
             yield instead  # a failure, or the page again
             return
-        runs = site.parse_runs_page(response)
-        self.crawler.stats.inc_value("flsync/runs/listed", len(runs))
-        unread = sum(listing.start_date_unread for listing in runs)
+        rows = site.run_rows(response)
+        self.crawler.stats.inc_value("flsync/runs/listed", len(rows))
+        listing.listed += len(rows)
+        runs = []
+        for row in rows:
+            try:
+                runs.append(site.parse_run_row(response, row))
+            except site.PageError as exc:
+                yield self._failed(organisation, exc.url, exc.reason, None, "Run")
+        unread = sum(run.start_date_unread for run in runs)
         if unread:
             # The run's details page states its start date too, and parse_run_details
             # takes it from there.
@@ -170,61 +202,78 @@ class FuturelearnSpider(scrapy.Spider):
                 site.START_DATE_SELECTOR,
                 unread,
             )
-        for listing in runs:
-            if not listing.started:
+        for run in runs:
+            key = run_key(run.course_slug, run.run)
+            if not run.started:
                 self.crawler.stats.inc_value("flsync/runs/not_started")
-            elif self._is_frozen(organisation, listing):
+            elif key in listing.runs or key in listing.frozen:
+                continue  # listed twice: read once
+            elif self._is_frozen(organisation, key):
                 self.crawler.stats.inc_value("flsync/runs/frozen")
-                frozen += 1
-                yield from self._always_asked(organisation, listing)
+                asked = list(self._always_asked(organisation, key))
+                listing.frozen[key] = [item.file_name for item in asked]
+                yield from asked
             else:
+                listing.runs[key] = run.details_url
+                # Placed here, in the listing's order, not as details pages happen to come
+                # back: of two courses whose names collide, the same one keeps its name.
+                course = self.mirror.course_folder(organisation, run.course_slug, run.course_title)
                 yield self._page(
-                    listing.details_url, self.parse_run_details, organisation, listing=listing
+                    run.details_url,
+                    self.parse_run_details,
+                    organisation,
+                    of_run=key,
+                    name=name,
+                    course=course,
+                    listing=run,
                 )
-        listed += len(runs)
         next_url = site.next_page_url(response)
         if next_url:
             yield self._page(
-                next_url,
-                self.parse_runs,
-                organisation,
-                rendered=True,
-                slug=slug,
-                listed=listed,
-                frozen=frozen,
+                next_url, self.parse_runs, organisation, rendered=True, name=name, listing=listing
             )
         else:
-            yield OrganisationItem(organisation=organisation, run_count=listed, frozen=frozen)
+            yield listing
 
     def parse_run_details(
-        self, response: TextResponse, organisation: str, listing: site.RunListing
+        self,
+        response: TextResponse,
+        organisation: str,
+        name: str,
+        course: str,
+        listing: site.RunListing,
     ) -> Iterator[Any]:
         details = site.parse_run_details(response)
         start = details.start_date or listing.start_date
         end = details.effective_end_date
+        key = run_key(listing.course_slug, listing.run)
         if start is None:
             self.crawler.stats.inc_value("flsync/runs/not_started")
+            yield RunSkipped(organisation, key)
             return
         if end is None:
-            self.crawler.stats.inc_value("flsync/runs/failed")
-            self.logger.error(
-                "Run (no end date): %(url)s gives neither an end date nor a duration",
-                {"url": response.url},
+            raise site.PageError(
+                response.url, site.RUN_DETAILS_SELECTOR, "neither an end date nor a duration"
             )
-            yield FetchFailure(organisation=organisation, url=response.url, reason="no end date")
-            return
         run = RunItem(
             organisation=organisation,
+            organisation_name=name,
             course=listing.course_title,
             course_slug=listing.course_slug,
             run=listing.run,
             start_date=start,
             end_date=end,
             duration_weeks=details.duration_weeks,
-            folder=tree.run_dir(organisation, listing.course_title, listing.run, start, end),
+            folder=f"{course}/{tree.run_folder_name(listing.run, start, end)}",
+            url=response.url,
         )
         yield self._page(
-            listing.dashboard_url, self.parse_dashboard, organisation, rendered=True, run=run
+            listing.dashboard_url,
+            self.parse_dashboard,
+            organisation,
+            rendered=True,
+            of_run=key,
+            run=run,
         )
 
     def parse_dashboard(
@@ -235,9 +284,10 @@ class FuturelearnSpider(scrapy.Spider):
             yield instead  # a failure, or the page again
             return
         datasets = site.parse_datasets(response)
-        if not datasets:
-            datasets = site.parse_datasets_by_path(response)
-            if datasets:
+        if not datasets.links:
+            by_path = site.parse_datasets_by_path(response)
+            if by_path.links:
+                datasets = by_path
                 self._fallback(
                     "dataset_links",
                     "Stats dashboard (changed): %(url)s: %(selector)s matched nothing; the"
@@ -246,39 +296,53 @@ class FuturelearnSpider(scrapy.Spider):
                     + " path are used instead",
                     response.url,
                     site.DATASETS_SELECTOR,
-                    len(datasets),
+                    len(by_path.links),
                 )
-        links = [(d.name, d.url) for d in datasets]
-        links.append(
-            (
-                site.SUBDIVISIONS_DATASET,
-                site.subdivisions_url(self.config.base_url, run.course_slug, run.run),
+        for label in datasets.unlinked:
+            self.crawler.stats.inc_value("flsync/datasets/unlinked")
+            if f"unlinked:{label}" not in self.said:  # said once per sync
+                self.said.add(f"unlinked:{label}")
+                self.logger.warning(
+                    "Stats dashboard: %(url)s lists %(label)r with no link to a file: nothing"
+                    " to fetch for it (nor on other runs' dashboards that list it so)",
+                    {"url": response.url, "label": label},
+                )
+        links = {d.name: d.url for d in datasets.links if self._wanted(d.name)}
+        if self._wanted(site.SUBDIVISIONS_DATASET):
+            links[site.SUBDIVISIONS_DATASET] = site.subdivisions_url(
+                self.config.base_url, run.course_slug, run.run
             )
-        )
-        for name, url in links:
-            if self._wanted(name):
-                item = DatasetItem(
-                    organisation=organisation,
-                    dataset=name,
-                    run_key=run.key,
-                    url=url,
-                    path=f"{run.folder}/{tree.dataset_file_name(name)}",
+        held = self.mirror.state(organisation).runs.get(run.key, {}).get("datasets", {})
+        run.datasets = tree.dataset_file_names(list(links), held, site.DATASET_HEADERS)
+        for dataset, file_name in run.datasets.items():
+            if file_name != tree.dataset_file_name(dataset):
+                self.logger.warning(
+                    "Dataset %(dataset)r of %(url)s is stored as %(file)r: its own file name"
+                    " is another dataset's, or metadata.csv",
+                    {"dataset": dataset, "url": response.url, "file": file_name},
                 )
-                run.files.append(tree.dataset_file_name(name))
-                self.crawler.stats.inc_value("flsync/datasets/listed")
-                yield item
+            self.crawler.stats.inc_value("flsync/datasets/listed")
+            yield DatasetItem(
+                organisation=organisation,
+                dataset=dataset,
+                run_key=run.key,
+                url=links[dataset],
+                path=f"{run.folder}/{file_name}",
+            )
+        run.files.extend(run.datasets.values())
         self.crawler.stats.inc_value("flsync/runs/synced")
         yield run
 
     def organisations_failed(self, failure: Failure) -> None:
         self._log_failure(failure)
 
-    def page_failed(self, failure: Failure) -> Iterator[FetchFailure]:
+    def page_failed(self, failure: Failure) -> Iterator[RunFailure]:
         request = self._log_failure(failure)
-        yield FetchFailure(
+        yield RunFailure(
             organisation=request.cb_kwargs["organisation"],
             url=request.url,
             reason=failure.getErrorMessage(),
+            run_key=request.meta.get(RUN_META),
         )
 
     def _log_failure(self, failure: Failure) -> scrapy.Request:
@@ -293,25 +357,35 @@ class FuturelearnSpider(scrapy.Spider):
             )
         return request
 
-    def _is_frozen(self, organisation: str, listing: site.RunListing) -> bool:
+    def _failed(
+        self, organisation: str, url: str, reason: str, key: str | None, kind: str = "Page"
+    ) -> RunFailure:
+        """One ERROR line for a page that could not be read, and the failure to account."""
+        self.crawler.stats.inc_value("flsync/pages/failed")
+        self.logger.error(
+            "%(kind)s (failed): %(url)s: %(reason)s", {"kind": kind, "url": url, "reason": reason}
+        )
+        return RunFailure(organisation=organisation, url=url, reason=reason, run_key=key)
+
+    def _is_frozen(self, organisation: str, key: str) -> bool:
         state = self.mirror.state(organisation)
-        key = run_key(listing.course_slug, listing.run)
         return state.is_frozen(key, self.today, self.frozen_after_days, self.mirror.store)
 
-    def _always_asked(self, organisation: str, listing: site.RunListing) -> Iterator[DatasetItem]:
+    def _always_asked(self, organisation: str, key: str) -> Iterator[DatasetItem]:
         """The datasets of a frozen run that change forever all the same (see site.py)."""
         state = self.mirror.state(organisation)
-        folder = state.runs[run_key(listing.course_slug, listing.run)]["folder"]
+        record = state.runs[key]
         for name in site.NEVER_FINAL_DATASETS:
-            path = f"{folder}/{tree.dataset_file_name(name)}"
-            record = state.files.get(path)
-            if record and record.get("url") and self._wanted(name):
+            file_name = record.get("datasets", {}).get(name) or tree.dataset_file_name(name)
+            path = f"{record['folder']}/{file_name}"
+            stored = state.files.get(path)
+            if stored and stored.get("url") and self._wanted(name):
                 self.crawler.stats.inc_value("flsync/datasets/listed")
                 yield DatasetItem(
                     organisation=organisation,
                     dataset=name,
-                    run_key=run_key(listing.course_slug, listing.run),
-                    url=record["url"],
+                    run_key=key,
+                    url=stored["url"],
                     path=path,
                 )
 
@@ -331,26 +405,21 @@ class FuturelearnSpider(scrapy.Spider):
     def _wanted(self, dataset: str) -> bool:
         return wanted_dataset(dataset, self.config.datasets)
 
-    def _unreadable(
-        self, response: TextResponse, organisation: str
-    ) -> FetchFailure | scrapy.Request | None:
+    def _unreadable(self, response: TextResponse, organisation: str) -> Any:
         """A page built by script that holds nothing to read: its script failed (rendered
         again while RETRY_TIMES allows, as its own calls may have met a lapse of the session
-        or of the bot pass; then that page fails), or it was not run at all (without
-        FLSYNC_BROWSER: the sync stops)."""
+        or of the bot pass; then that page fails: a RunFailure), or it was not run at all
+        (without FLSYNC_BROWSER: the sync stops). None for a page to read."""
+        assert response.request is not None  # set by Scrapy on every response it hands
+        key = response.request.meta.get(RUN_META)
         error = site.build_error(response)
         if error:
-            assert response.request is not None  # set by Scrapy on every response it hands
             retry = get_retry_request(response.request, spider=self, reason="script_failed")
             if retry is not None:
                 retry.meta.pop("download_latency", None)  # the last try's, not this one's
                 return retry
-            self.crawler.stats.inc_value("flsync/pages/failed")
-            self.logger.error(
-                "Page (failed): %(url)s: its script failed to build it: %(error)s%(tries)s",
-                {"url": response.url, "error": error, "tries": tries_note(response.request)},
-            )
-            return FetchFailure(organisation=organisation, url=response.url, reason=error)
+            reason = f"its script failed to build it: {error}{tries_note(response.request)}"
+            return self._failed(organisation, response.url, reason, key)
         if site.is_unbuilt(response):
             self.crawler.stats.inc_value("flsync/pages/unbuilt")
             stopper(self.crawler).stop(
@@ -359,18 +428,27 @@ class FuturelearnSpider(scrapy.Spider):
                 " empty and marked aria-busy): reading it needs FLSYNC_BROWSER on"
                 " (-s FLSYNC_BROWSER=1, with Chromium installed; see the README)",
             )
-            return FetchFailure(organisation=organisation, url=response.url, reason="unbuilt")
+            return RunFailure(organisation, response.url, "unbuilt", key)
         return None
 
     def _page(
-        self, url: str, callback: Any, organisation: str, rendered: bool = False, **kwargs: Any
+        self,
+        url: str,
+        callback: Any,
+        organisation: str,
+        rendered: bool = False,
+        of_run: str | None = None,
+        **kwargs: Any,
     ) -> scrapy.Request:
-        """A page of an organisation; ``rendered``: one FutureLearn may build by script, read
-        in the browser when FLSYNC_BROWSER is on."""
+        """A page of an organisation (``of_run``: of that run, by its key); ``rendered``: one
+        FutureLearn may build by script, read in the browser when FLSYNC_BROWSER is on."""
+        meta = rendered_meta() if rendered and self.browser else {}
+        if of_run is not None:
+            meta[RUN_META] = of_run
         return scrapy.Request(
             url,
             callback=callback,
             errback=self.page_failed,
             cb_kwargs={"organisation": organisation, **kwargs},
-            meta=rendered_meta() if rendered and self.browser else {},
+            meta=meta,
         )

@@ -17,7 +17,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from twisted.internet import threads
 
-from flsync import tree
+from flsync.items import OrganisationItem
 from flsync.mirror import mirror_of
 from flsync.storage import StoreError
 
@@ -49,9 +49,8 @@ class LoadAfterSync:
         return cls(crawler, url)
 
     def item_scraped(self, item: Any) -> None:
-        organisation = getattr(item, "organisation", None)
-        if isinstance(organisation, str):
-            self.organisations.add(tree.organisation_dir(organisation))
+        if isinstance(item, OrganisationItem):
+            self.organisations.add(item.folder)
 
     def engine_stopped(self) -> Deferred[None] | None:
         if not self.organisations:

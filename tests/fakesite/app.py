@@ -319,10 +319,17 @@ class App:
         if page is None:
             return _not_found(email)
         shell = self._shell(session, api.runs_source(slug, page))
-        change = self.faults.markup_change
-        return _html(
-            200, pages.runs_page(organisation, page, date.today(), email, shell, change=change)
+        page_html = pages.runs_page(
+            organisation,
+            page,
+            date.today(),
+            email,
+            shell,
+            change=self.faults.markup_change,
+            bad_run_number=self.faults.bad_run_number,
+            pagination_loop=self.faults.pagination_loop,
         )
+        return _html(200, page_html)
 
     def _run_page(
         self,
@@ -338,15 +345,24 @@ class App:
         assert organisation is not None
         started = run.started_on(date.today())
         if kind == "run_details":
-            return _html(200, pages.run_details_page(run, organisation, date.today(), email))
+            form = self.faults.date_form
+            return _html(200, pages.run_details_page(run, organisation, date.today(), email, form))
+        extra = self.faults.extra_datasets
         if kind == "dashboard":
             shell = self._shell(session, api.datasets_source(run))
-            change = self.faults.markup_change
-            return _html(
-                200, pages.dashboard_page(run, organisation, started, email, shell, change=change)
+            page = pages.dashboard_page(
+                run,
+                organisation,
+                started,
+                email,
+                shell,
+                change=self.faults.markup_change,
+                extra=extra,
+                unlinked=self.faults.unlinked_dataset,
             )
+            return _html(200, page)
         dataset = params.get("dataset", SUBDIVISIONS)
-        if not started or (kind == "dataset" and dataset not in run.datasets):
+        if not started or (kind == "dataset" and dataset not in (*run.datasets, *extra)):
             return _not_found(email)
         return self._csv(request, run, dataset)
 
@@ -400,9 +416,12 @@ class App:
     # Datasets
 
     def _csv(self, request: Request, run: Run, dataset: str) -> Reply:
-        file = self.files.get(
-            run, dataset, self.faults.generation, dataset == self.faults.extra_column
-        )
+        if dataset in self.faults.extra_datasets and dataset not in run.datasets:
+            file = extra_dataset_file(run, dataset, self.faults.generation)
+        else:
+            file = self.files.get(
+                run, dataset, self.faults.generation, dataset == self.faults.extra_column
+            )
         filename = f"{run.course_slug}-{run.number}_{dataset.replace('_', '-')}.csv"
         etag = f"W/{file.etag}" if self.faults.weak_etag else file.etag
         validators = [
@@ -460,6 +479,19 @@ class App:
         if self.faults.retry_after is not None:
             reply.headers.append(("Retry-After", self.faults.retry_after))
         return reply
+
+
+def extra_dataset_file(run: Run, dataset: str, generation: int) -> DatasetFile:
+    """A file of a dataset listed by ``Faults.extra_datasets``: one naming the dataset and the
+    run, or, for ``metadata``, a metadata.csv naming another university's course."""
+    if dataset == "metadata":
+        rows = [
+            "uni_name,course_name,run,start_date,end_date,duration_weeks",
+            "Another University,Someone Else's Course,1,2020-01-06,2020-02-03,4",
+        ]
+    else:
+        rows = ["dataset,course,run", f"{dataset},{run.course_slug},{run.number}"]
+    return DatasetFile(("\n".join(rows) + "\n").encode(), generation)
 
 
 def _page_number(request: Request, organisation: Organisation) -> int | None:

@@ -31,6 +31,8 @@ DATASET_TRANSFERS = ("length", "chunked")
 COMPRESS_MODES = ("none", "gzip", "br")
 # Markup changes FutureLearn may make (see ``Faults``), as pages.py renders them.
 MARKUP_CHANGES = ("organisations_class", "runs_class", "date_cell", "datasets_class")
+# How the run details page may write its dates (see ``Faults``), as pages.py renders them.
+DATE_FORMS = ("long_month", "weekday", "month_first", "iso", "unreadable")
 
 
 @dataclass
@@ -114,6 +116,18 @@ class Faults:
       ``<ul class="m-downloads">`` and ``<a class="m-downloads__link">``. None: as the contract.
     - ``extra_column``: a dataset name (as on the dashboard, or ``country-subdivisions``)
       whose files get one column more at the end, ``sentiment``; None: none.
+    - ``date_form``: the run details page writes its dates in another form: ``"long_month"``
+      (``9 September 2016``), ``"weekday"`` (``Monday 9 May 2016``), ``"month_first"``
+      (``May 9, 2016``), ``"iso"`` (``2016-05-09``) or ``"unreadable"`` (``09/05/2016``,
+      which no reader can tell from 5 September). None: ``D Mon YYYY``.
+    - ``unlinked_dataset``: every started run's dashboard lists one more entry, a
+      ``m-datasets__link`` with no ``href`` ("coming soon").
+    - ``bad_run_number``: a course slug whose rows in the runs listing show ``n/a`` for the
+      run number. None: none.
+    - ``pagination_loop``: the runs listing's last page links on to its first as the next.
+    - ``extra_datasets``: dataset names every started run's dashboard lists besides its own,
+      each served as a CSV of its own (``metadata``: one shaped as flsync's metadata.csv,
+      naming another university's course).
     """
 
     session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
@@ -141,6 +155,11 @@ class Faults:
     challenge_pass_requests: int = 0  # requests a cf_clearance holds for; 0: any number
     markup_change: str | None = None  # one of MARKUP_CHANGES
     extra_column: str | None = None  # a dataset whose files get a "sentiment" column
+    date_form: str | None = None  # one of DATE_FORMS, on the run details page
+    unlinked_dataset: bool = False  # a dataset entry with no href on every dashboard
+    bad_run_number: str | None = None  # a course slug whose run numbers show as "n/a"
+    extra_datasets: tuple[str, ...] = ()  # listed on every started run's dashboard too
+    pagination_loop: bool = False  # the last runs page's next link goes to the first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -174,6 +193,7 @@ class Faults:
 
     def update(self, values: dict[str, Any]) -> None:
         """Set knobs by name, checking every value first; ValueError names the bad one."""
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         for name, value in values.items():
             _check(name, value)
         with self._lock:
@@ -214,6 +234,12 @@ def _check(name: str, value: Any) -> None:
         "challenge_pass_requests": is_int(value) and value >= 0,
         "markup_change": value is None or value in MARKUP_CHANGES,
         "extra_column": value is None or value in HEADERS,
+        "date_form": value is None or value in DATE_FORMS,
+        "unlinked_dataset": isinstance(value, bool),
+        "bad_run_number": value is None or isinstance(value, str),
+        "pagination_loop": isinstance(value, bool),
+        "extra_datasets": isinstance(value, tuple)
+        and all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) for v in value),
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")

@@ -29,6 +29,37 @@ SUBDIVISIONS = "country-subdivisions"
 UNKNOWN_DATASET = "learner_outcomes_survey_responses"
 RUNS_PER_PAGE = 25
 UPCOMING, IN_PROGRESS, FINISHED = "upcoming", "in-progress", "finished"
+_TITLE_121 = "A" * 120
+# SiteOptions.names: (courses of the first organisation, organisations of their own), each as
+# (slug, title or name).
+NAME_CASES: dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
+    "long": (
+        [("cjk-course", "\u5b66" * 95)],  # 95 characters, 285 bytes of UTF-8
+        [("emoji-org", "\U0001f393" * 100), ("s" * 300, "Long Slug University")],
+    ),
+    "colliding": (
+        [
+            ("slash-course", "Data/Science"),
+            ("dash-course", "Data-Science"),
+            ("backslash-course", "Data\\Science"),
+            ("case-course", "DATA-SCIENCE"),
+            ("long-course-x", _TITLE_121 + "X"),
+            ("long-course-y", _TITLE_121 + "Y"),
+            ("composed-course", "Caf\u00e9 Culture"),
+            ("decomposed-course", "Cafe\u0301 Culture"),
+        ],
+        [("dot-org", "."), ("dot-dot-org", "..")],
+    ),
+    "reserved": (
+        [
+            ("update-course", "update.txt"),
+            ("report-course", "sync-report.json"),
+            ("hidden-course", ".flsync-state.json"),
+            ("measures-course", "Measures.CSV"),
+        ],
+        [("database-org", "flsync.sqlite3")],
+    ),
+}
 
 # Dashboard order, as the site lists them.
 CORE_DATASETS = ("enrolments", "comments", "step_activity", "question_response")
@@ -94,6 +125,11 @@ class SiteOptions:
     big_file_mb: float = 0  # >0: size in MiB of the first run's step_activity file
     tricky: bool = True  # add the edge-case courses and runs to the first organisation
     seed: int = 1
+    # Names that test the output tree's rules (NAME_CASES), each adding courses to the first
+    # organisation and organisations of its own: "long" (names past 255 bytes), "colliding"
+    # (names equal once made safe, case-folded or normalised) or "reserved" (names of flsync's
+    # own files). None: none.
+    names: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,11 +241,29 @@ def build_site_data(options: SiteOptions, today: date) -> SiteData:
         runs = [run for course in courses for run in course]
         if index == 0 and options.tricky:
             runs += _tricky_runs(slug, today)
+        if index == 0 and options.names:
+            runs += _named_courses(options.names, slug)
         if index == 0 and options.big_file_mb > 0 and runs:
             big_file = (runs[0].course_slug, runs[0].number)
         runs.sort(key=_newest_first)
         organisations.append(Organisation(slug, name, tuple(runs)))
+    for slug, name in NAME_CASES[options.names][1] if options.names else ():
+        organisations.append(Organisation(slug, name, tuple(_named_runs(slug, [(slug, name)]))))
     return SiteData(options, today, tuple(organisations), big_file)
+
+
+def _named_courses(case: str, organisation: str) -> list[Run]:
+    return _named_runs(organisation, NAME_CASES[case][0])
+
+
+def _named_runs(organisation: str, courses: list[tuple[str, str]]) -> list[Run]:
+    """One finished run of each (slug, title), with the core datasets."""
+    start = date(2022, 3, 7)
+    return [
+        Run(organisation, slug, title, 1, start, 4, start + timedelta(weeks=4), False, False,
+            CORE_DATASETS)
+        for slug, title in courses
+    ]  # fmt: skip
 
 
 def slugify(text: str) -> str:

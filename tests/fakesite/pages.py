@@ -35,9 +35,17 @@ class Shell:
     stalled: bool  # the script never completes the page
 
 
-def format_date(day: date) -> str:
-    """``D Mon YYYY``, e.g. ``9 May 2016``."""
-    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+def format_date(day: date, form: str | None = None) -> str:
+    """``D Mon YYYY``, e.g. ``9 May 2016``; or in another form (``Faults.date_form``)."""
+    forms = {
+        None: f"{day.day} {_MONTHS[day.month - 1]} {day.year}",
+        "long_month": f"{day.day} {day:%B %Y}",
+        "weekday": f"{day:%A} {day.day} {_MONTHS[day.month - 1]} {day.year}",
+        "month_first": f"{day:%B} {day.day}, {day.year}",
+        "iso": day.isoformat(),
+        "unreadable": f"{day:%d/%m/%Y}",
+    }
+    return forms[form]
 
 
 def dataset_label(name: str) -> str:
@@ -111,13 +119,16 @@ def runs_page(
     shell: Shell | None = None,
     *,
     change: str | None = None,
+    bad_run_number: str | None = None,
+    pagination_loop: bool = False,
 ) -> bytes:
     runs = organisation.runs_page(page)
     first = (page - 1) * RUNS_PER_PAGE + 1
     table_class = "m-table--course-runs" if change == "runs_class" else "m-table--runs"
     if shell is None:
-        rows = "\n" + "\n".join(_run_row(run, today, change) for run in runs) + "\n"
-        after_table = _pagination(organisation, page)
+        rows = "\n".join(_run_row(run, today, change, bad_run_number) for run in runs)
+        rows = f"\n{rows}\n"
+        after_table = _pagination(organisation, page, pagination_loop)
     else:
         rows, after_table = "", _shell_script(shell)
     main = f"""{_breadcrumbs([("Organisations", "/admin/organisations")])}
@@ -135,11 +146,13 @@ def runs_page(
     return _layout(f"Runs: {organisation.name}", main, user=email, csrf_token=_token(shell))
 
 
-def run_details_page(run: Run, organisation: Organisation, today: date, email: str) -> bytes:
+def run_details_page(
+    run: Run, organisation: Organisation, today: date, email: str, date_form: str | None = None
+) -> bytes:
     base = _run_path(run)
-    start = format_date(run.start_date) if run.start_date else "Not set"
+    start = format_date(run.start_date, date_form) if run.start_date else "Not set"
     end = (
-        f"<dt>End date</dt><dd>{format_date(run.explicit_end_date)}</dd>\n"
+        f"<dt>End date</dt><dd>{format_date(run.explicit_end_date, date_form)}</dd>\n"
         if run.explicit_end_date
         else ""
     )
@@ -171,14 +184,19 @@ def dashboard_page(
     shell: Shell | None = None,
     *,
     change: str | None = None,
+    extra: tuple[str, ...] = (),
+    unlinked: bool = False,
 ) -> bytes:
     base = _run_path(run)
     block = "m-downloads" if change == "datasets_class" else "m-datasets"
-    items = "\n".join(
+    entries = [
         f'<li><a class="{block}__link" href="{base}/stats-dashboard/data/{_e(name)}">'
         f"{_e(dataset_label(name))}</a></li>"
-        for name in (run.datasets if started else ())
-    )
+        for name in ((*run.datasets, *extra) if started else ())
+    ]
+    if started and unlinked:
+        entries.append(f'<li><a class="{block}__link">Learner outcomes (coming soon)</a></li>')
+    items = "\n".join(entries)
     items = "" if shell is not None else f"\n{items}\n"
     script = "" if shell is None else "\n" + _shell_script(shell)
     note = (
@@ -224,8 +242,9 @@ def _run_path(run: Run) -> str:
     return f"/admin/courses/{_e(run.course_slug)}/{run.number}"
 
 
-def _run_row(run: Run, today: date, change: str | None) -> str:
+def _run_row(run: Run, today: date, change: str | None, bad_run_number: str | None) -> str:
     base = _run_path(run)
+    number = "n/a" if run.course_slug == bad_run_number else str(run.number)
     title = _e(run.course_title)
     if change == "date_cell":
         start = '<td class="m-run__start">Not set</td>'
@@ -238,7 +257,7 @@ def _run_row(run: Run, today: date, change: str | None) -> str:
         start = '<td class="m-run__start" data-order="">Not set</td>'
     return f"""<tr class="m-run">
 <td class="m-run__course"><a class="course-meta__title" href="{base}" title="{title}">{title}</a></td>
-<td class="m-run__number">{run.number}</td>
+<td class="m-run__number">{number}</td>
 {start}
 <td class="m-run__status">{_status_flags(run, today)}</td>
 <td class="m-run__links"><a href="{base}">Run details</a> <a href="{base}/stats-dashboard">View stats</a></td>
@@ -259,9 +278,9 @@ def _status_flags(run: Run, today: date) -> str:
     )
 
 
-def _pagination(organisation: Organisation, page: int) -> str:
+def _pagination(organisation: Organisation, page: int, loop: bool = False) -> str:
     pages = organisation.page_count()
-    if pages == 1:
+    if pages == 1 and not loop:
         return ""
     path = f"/admin/organisations/{_e(organisation.slug)}/runs"
     links = []
@@ -272,8 +291,9 @@ def _pagination(organisation: Organisation, page: int) -> str:
             links.append(f'<span class="pagination__current" aria-current="page">{number}</span>')
         else:
             links.append(f'<a href="{path}?page={number}">{number}</a>')
-    if page < pages:
-        links.append(f'<a rel="next" href="{path}?page={page + 1}">Next &rsaquo;</a>')
+    if page < pages or loop:
+        following = page + 1 if page < pages else 1
+        links.append(f'<a rel="next" href="{path}?page={following}">Next &rsaquo;</a>')
     return '<nav class="pagination" aria-label="Pages">\n' + "\n".join(links) + "\n</nav>"
 
 

@@ -46,7 +46,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakesite import coding
-from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, route
+from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, extra_dataset_file, route
 from tests.fakesite.challenge import CLEARANCE_COOKIE, SOLVE_PATH, Challenges
 from tests.fakesite.control import DATASET_KINDS, Faults, Stats
 from tests.fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
@@ -190,11 +190,12 @@ class FakeSite:
         run = self.data.run(course_slug, run_number)
         if run is None or not run.started_on(self.data.today):
             raise KeyError((course_slug, run_number))
+        generation = generation or self.faults.generation
+        if dataset in self.faults.extra_datasets and dataset not in run.datasets:
+            return extra_dataset_file(run, dataset, generation)
         if dataset not in (*run.datasets, SUBDIVISIONS):
             raise KeyError((course_slug, run_number, dataset))
-        return self._app.files.get(
-            run, dataset, generation or self.faults.generation, dataset == self.faults.extra_column
-        )
+        return self._app.files.get(run, dataset, generation, dataset == self.faults.extra_column)
 
     def dataset_bytes(
         self, course_slug: str, run_number: int, dataset: str, generation: int | None = None
