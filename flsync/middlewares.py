@@ -25,6 +25,7 @@ from flsync import site
 from flsync.bodies import discard_body
 from flsync.browser import BrowserError, bot_pass, challenge_visit
 from flsync.config import config_from_settings
+from flsync.origins import credential_refusal
 from flsync.session import (
     GENERATION_META,
     ChallengeFailed,
@@ -328,9 +329,18 @@ class SessionMiddleware(CookiesMiddleware):
                 Request(site.sign_in_url(self.config.base_url), meta=meta, dont_filter=True)
             )
             form = site.sign_in_form_request(page, account, self.config.password)
+            unsafe = credential_refusal(form.method, form.url, self.config.base_url)
+            if unsafe:
+                raise SignInRejected(
+                    f"Sign-in as {account} refused: the sign-in form on {page.url} would send"
+                    f" the password {unsafe}; nothing was sent (the sign-in page has changed, or"
+                    " is not FutureLearn's: check base_url)"
+                )
             answer = await engine.download_async(
                 form.to_scrapy(callback=None, meta=meta, dont_filter=True)
             )
+        except SignInRejected:
+            raise
         except site.PageError as exc:
             raise SignInRejected(
                 f"Sign-in as {account} failed: {exc} (the sign-in page has probably changed)"

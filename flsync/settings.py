@@ -93,7 +93,14 @@ MEDIA_ALLOW_REDIRECTS = False
 # of the run simply never arriving.
 SPIDER_MIDDLEWARES = {"flsync.failures.PageFailureMiddleware": 900}
 
+# Origins (https://host[:port]) pages and datasets may be fetched from besides base_url's, e.g.
+# a CDN FutureLearn might serve downloads from; none by default. A link to any other origin,
+# or from https to plain http, fails its run unfetched (flsync.origins).
+FLSYNC_EXTRA_ORIGINS: list[str] = []
+
 DOWNLOADER_MIDDLEWARES = {
+    # First: a request to an origin flsync does not fetch from never goes further.
+    "flsync.origins.OriginMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "flsync.middlewares.RetryAfterMiddleware": 550,
     # CookiesMiddleware, and the signed-in session: it sees an answer before its cookies are

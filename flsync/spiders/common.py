@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from flsync.browser import BROWSER_SLOT, BrowserError, browser_settings
 from flsync.config import LOADED_CONFIG, ConfigError, load_config
 from flsync.handlers import impersonation
+from flsync.origins import parse_origins
 from flsync.transport import combined_ca_bundle
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def prepare_settings(settings: BaseSettings) -> FlsyncConfig:
     try:
         impersonation(settings)
         combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
+        parse_origins(settings.getlist("FLSYNC_EXTRA_ORIGINS"))
         if settings.getbool("FLSYNC_BROWSER"):
             settings.setdict(browser_settings(settings, config.base_url), "spider")
     except (ValueError, BrowserError) as exc:

@@ -144,7 +144,14 @@ class App:
         token = secrets.token_urlsafe(32)
         with self._lock:
             session.tokens = [*session.tokens[1 - _TOKENS_KEPT :], token]
-        reply = _html(200, pages.sign_in_page(token, failed=failed, email=email))
+        page = pages.sign_in_page(
+            token,
+            failed=failed,
+            email=email,
+            action=self.faults.sign_in_action,
+            method=self.faults.sign_in_method,
+        )
+        reply = _html(200, page)
         if session_id != request.session_id:
             reply.headers.append(_set_cookie(session_id))
         return reply
@@ -359,6 +366,7 @@ class App:
                 change=self.faults.markup_change,
                 extra=extra,
                 unlinked=self.faults.unlinked_dataset,
+                foreign=self.faults.foreign_links,
             )
             return _html(200, page)
         dataset = params.get("dataset", SUBDIVISIONS)

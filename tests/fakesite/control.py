@@ -125,6 +125,11 @@ class Faults:
     - ``bad_run_number``: a course slug whose rows in the runs listing show ``n/a`` for the
       run number. None: none.
     - ``pagination_loop``: the runs listing's last page links on to its first as the next.
+    - ``sign_in_action`` and ``sign_in_method``: the sign-in form's ``action`` (a path or a
+      whole URL, e.g. another host's) and ``method``, as a compromised or broken page could
+      have them. Defaults: ``/sign-in`` and ``post``.
+    - ``foreign_links``: dataset name -> an origin (``http://host:port``) its dashboard link
+      points to instead of the site's own (the path stays the same).
     - ``extra_datasets``: dataset names every started run's dashboard lists besides its own,
       each served as a CSV of its own (``metadata``: one shaped as flsync's metadata.csv,
       naming another university's course).
@@ -160,6 +165,9 @@ class Faults:
     bad_run_number: str | None = None  # a course slug whose run numbers show as "n/a"
     extra_datasets: tuple[str, ...] = ()  # listed on every started run's dashboard too
     pagination_loop: bool = False  # the last runs page's next link goes to the first
+    sign_in_action: str = "/sign-in"  # the sign-in form's action
+    sign_in_method: str = "post"  # the sign-in form's method
+    foreign_links: dict[str, str] = field(default_factory=dict)  # dataset -> another origin
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -209,43 +217,51 @@ def _check(name: str, value: Any) -> None:
         return is_int(v) or isinstance(v, float)
 
     checks = {
-        "session_cookie": value in SESSION_COOKIE_MODES,
-        "expire_session_after": value is None or (is_int(value) and value >= 0),
-        "expiry_answer": value in ("redirect", "html"),
-        "expiry_cookie": isinstance(value, bool),
-        "fail_with": is_int(value) and (400 <= value <= 599 or value in (302, 307)),
-        "fail_next": is_int(value) and value >= 0,
-        "fail_path": isinstance(value, str) and _compiles(value),
-        "retry_after": value is None or isinstance(value, str),
-        "latency_ms": is_number(value) and value >= 0,
-        "truncate_next": is_int(value) and value >= 0,
-        "validators": isinstance(value, bool),
-        "generation": is_int(value) and value >= 1,
-        "dataset_transfer": value in DATASET_TRANSFERS,
-        "weak_etag": isinstance(value, bool),
-        "compress": value in COMPRESS_MODES,
-        "bot_wall": isinstance(value, bool),
-        "script_pages": isinstance(value, bool),
-        "script_delay_ms": is_number(value) and value >= 0,
-        "script_error_next": is_int(value) and value >= 0,
-        "script_never_next": is_int(value) and value >= 0,
-        "script_challenge": isinstance(value, bool),
-        "challenge_pass_seconds": is_number(value) and value > 0,
-        "challenge_pass_requests": is_int(value) and value >= 0,
-        "markup_change": value is None or value in MARKUP_CHANGES,
-        "extra_column": value is None or value in HEADERS,
-        "date_form": value is None or value in DATE_FORMS,
-        "unlinked_dataset": isinstance(value, bool),
-        "bad_run_number": value is None or isinstance(value, str),
-        "pagination_loop": isinstance(value, bool),
-        "extra_datasets": isinstance(value, tuple)
-        and all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) for v in value),
+        "session_cookie": lambda: value in SESSION_COOKIE_MODES,
+        "expire_session_after": lambda: value is None or (is_int(value) and value >= 0),
+        "expiry_answer": lambda: value in ("redirect", "html"),
+        "expiry_cookie": lambda: isinstance(value, bool),
+        "fail_with": lambda: is_int(value) and (400 <= value <= 599 or value in (302, 307)),
+        "fail_next": lambda: is_int(value) and value >= 0,
+        "fail_path": lambda: isinstance(value, str) and _compiles(value),
+        "retry_after": lambda: value is None or isinstance(value, str),
+        "latency_ms": lambda: is_number(value) and value >= 0,
+        "truncate_next": lambda: is_int(value) and value >= 0,
+        "validators": lambda: isinstance(value, bool),
+        "generation": lambda: is_int(value) and value >= 1,
+        "dataset_transfer": lambda: value in DATASET_TRANSFERS,
+        "weak_etag": lambda: isinstance(value, bool),
+        "compress": lambda: value in COMPRESS_MODES,
+        "bot_wall": lambda: isinstance(value, bool),
+        "script_pages": lambda: isinstance(value, bool),
+        "script_delay_ms": lambda: is_number(value) and value >= 0,
+        "script_error_next": lambda: is_int(value) and value >= 0,
+        "script_never_next": lambda: is_int(value) and value >= 0,
+        "script_challenge": lambda: isinstance(value, bool),
+        "challenge_pass_seconds": lambda: is_number(value) and value > 0,
+        "challenge_pass_requests": lambda: is_int(value) and value >= 0,
+        "markup_change": lambda: value is None or value in MARKUP_CHANGES,
+        "extra_column": lambda: value is None or value in HEADERS,
+        "date_form": lambda: value is None or value in DATE_FORMS,
+        "unlinked_dataset": lambda: isinstance(value, bool),
+        "bad_run_number": lambda: value is None or isinstance(value, str),
+        "pagination_loop": lambda: isinstance(value, bool),
+        "sign_in_action": lambda: isinstance(value, str) and bool(value),
+        "sign_in_method": lambda: value in ("post", "get"),
+        "foreign_links": lambda: (
+            isinstance(value, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ),
+        "extra_datasets": lambda: (
+            isinstance(value, tuple)
+            and all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) for v in value)
+        ),
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")
     if name == "compress" and value == "br" and not coding.brotli_available():
         raise ValueError("bad value for compress: 'br' needs the brotli package, not installed")
-    if not checks[name]:
+    if not checks[name]():
         raise ValueError(f"bad value for {name}: {value!r}")
 
 

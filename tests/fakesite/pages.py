@@ -52,13 +52,20 @@ def dataset_label(name: str) -> str:
     return _DATASET_LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
-def sign_in_page(token: str, *, failed: bool = False, email: str = "") -> bytes:
+def sign_in_page(
+    token: str,
+    *,
+    failed: bool = False,
+    email: str = "",
+    action: str = "/sign-in",
+    method: str = "post",
+) -> bytes:
     flash = (
         '<div class="m-flash m-flash--error">Invalid email or password.</div>\n' if failed else ""
     )
     main = f"""<div class="m-sign-in">
 <h1 class="m-sign-in__title">Sign in to FutureLearn</h1>
-{flash}<form class="m-form" id="new_user" action="/sign-in" accept-charset="UTF-8" method="post">
+{flash}<form class="m-form" id="new_user" action="{_e(action)}" accept-charset="UTF-8" method="{method}">
 <input name="utf8" type="hidden" value="&#x2713;">
 <input type="hidden" name="authenticity_token" value="{_e(token)}">
 <div class="m-form__field">
@@ -186,11 +193,13 @@ def dashboard_page(
     change: str | None = None,
     extra: tuple[str, ...] = (),
     unlinked: bool = False,
+    foreign: dict[str, str] | None = None,
 ) -> bytes:
     base = _run_path(run)
     block = "m-downloads" if change == "datasets_class" else "m-datasets"
     entries = [
-        f'<li><a class="{block}__link" href="{base}/stats-dashboard/data/{_e(name)}">'
+        f'<li><a class="{block}__link" href="{_e((foreign or {}).get(name, ""))}'
+        f'{base}/stats-dashboard/data/{_e(name)}">'
         f"{_e(dataset_label(name))}</a></li>"
         for name in ((*run.datasets, *extra) if started else ())
     ]
