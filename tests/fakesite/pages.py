@@ -171,13 +171,19 @@ def dashboard_page(
     shell: Shell | None = None,
     *,
     change: str | None = None,
+    extra_links: int = 0,
 ) -> bytes:
+    """``extra_links``: as many more links, to datasets ``extra_dataset_N`` (a huge page)."""
     base = _run_path(run)
     block = "m-downloads" if change == "datasets_class" else "m-datasets"
+    names = [
+        *(run.datasets if started else ()),
+        *(f"extra_dataset_{n}" for n in range(extra_links)),
+    ]
     items = "\n".join(
         f'<li><a class="{block}__link" href="{base}/stats-dashboard/data/{_e(name)}">'
         f"{_e(dataset_label(name))}</a></li>"
-        for name in (run.datasets if started else ())
+        for name in names
     )
     items = "" if shell is not None else f"\n{items}\n"
     script = "" if shell is None else "\n" + _shell_script(shell)
