@@ -136,6 +136,9 @@ RETRY_EXCEPTIONS = [
 # The failure's own line (page or dataset, "after N tries") says it; Scrapy's "Gave up
 # retrying" line would say it a second time.
 RETRY_GIVE_UP_LOG_LEVEL = "DEBUG"
+# Likewise a dropped item (a dataset that failed, a run whose metadata.csv could not be
+# written): its pipeline's line says why; Scrapy's "Dropped: ..." would say it again.
+DEFAULT_DROPITEM_LOG_LEVEL = "DEBUG"
 REDIRECT_MAX_TIMES = 5
 
 # What a site may send, whatever it is (a broken CDN, a compromised page): every request and
