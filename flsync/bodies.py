@@ -5,6 +5,11 @@ before it reads on: a slow disk slows the transfer down instead of filling memor
 writing and hashing never run on the reactor thread. A body kept on disk reaches the rest of
 flsync as a :class:`StreamedResponse`; whoever gets one moves its file into place or deletes it
 (:func:`discard_body`).
+
+Every body is bounded, whatever the site sends: one kept in memory by ``maxsize`` (a page, a
+few megabytes), one written to a file by :class:`FileLimits` (its decoded size, and how many
+times larger than what was received it decodes to). A body past its bound is refused with
+:class:`BodyTooLarge`, whose message names the bound and the setting that sets it.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import os
 import queue
 import threading
 from contextlib import suppress
+from dataclasses import dataclass
 from io import BytesIO
 from typing import IO, Any
 
-from scrapy.exceptions import DownloadCancelledError
 from scrapy.http import Response
 
 
@@ -43,6 +48,15 @@ def discard_body(response: Response) -> None:
             os.unlink(response.body_path)
 
 
+class BodyTooLarge(Exception):
+    """A body past one of its bounds: not kept, and not worth asking for again (the same
+    answer would come). The message is one line naming the bound and its setting."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class MemoryBody:
     """A body kept in memory (pages; answers other than 200), at most ``maxsize`` bytes."""
 
@@ -54,13 +68,45 @@ class MemoryBody:
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.maxsize and self.size > self.maxsize:
-            raise DownloadCancelledError(
-                f"Body larger than DOWNLOAD_MAXSIZE ({self.maxsize} bytes)"
+            raise BodyTooLarge(
+                f"the answer is larger than DOWNLOAD_MAXSIZE ({self.maxsize} bytes): not read"
+                " further (raise DOWNLOAD_MAXSIZE if such a page is genuine)",
+                "DOWNLOAD_MAXSIZE",
             )
         self._buffer.write(chunk)
 
     def getvalue(self) -> bytes:
         return self._buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How large a body written to a file may grow, once decoded (curl undoes gzip, br and
+    zstd as the body arrives, and a few megabytes of gzip can decode to gigabytes)."""
+
+    maxsize: int = 0  # decoded bytes at most (FLSYNC_DATASET_MAXSIZE); 0: no limit
+    # Decoded bytes per byte received at most (FLSYNC_DATASET_MAX_RATIO); 0: no limit.
+    max_ratio: float = 0.0
+
+    def check(self, size: int, received: int | None) -> None:
+        """Raise BodyTooLarge if a body of ``size`` decoded bytes is past a limit.
+
+        ``received``: at least as many bytes as were received for those ``size`` (None: the
+        body is not encoded, and they are the same).
+        """
+        if self.maxsize and size > self.maxsize:
+            raise BodyTooLarge(
+                f"larger than FLSYNC_DATASET_MAXSIZE ({self.maxsize} bytes): not stored"
+                " (raise FLSYNC_DATASET_MAXSIZE if such a file is genuine)",
+                "FLSYNC_DATASET_MAXSIZE",
+            )
+        if self.max_ratio and received is not None and size > self.max_ratio * received:
+            raise BodyTooLarge(
+                f"decodes to more than FLSYNC_DATASET_MAX_RATIO ({self.max_ratio:g}) times the"
+                f" bytes received (a compression bomb?): not stored, refused after {size}"
+                " bytes (raise FLSYNC_DATASET_MAX_RATIO if such a file is genuine)",
+                "FLSYNC_DATASET_MAX_RATIO",
+            )
 
 
 class FileBody:

@@ -6,13 +6,17 @@ a spider argument or a ``-s`` setting (Scrapy and Scrapyd show both).
 
 The file is read once per crawl, by the spider's ``update_settings`` (so that a bad file stops
 ``scrapy crawl`` before the crawl is set up); the result travels in the crawl's settings
-(``LOADED_CONFIG``), where components find it with :func:`config_from_settings`.
+(``LOADED_CONFIG``), where components find it with :func:`config_from_settings`. A file that
+holds a password and that others than its owner may read or write is warned about then, as
+ssh and libpq warn about their secrets' files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +24,8 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://www.futurelearn.com"
 DEFAULT_DATA_DIR = "data"
@@ -46,6 +52,8 @@ class FlsyncConfig:
 def load_config(path: str, environ: Mapping[str, str] = os.environ) -> FlsyncConfig:
     """Read and check the config file at ``path``; raise ConfigError naming the problem."""
     raw = _read_json_object(path)
+    if raw.get("password"):
+        _warn_if_open(path)
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise ConfigError(
@@ -113,6 +121,21 @@ def _read_json_object(path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a JSON object ({{...}})")
     return raw
+
+
+def _warn_if_open(path: str) -> None:
+    """One warning if the file (which holds a password) is open to group or others."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # it was just read: gone since, there is nothing left to warn about
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning(
+            "config file %(path)s holds a password and can be read or changed by others than"
+            " its owner (mode %(mode)04o): chmod 600 %(path)s (or leave the password out of it"
+            " and set FLSYNC_PASSWORD)",
+            {"path": path, "mode": mode},
+        )
 
 
 def _string(values: Mapping[str, Any], key: str, default: str, path: str) -> str:

@@ -11,15 +11,22 @@ receivers (they may hold the request, update it, or refuse it with IgnoreRequest
 ``flsync.signals.sync_stopping`` it cancels the transfers in flight. Requests marked
 ``meta["playwright"]`` are rendered in a browser instead (see flsync.browser), once they leave.
 
+Every request is bounded (see flsync.transport and flsync.bodies): a body past its bound fails
+the request with DownloadCancelledError, which is not retried (the same answer would come
+again), and a request too slow with DownloadTimeoutError, which is.
+
 Settings: ``FLSYNC_IMPERSONATE`` (the browser to impersonate, or ``none``), ``FLSYNC_CA_BUNDLE``
 (extra CAs to trust), ``USER_AGENT`` (sent only when not impersonating), ``DOWNLOAD_TIMEOUT``
-(the longest wait for a connection or for the next bytes), ``DOWNLOAD_MAXSIZE`` (bodies kept
-in memory). Request meta: ``flsync_stream_to``, ``flsync_first_bytes`` (keep that many bytes
+(the longest a request may take; for a body streamed to a file, the longest it may stay under
+``FLSYNC_DATASET_MIN_RATE`` bytes a second), ``DOWNLOAD_MAXSIZE`` (bodies kept in memory),
+``FLSYNC_DATASET_MAXSIZE`` and ``FLSYNC_DATASET_MAX_RATIO`` (bodies streamed to a file, once
+decoded). Request meta: ``flsync_stream_to``, ``flsync_first_bytes`` (keep that many bytes
 of the body, in memory, and end the transfer there: the response is flagged ``truncated``),
 ``proxy`` (set by HttpProxyMiddleware, with its ``Proxy-Authorization`` header sent to the
 proxy only), ``download_timeout``, ``download_maxsize``; it sets ``download_latency``. Stats:
 ``flsync/stream/files``, ``flsync/stream/bytes``, ``flsync/stream/failed/<reason>``
-(``dataloss``, ``timeout``), ``flsync/stream/unclaimed``.
+(``dataloss``, ``timeout``), ``flsync/stream/unclaimed``, ``flsync/bodies/refused/<setting>``
+(a body past the bound that setting sets, e.g. ``flsync/bodies/refused/DOWNLOAD_MAXSIZE``).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from scrapy.http import Headers, Response
 from scrapy.responsetypes import responsetypes
 
 from flsync import signals as flsync_signals
-from flsync.bodies import FileBody, StreamedResponse
+from flsync.bodies import BodyTooLarge, FileBody, FileLimits, StreamedResponse
 from flsync.browser import BrowserPages
 from flsync.stopping import SyncStopped
 from flsync.transport import (
@@ -95,6 +102,11 @@ class CurlDownloadHandler:
         self._user_agent = settings.get("USER_AGENT") or "flsync"
         self._timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self._maxsize = settings.getint("DOWNLOAD_MAXSIZE")
+        self._min_rate = settings.getint("FLSYNC_DATASET_MIN_RATE")
+        self._file_limits = FileLimits(
+            maxsize=settings.getint("FLSYNC_DATASET_MAXSIZE"),
+            max_ratio=settings.getfloat("FLSYNC_DATASET_MAX_RATIO"),
+        )
         self._ca_file = _write_ca_file(combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE")))
         self._workers = Workers(self._ca_file)
         # Pages marked meta["playwright"] are rendered in a browser (FLSYNC_BROWSER).
@@ -128,6 +140,8 @@ class CurlDownloadHandler:
             maxsize=int(request.meta.get("download_maxsize", self._maxsize)),
             stream_to=request.meta.get(STREAM_TO_META),
             first_bytes=int(request.meta.get(FIRST_BYTES_META, 0)),
+            min_rate=self._min_rate,
+            file_limits=self._file_limits,
         )
         if transfer.stream_to:
             self._temp_files.add(transfer.stream_to)
@@ -146,6 +160,9 @@ class CurlDownloadHandler:
             raise _scrapy_error(exc) from None
         except ConnectionFailed as exc:
             raise _scrapy_error(exc) from None
+        except BodyTooLarge as exc:
+            self._stats.inc_value(f"flsync/bodies/refused/{exc.setting}")
+            raise DownloadCancelledError(str(exc)) from None
         finally:
             self._in_flight.pop(transfer, None)
         request.meta["download_latency"] = answer.latency
@@ -206,7 +223,9 @@ class CurlDownloadHandler:
             return
         reason = "dataloss" if isinstance(error, DataLossError) else "timeout"
         self._stats.inc_value(f"flsync/stream/failed/{reason}")
-        logger.warning(
+        # Each try's; the file's failure, once it has no try left, is one line of its own
+        # (flsync.pipelines), which says the same.
+        logger.debug(
             "Stream (%(reason)s): %(url)s: %(error)s",
             {"reason": reason, "url": transfer.url, "error": error},
             extra={"spider": self._crawler.spider},

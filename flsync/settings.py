@@ -147,7 +147,32 @@ RETRY_EXCEPTIONS = [
 # The failure's own line (page or dataset, "after N tries") says it; Scrapy's "Gave up
 # retrying" line would say it a second time.
 RETRY_GIVE_UP_LOG_LEVEL = "DEBUG"
+# Likewise a dropped item (a dataset that failed, a run whose metadata.csv could not be
+# written): its pipeline's line says why; Scrapy's "Dropped: ..." would say it again.
+DEFAULT_DROPITEM_LOG_LEVEL = "DEBUG"
 REDIRECT_MAX_TIMES = 5
+
+# What a site may send, whatever it is (a broken CDN, a compromised page): every request and
+# body is bounded, so that no answer fills memory or disk or holds the sync (and its locks).
+# Seconds a request may take, from its start to its body's last byte; a dataset's body, which
+# may take long on a slow link, is instead bounded by FLSYNC_DATASET_MIN_RATE over this time.
+DOWNLOAD_TIMEOUT = 180
+# Bytes a second a dataset's body must keep up (averaged over a few seconds by curl): below
+# this for DOWNLOAD_TIMEOUT seconds in a row, it fails. 180 KiB in 3 minutes is a stalled
+# server, not a slow link: even 1 Mbit/s shared by 16 transfers gives each 8 KB/s.
+FLSYNC_DATASET_MIN_RATE = 1024
+# Bytes of a body kept in memory at most: pages (FutureLearn's are tens of kilobytes) and
+# answers other than 200. Scrapy's 1 GiB let one dashboard take gigabytes of memory once
+# parsed, 16 at a time. Datasets go to disk and have their own limits, below.
+DOWNLOAD_MAXSIZE = 4 * 1024 * 1024
+# Bytes of a dataset at most, decoded. Real ones reach hundreds of megabytes; this bounds the
+# disk an endless body could take.
+FLSYNC_DATASET_MAXSIZE = 8 * 1024**3
+# Times a compressed dataset may grow when decoded (curl decodes it as it arrives; 2 MB of
+# gzip can be 2 GB of nothing). Real CSV exports compress 5-15 times; 100 leaves them room
+# (long runs of empty fields compress better) and still stops a bomb (gzip reaches 1000,
+# brotli and zstd far more) after at most 100 times what it sent, plus half a megabyte read.
+FLSYNC_DATASET_MAX_RATIO = 100
 
 # Polite concurrency: at most 16 requests in flight to the site; AutoThrottle keeps about
 # that many while answers come quickly and spaces requests out as soon as they slow down.

@@ -10,6 +10,12 @@ verified, against ``ca_file`` (the system's CAs and any extra ones, see
 (curl undoes gzip, br, zstd), so what is kept is always what the server meant. Redirects and
 cookies are left to Scrapy.
 
+Nothing a server does can hold a transfer for ever or fill memory or disk: an exchange whose
+body stays in memory (a page) must be over within ``timeout`` seconds; one whose body goes to
+a file (a dataset, possibly large, on a slow link) may take as long as it needs while it
+receives at least ``min_rate`` bytes a second, but no ``timeout`` seconds in a row below that.
+Bodies are bounded as :mod:`flsync.bodies` says (:class:`~flsync.bodies.BodyTooLarge`).
+
 :class:`Workers` runs transfers on daemon threads: a transfer waiting for a server's first byte
 cannot be interrupted (curl calls back only as data arrives), and must not keep a stopping
 process alive.
@@ -24,14 +30,14 @@ import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-from curl_cffi.const import CurlECode, CurlHttpVersion, CurlOpt
+from curl_cffi.const import CurlECode, CurlHttpVersion, CurlInfo, CurlOpt
 from curl_cffi.curl import DEFAULT_CACERT, Curl, CurlError
 from curl_cffi.requests.impersonate import BrowserType, resolve_latest_browser_type
 
-from flsync.bodies import FileBody, MemoryBody
+from flsync.bodies import FileBody, FileLimits, MemoryBody
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,7 +77,7 @@ class DataLossError(Exception):
 
 
 class TransferTimeout(Exception):
-    """No connection, or no data, for longer than the timeout."""
+    """No answer in time, or a body too slow (see the module's docstring); one line."""
 
 
 class ConnectionFailed(Exception):
@@ -103,9 +109,13 @@ class Transfer:
     impersonate: str | None
     user_agent: str  # sent when not impersonating and the request has none
     proxy: str | None  # proxy URL without credentials
-    timeout: float  # seconds without a connection, or without data
+    # Seconds the whole exchange may take; with a body to a file, the longest time below
+    # min_rate (see the module's docstring).
+    timeout: float
     maxsize: int  # of a body kept in memory; 0: no limit
     stream_to: str | None = None  # a 200's body goes to this new file
+    min_rate: int = 1  # bytes a second a body to a file must keep up
+    file_limits: FileLimits = field(default_factory=FileLimits)  # of a body to a file
     # > 0: keep this many bytes of the body, then end the transfer (a header's worth of a
     # file that may be huge); the answer is then marked truncated.
     first_bytes: int = 0
@@ -116,6 +126,8 @@ class Transfer:
     _received: list[tuple[bytes, bytes]] = field(default_factory=list, init=False)
     _started: float = field(default=0.0, init=False)
     _headers_at: float | None = field(default=None, init=False)
+    _encoded: bool = field(default=False, init=False)  # the body came compressed
+    _curl: Curl | None = field(default=None, init=False)  # while it runs
 
     def cancel(self) -> None:
         """Abort at the next data from the server (any thread)."""
@@ -124,6 +136,7 @@ class Transfer:
     def run(self, curl: Curl) -> Answer:
         """Perform the transfer on ``curl`` (in this thread); the answer, or an exception."""
         self._started = monotonic()
+        self._curl = curl
         self._configure(curl)
         try:
             curl.perform()
@@ -135,6 +148,8 @@ class Transfer:
         except BaseException:
             self._discard()
             raise
+        finally:
+            self._curl = None
         answer = self._headers_done()
         if isinstance(answer.body, FileBody):
             if self._close_delimited():
@@ -185,9 +200,13 @@ class Transfer:
             if urlsplit(self.url).scheme == "https":
                 curl.setopt(CurlOpt.HTTPPROXYTUNNEL, 1)
         curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, int(self.timeout * 1000))
-        # No byte for `timeout` seconds ends the transfer: a slow big file is fine.
-        curl.setopt(CurlOpt.LOW_SPEED_LIMIT, 1)
-        curl.setopt(CurlOpt.LOW_SPEED_TIME, max(1, round(self.timeout)))
+        if self._to_file():
+            # Slower than min_rate (curl's average over the last few seconds) for `timeout`
+            # seconds in a row ends it: a big file on a slow but steady link is fine.
+            curl.setopt(CurlOpt.LOW_SPEED_LIMIT, max(1, self.min_rate))
+            curl.setopt(CurlOpt.LOW_SPEED_TIME, max(1, round(self.timeout)))
+        else:
+            curl.setopt(CurlOpt.TIMEOUT_MS, int(self.timeout * 1000))
         curl.setopt(CurlOpt.BUFFERSIZE, _BUFFER_SIZE)
         curl.setopt(CurlOpt.NOSIGNAL, 1)
         curl.setopt(CurlOpt.HEADERFUNCTION, self._on_header)
@@ -232,6 +251,8 @@ class Transfer:
         if self._cancelled:
             return _ABORT
         answer = self._headers_done()
+        if isinstance(answer.body, FileBody):
+            self.file_limits.check(answer.body.size + len(chunk), self._received_at_most())
         if self.first_bytes:
             room = self.first_bytes - answer.body.size
             answer.body.write(chunk[:room])
@@ -242,16 +263,29 @@ class Transfer:
         answer.body.write(chunk)
         return len(chunk)
 
+    def _to_file(self) -> bool:
+        """Whether a 200's body goes to a file (bounded by rate, not by total time)."""
+        return bool(self.stream_to) and not self.first_bytes
+
+    def _received_at_most(self) -> int | None:
+        """Bytes received for the body so far, before decoding, or more (None: the body is
+        not encoded). curl counts a read's bytes only once it has handed all of them over,
+        decoded: the read being decoded, up to _BUFFER_SIZE, is added."""
+        if not self._encoded or self._curl is None:
+            return None
+        counted = cast("int", self._curl.getinfo(CurlInfo.SIZE_DOWNLOAD_T))
+        return counted + _BUFFER_SIZE
+
     def _headers_done(self) -> Answer:
         """The answer, once its headers are in (at its first data, or at its end)."""
         if self._answer is None:
-            keep_on_disk = self._status == 200 and self.stream_to and not self.first_bytes
+            keep_on_disk = self._status == 200 and self._to_file()
             body = FileBody(self.stream_to) if keep_on_disk else MemoryBody(self.maxsize)  # type: ignore[arg-type]
-            decoded = any(n.lower() == b"content-encoding" for n, _ in self._received)
+            self._encoded = any(n.lower() == b"content-encoding" for n, _ in self._received)
             headers = [
                 (n, v)
                 for n, v in self._received
-                if not (decoded and n.lower() in _ENCODING_HEADERS)
+                if not (self._encoded and n.lower() in _ENCODING_HEADERS)
             ]
             latency = (self._headers_at or monotonic()) - self._started
             self._answer = Answer(self._status, headers, self._protocol, body, latency)
@@ -282,7 +316,7 @@ class Transfer:
                 return DataLossError(f"body cut off after {self._received_size()} bytes: {reason}")
             return ConnectionFailed(reason)
         if code == CurlECode.OPERATION_TIMEDOUT:
-            return TransferTimeout(reason)
+            return TransferTimeout(self._too_slow())
         if code in (
             CurlECode.COULDNT_CONNECT,
             CurlECode.COULDNT_RESOLVE_HOST,
@@ -292,6 +326,19 @@ class Transfer:
         ):
             return ConnectionFailed(reason)
         return ConnectionFailed(f"curl error {int(code)}: {reason}")
+
+    def _too_slow(self) -> str:
+        """What was too slow, and the settings that bound it."""
+        timeout = f"DOWNLOAD_TIMEOUT ({self.timeout:g} s)"
+        if not self._status:
+            return f"too slow: no answer within {timeout}"
+        received = self._received_size()
+        if self._to_file():
+            return (
+                f"too slow: under FLSYNC_DATASET_MIN_RATE ({self.min_rate} bytes/s) for"
+                f" {timeout} in a row, {received} bytes in"
+            )
+        return f"too slow: not complete within {timeout}, {received} bytes in"
 
     def _received_size(self) -> int:
         return self._answer.body.size if self._answer is not None else 0

@@ -52,6 +52,7 @@ def main() -> int:
             "data_dir": str(workdir / "data"),
         }
         (workdir / "config.json").write_text(json.dumps(config, indent=2))
+        (workdir / "config.json").chmod(0o600)  # it holds the password
         print(
             f"Imitation FutureLearn at {site.base_url} (HTTPS, behind a bot wall that refuses"
             f" non-browser TLS); syncing into {workdir / 'data'}"

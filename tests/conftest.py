@@ -55,6 +55,7 @@ class Sync:
     base_url: str
     workdir: Path
     runs: int = 0
+    launcher: tuple[str, ...] = ()  # a command the sync's is given to (tests/peak_rss.py)
 
     @property
     def data_dir(self) -> Path:
@@ -77,10 +78,12 @@ class Sync:
         if password is not None:
             document["password"] = password
         document.update(config)
-        (self.workdir / "config.json").write_text(json.dumps(document))
+        config = self.workdir / "config.json"
+        config.write_text(json.dumps(document))
+        config.chmod(0o600)  # it holds a password: for its owner only, as a user's should
         self.runs += 1
         return subprocess.Popen(
-            [sys.executable, "-m", "scrapy", "crawl", "futurelearn", *args],
+            [*self.launcher, sys.executable, "-m", "scrapy", "crawl", "futurelearn", *args],
             cwd=self.workdir,
             env={
                 **os.environ,

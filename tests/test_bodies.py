@@ -7,9 +7,8 @@ import os
 import threading
 
 import pytest
-from scrapy.exceptions import DownloadCancelledError
 
-from flsync.bodies import FileBody, MemoryBody
+from flsync.bodies import BodyTooLarge, FileBody, FileLimits, MemoryBody
 
 CHUNK = bytes(range(256)) * 64  # 16 KiB, as curl hands a body over
 
@@ -81,6 +80,38 @@ def test_a_memory_body_stops_at_its_limit():
     body = MemoryBody(maxsize=len(CHUNK) * 2)
     body.write(CHUNK)
     body.write(CHUNK)
-    with pytest.raises(DownloadCancelledError, match="larger than DOWNLOAD_MAXSIZE"):
+    with pytest.raises(
+        BodyTooLarge, match=r"larger than DOWNLOAD_MAXSIZE \(32768 bytes\)"
+    ) as raised:
         body.write(b"x")
+    assert raised.value.setting == "DOWNLOAD_MAXSIZE"
+    assert body.getvalue() == CHUNK * 2  # the byte past the limit is not kept
     assert MemoryBody(maxsize=0).maxsize == 0  # no limit
+
+
+def test_file_limits_bound_the_decoded_size():
+    limits = FileLimits(maxsize=1000, max_ratio=0)
+    limits.check(1000, None)
+    with pytest.raises(BodyTooLarge, match=r"^larger than FLSYNC_DATASET_MAXSIZE \(1000 bytes\)"):
+        limits.check(1001, None)
+    with pytest.raises(BodyTooLarge) as raised:
+        limits.check(1001, 1001)  # encoded or not
+    assert raised.value.setting == "FLSYNC_DATASET_MAXSIZE"
+    FileLimits().check(1 << 40, 1)  # no limits
+
+
+@pytest.mark.parametrize(
+    ("size", "received", "refused"),
+    [(9999, 100, False), (10_000, 100, False), (10_001, 100, True), (10**9, None, False)],
+)
+def test_file_limits_bound_the_decoding_ratio(size, received, refused):
+    limits = FileLimits(max_ratio=100)
+    if not refused:
+        limits.check(size, received)
+        return
+    with pytest.raises(
+        BodyTooLarge, match=r"more than FLSYNC_DATASET_MAX_RATIO \(100\) times"
+    ) as raised:
+        limits.check(size, received)
+    assert raised.value.setting == "FLSYNC_DATASET_MAX_RATIO"
+    assert f"refused after {size} bytes" in str(raised.value)

@@ -2288,3 +2288,95 @@ def test_page_change_knobs_are_checked_and_set_from_the_cli(fakesite: FakeSite) 
     with cli_site(*options) as connection:
         knobs = cli_knobs(connection)
     assert (knobs["markup_change"], knobs["extra_column"]) == ("date_cell", "comments")
+
+
+# A broken or hostile site (issue 19): gzip bombs, trickles, a huge dashboard
+
+
+DASHBOARD = f"/admin/courses/{SERIES}/19/stats-dashboard"
+
+
+def test_gzip_bomb_on_pages_and_datasets(fakesite: FakeSite, admin: Browser) -> None:
+    assert fakesite.faults.bomb_path is None and fakesite.faults.bomb_mb == 2048
+    etag = admin.get(DATASET).headers["ETag"]
+    fakesite.faults.update({"bomb_path": r"/stats-dashboard(/data/comments)?$", "bomb_mb": 64})
+    # Sent whatever the request accepts (none here), and over a 304 too.
+    for page in (admin.get(DASHBOARD), admin.get(DATASET, If_None_Match=etag)):
+        assert page.status == 200
+        assert page.headers["Content-Encoding"] == "gzip"
+        assert int(page.headers["Content-Length"]) == len(page.body) < 64 * 1024 * 1024 // 900
+        decoder, decoded = zlib.decompressobj(31), 0
+        for start in range(0, len(page.body), 4096):
+            piece = decoder.decompress(page.body[start : start + 4096])
+            assert not piece.strip(b" ")
+            decoded += len(piece)
+        assert decoded == 64 * 1024 * 1024
+        assert decoder.eof and not decoder.unused_data  # a whole stream, its CRC checked
+    assert admin.get(DASHBOARD).headers["Content-Type"] == "text/html; charset=utf-8"
+    assert admin.get(DATASET).headers["Content-Type"] == "text/csv; charset=utf-8"
+    other = admin.get(DATASET.replace("/comments", "/enrolments"))
+    assert "Content-Encoding" not in other.headers
+    assert other.body == fakesite.dataset_bytes(SERIES, 19, "enrolments")
+
+
+def test_trickle_sends_the_body_at_its_rate(fakesite: FakeSite, admin: Browser) -> None:
+    expected = fakesite.dataset_bytes(SERIES, 19, "comments")
+    # Ten pieces, a tenth of a second apart.
+    fakesite.faults.update({"trickle_path": "/data/comments$", "trickle_rate": len(expected)})
+    raw = RawConnection(fakesite, admin.cookie_header()["Cookie"])
+    raw.sock.sendall(
+        f"GET {DATASET} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {raw.cookie}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.sock.recv(65536)
+    head, _, body = head.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    started, pieces = time.monotonic(), 0
+    while len(body) < len(expected):
+        body += raw.sock.recv(65536)
+        pieces += 1
+    elapsed = time.monotonic() - started
+    raw.close()
+    assert body == expected
+    assert pieces >= 5 and elapsed >= 0.8  # at least this slow; a busy machine is slower
+    assert admin.get("/admin/organisations").status == 200  # other answers at once
+
+
+def test_dashboard_links_make_a_huge_dashboard(fakesite: FakeSite, admin: Browser) -> None:
+    own = list(fakesite.data.run(SERIES, 19).datasets)
+    fakesite.faults.update({"dashboard_links": 3})
+    hrefs = admin.get(DASHBOARD).sel.css("ul.m-datasets li a.m-datasets__link::attr(href)")
+    names = [href.removeprefix(f"{DASHBOARD}/data/") for href in hrefs.getall()]
+    assert names == [*own, "extra_dataset_0", "extra_dataset_1", "extra_dataset_2"]
+    assert admin.get(f"{DASHBOARD}/data/extra_dataset_1").status == 404
+    fakesite.faults.update({"dashboard_links": 100_000})
+    assert len(admin.get(DASHBOARD).body) > 8 * 1024 * 1024
+
+
+def test_hostile_site_knobs_are_checked_and_set_over_http(
+    fakesite: FakeSite, browser: Browser
+) -> None:
+    bad = [
+        ("bomb_path", "("),
+        ("bomb_path", 1),
+        ("bomb_mb", 0),
+        ("bomb_mb", 1.5),
+        ("trickle_path", "["),
+        ("trickle_rate", 0),
+        ("trickle_rate", "fast"),
+        ("dashboard_links", -1),
+        ("dashboard_links", True),
+    ]
+    for name, value in bad:
+        with pytest.raises(ValueError, match=f"bad value for {name}"):
+            fakesite.faults.update({name: value})
+    knobs = {
+        "bomb_path": "/data/",
+        "bomb_mb": 16,
+        "trickle_path": "/stats-dashboard$",
+        "trickle_rate": 2.5,
+        "dashboard_links": 10,
+    }
+    page = control(browser, knobs)
+    assert page.status == 200 and {k: json.loads(page.body)[k] for k in knobs} == knobs

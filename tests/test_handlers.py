@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest_twisted
 from scrapy import Request, Spider
 from scrapy.crawler import CrawlerRunner
 from scrapy.exceptions import (
+    DownloadCancelledError,
     DownloadFailedError,
     DownloadTimeoutError,
     IgnoreRequest,
@@ -36,10 +38,12 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
+from flsync import settings as flsync_settings
 from flsync import signals as flsync_signals
 from flsync.bodies import StreamedResponse
 from flsync.handlers import FIRST_BYTES_META, STREAM_TO_META, CurlDownloadHandler
 from flsync.stopping import SyncStopped
+from tests.fakesite.coding import gzip_bomb
 from tests.proxy import ForwardProxy
 
 if TYPE_CHECKING:
@@ -63,6 +67,16 @@ SETTINGS: dict[str, Any] = {
     "USER_AGENT": "flsync-test",
     "TWISTED_REACTOR": "twisted.internet.asyncioreactor.AsyncioSelectorReactor",
     "RETRY_ENABLED": False,
+    # flsync's bounds, as a sync has them.
+    **{
+        name: getattr(flsync_settings, name)
+        for name in (
+            "DOWNLOAD_MAXSIZE",
+            "FLSYNC_DATASET_MAXSIZE",
+            "FLSYNC_DATASET_MAX_RATIO",
+            "FLSYNC_DATASET_MIN_RATE",
+        )
+    },
 }
 
 
@@ -117,6 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(CSV)
             self.close_connection = True
+        elif path == "/bomb":  # a small gzip body that decodes to `mib` MiB
+            bomb = gzip_bomb(int(query["mib"]))
+            self.server.bomb_size = len(bomb)  # type: ignore[attr-defined]
+            self._send(200, bomb, Content_Type="text/csv", Content_Encoding="gzip")
         elif path == "/gzip":  # what a CDN sends a client that accepts gzip
             self._send(200, gzip.compress(CSV), Content_Type="text/csv", Content_Encoding="gzip")
         elif path == "/chunked":  # no Content-Length; the last chunk marks the end
@@ -186,6 +204,21 @@ def handler(crawler: Any) -> Generator[CurlDownloadHandler]:
     handler = build_from_crawler(CurlDownloadHandler, crawler)
     yield handler
     pytest_twisted.blockon(deferred_from_coro(handler.close()))
+
+
+@pytest.fixture
+def handler_for() -> Generator[Callable[[dict[str, Any]], CurlDownloadHandler]]:
+    """Makes handlers of their own, with settings over the usual ones; closed at the end."""
+    made: list[CurlDownloadHandler] = []
+
+    def make(settings: dict[str, Any]) -> CurlDownloadHandler:
+        crawler = get_crawler(Spider, {**SETTINGS, **settings})
+        made.append(build_from_crawler(CurlDownloadHandler, crawler))
+        return made[-1]
+
+    yield make
+    for handler in made:
+        pytest_twisted.blockon(deferred_from_coro(handler.close()))
 
 
 def download(handler: CurlDownloadHandler, request: Request) -> Deferred[Response]:
@@ -356,13 +389,15 @@ def test_other_statuses_make_no_file(handler, base, tmp_path, path, status):
 
 @pytest_twisted.inlineCallbacks
 def test_cut_off_body_is_data_loss(handler, crawler, base, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="flsync.handlers")
     with pytest.raises(ResponseDataLossError):
         yield download(handler, streamed(f"{base}/cut", tmp_path))
 
     assert files_in(tmp_path) == []
     assert crawler.stats.get_value("flsync/stream/failed/dataloss") == 1
+    # Said once the file has no try left (flsync.pipelines); each try's line is DEBUG.
     [(logger, level, message)] = [r for r in caplog.record_tuples if "Stream (" in r[2]]
-    assert (logger, level) == ("flsync.handlers", logging.WARNING)
+    assert (logger, level) == ("flsync.handlers", logging.DEBUG)
     assert message.startswith(f"Stream (dataloss): {base}/cut: body cut off after ")
 
 
@@ -386,13 +421,103 @@ def test_idle_timeout(handler, crawler, base, tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_timeout_is_reset_by_each_chunk(handler, base, tmp_path):
-    # 8 chunks 0.4 s apart: 2.8 s in all, longer than the 2 s allowed without data. The gap
-    # is a fifth of the timeout so that a busy machine's late chunk does not end the transfer.
+def test_a_page_must_be_complete_within_the_timeout(handler, crawler, base):
+    # 20 chunks 0.3 s apart: 5.7 s in all, however steadily they come.
+    request = Request(f"{base}/trickle?every=0.3&chunks=20", meta={"download_timeout": 2})
+    with pytest.raises(DownloadTimeoutError) as raised:
+        yield download(handler, request)
+
+    assert re.fullmatch(
+        r"too slow: not complete within DOWNLOAD_TIMEOUT \(2 s\), \d+ bytes in", str(raised.value)
+    )
+    assert crawler.stats.get_value("flsync/stream/failed/timeout") is None  # not a file
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_at_a_steady_rate_may_take_longer_than_the_timeout(handler_for, base, tmp_path):
+    # 8 chunks 0.4 s apart (25 bytes/s): 2.8 s in all, longer than the 2 s timeout, and
+    # never under the minimum rate of 10 bytes/s.
+    handler = handler_for({"FLSYNC_DATASET_MIN_RATE": 10})
     request = streamed(f"{base}/trickle?every=0.4", tmp_path, download_timeout=2)
     response = yield download(handler, request)
 
     assert response.body_size == 80
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_under_the_minimum_rate_for_the_timeout_fails(handler_for, base, tmp_path):
+    # 25 bytes/s for 8 s, under 100 bytes/s from the start.
+    handler = handler_for({"FLSYNC_DATASET_MIN_RATE": 100})
+    request = streamed(f"{base}/trickle?every=0.4&chunks=20", tmp_path, download_timeout=1)
+    with pytest.raises(DownloadTimeoutError) as raised:
+        yield download(handler, request)
+
+    assert re.fullmatch(
+        r"too slow: under FLSYNC_DATASET_MIN_RATE \(100 bytes/s\) for DOWNLOAD_TIMEOUT \(1 s\)"
+        r" in a row, \d+ bytes in",
+        str(raised.value),
+    )
+    assert files_in(tmp_path) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_page_past_download_maxsize_is_refused(handler, crawler, server, base):
+    request = Request(f"{base}/big?mib=64")  # DOWNLOAD_MAXSIZE: 4 MiB
+    with pytest.raises(DownloadCancelledError) as raised:
+        yield download(handler, request)
+
+    assert str(raised.value) == (
+        "the answer is larger than DOWNLOAD_MAXSIZE (4194304 bytes): not read further (raise"
+        " DOWNLOAD_MAXSIZE if such a page is genuine)"
+    )
+    assert server.big_sent < 32  # left early, not read to the end
+    assert crawler.stats.get_value("flsync/bodies/refused/DOWNLOAD_MAXSIZE") == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_compressed_page_is_bounded_decoded(handler, crawler, base):
+    # 2 MB of gzip, 2 GiB of spaces: refused at 4 MiB, as memory holds it decoded.
+    with pytest.raises(DownloadCancelledError, match=r"larger than DOWNLOAD_MAXSIZE"):
+        yield download(handler, Request(f"{base}/bomb?mib=2048"))
+
+    assert crawler.stats.get_value("flsync/bodies/refused/DOWNLOAD_MAXSIZE") == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_compression_bomb_is_refused_and_its_file_deleted(
+    handler, crawler, server, base, tmp_path
+):
+    with pytest.raises(DownloadCancelledError) as raised:
+        yield download(handler, streamed(f"{base}/bomb?mib=1024", tmp_path))
+
+    message = str(raised.value)
+    match = re.fullmatch(
+        r"decodes to more than FLSYNC_DATASET_MAX_RATIO \(100\) times the bytes received \(a"
+        r" compression bomb\?\): not stored, refused after (\d+) bytes \(raise"
+        r" FLSYNC_DATASET_MAX_RATIO if such a file is genuine\)",
+        message,
+    )
+    assert match, message
+    # At most 100 times what came, plus the read being decoded: never the whole GiB.
+    assert int(match[1]) <= 100 * (server.bomb_size + 512 * 1024) < 1024 * MIB
+    assert files_in(tmp_path) == []
+    assert crawler.stats.get_value("flsync/bodies/refused/FLSYNC_DATASET_MAX_RATIO") == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_past_the_dataset_maxsize_is_refused_and_deleted(
+    handler_for, server, base, tmp_path
+):
+    handler = handler_for({"FLSYNC_DATASET_MAXSIZE": 8 * MIB})
+    with pytest.raises(DownloadCancelledError) as raised:
+        yield download(handler, streamed(f"{base}/big?mib=64", tmp_path))
+
+    assert str(raised.value) == (
+        "larger than FLSYNC_DATASET_MAXSIZE (8388608 bytes): not stored (raise"
+        " FLSYNC_DATASET_MAXSIZE if such a file is genuine)"
+    )
+    assert server.big_sent < 32
+    assert files_in(tmp_path) == []
 
 
 @pytest_twisted.inlineCallbacks

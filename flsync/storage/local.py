@@ -1,5 +1,6 @@
 """A data tree on a local (or mounted) file system: every write atomic (a temporary file in the
-destination folder, then a rename), a lock per organisation held with flock."""
+destination folder, then a rename), a lock per organisation held with flock. Files and folders
+get the modes the user's umask gives them."""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ class LocalStore:
     def persist_local_file(self, path: str, local_path: str, checksum: str | None = None) -> None:
         target = self._get_filesystem_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(local_path, 0o644)
+        # Its mode is the one it was made with, 0666 less the user's umask, as any tool's
+        # files: the tree holds personal data, and a umask of 077 keeps it the owner's.
         os.replace(local_path, target)
 
     def exists(self, path: str) -> bool:

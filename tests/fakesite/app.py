@@ -112,6 +112,8 @@ class App:
             # balancer), which does not touch the session: no cookie in any mode.
             return self._failure(failure, request.path)
         reply = self._route(request)
+        if reply.status in (200, 304) and self.faults.bombs(request.path):
+            reply = self._bomb(request)
         if self.faults.session_cookie == "every_answer":
             self._reissue_cookie(request, reply)
         return reply
@@ -367,6 +369,7 @@ class App:
                 extra=extra,
                 unlinked=self.faults.unlinked_dataset,
                 foreign=self.faults.foreign_links,
+                extra_links=self.faults.dashboard_links,
             )
             return _html(200, page)
         dataset = params.get("dataset", SUBDIVISIONS)
@@ -475,6 +478,14 @@ class App:
         # Compressing on the fly, a CDN cannot know the length before the end: chunked.
         chunked = content_coding != coding.IDENTITY or self.faults.dataset_transfer == "chunked"
         return content_coding, chunked, [("Vary", "Accept-Encoding")]
+
+    def _bomb(self, request: Request) -> Reply:
+        """A gzip bomb (Faults.bomb_path), sent whatever the request accepts or already has,
+        as a broken or hostile server would."""
+        kind, _ = route(request.method, request.path)
+        content_type = "text/csv; charset=utf-8" if kind in DATASET_KINDS else _HTML
+        headers = [("Content-Type", content_type), ("Content-Encoding", "gzip")]
+        return Reply(200, headers, coding.gzip_bomb(self.faults.bomb_mb), content_coding="gzip")
 
     def _failure(self, status: int, path: str) -> Reply:
         if status == 302:  # what an expired session gets, whatever its cookie

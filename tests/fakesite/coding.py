@@ -2,14 +2,17 @@
 
 ``accepts`` reads a request's Accept-Encoding; ``encoder`` compresses a body piece by piece,
 flushing after each piece as a CDN compressing on the fly does, so that a big file is never
-held whole and a client receives compressed bytes as they are made.
+held whole and a client receives compressed bytes as they are made. ``gzip_bomb`` is what a
+hostile or broken server may send instead: a small gzip body that decodes to gigabytes.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import struct
 import zlib
+from functools import lru_cache
 from typing import Any, Protocol
 
 
@@ -119,3 +122,26 @@ def encoder(coding: str) -> Encoder:
     if coding == IDENTITY:
         return _Identity()
     raise ValueError(f"unknown content coding {coding!r}")
+
+
+_MIB = 1024 * 1024
+
+
+@lru_cache(maxsize=4)
+def gzip_bomb(mib: int) -> bytes:
+    """A valid gzip stream of ``mib`` MiB of spaces, about a thousandth of that in size
+    (2 GiB: 2.1 MB), made without ever holding the decoded bytes.
+
+    After a full flush deflate starts afresh, so every MiB after the first compresses to the
+    same bytes; the trailer's CRC-32 and size are those of the whole.
+    """
+    block = b" " * _MIB
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(block, crc)
+    last_block = b"\x03\x00"  # an empty final block of fixed codes
+    trailer = struct.pack("<II", crc, (mib * _MIB) & 0xFFFFFFFF)
+    return first + again * (mib - 1) + last_block + trailer

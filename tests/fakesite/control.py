@@ -133,6 +133,18 @@ class Faults:
     - ``extra_datasets``: dataset names every started run's dashboard lists besides its own,
       each served as a CSV of its own (``metadata``: one shaped as flsync's metadata.csv,
       naming another university's course).
+
+    A broken or hostile site (beyond the contract; issue 19), on pages and datasets alike:
+
+    - ``bomb_path``: answers (200, or 304 to a conditional request) to paths matching this
+      regular expression are a gzip bomb instead: ``Content-Encoding: gzip`` whatever the
+      request accepts, a ``Content-Length``, and a valid gzip stream of ``bomb_mb`` MiB of
+      spaces (2048: 2.1 MB sent). None: off.
+    - ``trickle_path``: answers to paths matching this regular expression send their body
+      (headers at once) at ``trickle_rate`` bytes a second, in pieces a tenth of a second
+      apart (a byte at least). None: off.
+    - ``dashboard_links``: every server-rendered stats dashboard lists this many more dataset
+      links, ``extra_dataset_N`` (answered 404), after the run's own: a huge page.
     """
 
     session_cookie: str = "new_at_sign_in"  # or "kept", "every_answer"
@@ -168,6 +180,11 @@ class Faults:
     sign_in_action: str = "/sign-in"  # the sign-in form's action
     sign_in_method: str = "post"  # the sign-in form's method
     foreign_links: dict[str, str] = field(default_factory=dict)  # dataset -> another origin
+    bomb_path: str | None = None  # regex: answers to these paths are a gzip bomb
+    bomb_mb: int = 2048  # the bomb's size, decoded, in MiB
+    trickle_path: str | None = None  # regex: answers to these paths trickle
+    trickle_rate: float = 12.0  # bytes a second of a trickling body
+    dashboard_links: int = 0  # more dataset links on every stats dashboard
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take_failure(self, path: str) -> int | None:
@@ -177,6 +194,16 @@ class Faults:
                 self.fail_next -= 1
                 return self.fail_with
         return None
+
+    def bombs(self, path: str) -> bool:
+        """Whether the answer to ``path`` is a gzip bomb (``bomb_path``)."""
+        pattern = self.bomb_path
+        return pattern is not None and re.search(pattern, path) is not None
+
+    def trickles(self, path: str) -> bool:
+        """Whether the answer to ``path`` trickles (``trickle_path``)."""
+        pattern = self.trickle_path
+        return pattern is not None and re.search(pattern, path) is not None
 
     def take_truncation(self) -> bool:
         return self._take("truncate_next")
@@ -256,6 +283,11 @@ def _check(name: str, value: Any) -> None:
             isinstance(value, tuple)
             and all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) for v in value)
         ),
+        "bomb_path": lambda: value is None or (isinstance(value, str) and _compiles(value)),
+        "bomb_mb": lambda: is_int(value) and value >= 1,
+        "trickle_path": lambda: value is None or (isinstance(value, str) and _compiles(value)),
+        "trickle_rate": lambda: is_number(value) and value > 0,
+        "dashboard_links": lambda: is_int(value) and value >= 0,
     }
     if name not in checks:
         raise ValueError(f"unknown knob {name!r}")

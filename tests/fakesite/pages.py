@@ -194,14 +194,20 @@ def dashboard_page(
     extra: tuple[str, ...] = (),
     unlinked: bool = False,
     foreign: dict[str, str] | None = None,
+    extra_links: int = 0,
 ) -> bytes:
+    """``extra_links``: as many more links, to datasets ``extra_dataset_N`` (a huge page)."""
     base = _run_path(run)
     block = "m-downloads" if change == "datasets_class" else "m-datasets"
+    names = [
+        *((*run.datasets, *extra) if started else ()),
+        *(f"extra_dataset_{n}" for n in range(extra_links)),
+    ]
     entries = [
         f'<li><a class="{block}__link" href="{_e((foreign or {}).get(name, ""))}'
         f'{base}/stats-dashboard/data/{_e(name)}">'
         f"{_e(dataset_label(name))}</a></li>"
-        for name in ((*run.datasets, *extra) if started else ())
+        for name in names
     ]
     if started and unlinked:
         entries.append(f'<li><a class="{block}__link">Learner outcomes (coming soon)</a></li>')

@@ -346,6 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         self._body_sent = 0
         self._count_bytes = False
+        self._trickle = False
         body = self._read_body()
         if body is None:
             return
@@ -364,6 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         kind, _ = route(self.command, url.path)
         time.sleep(self.server.app.faults.latency_ms / 1000)
+        self._trickle = self.server.app.faults.trickles(url.path)
         reply = self._answer(url.path, url.query, body)
         # Counted before sending, so a client that has its answer also sees it counted.
         self.server.stats.record(self.command, self.path, kind, reply.status)
@@ -503,12 +505,25 @@ class _Handler(BaseHTTPRequestHandler):
         if self._count_bytes:
             self.server.stats.add_dataset_bytes(counted)
         try:
-            self.wfile.write(data)
+            if self._trickle:
+                self._write_slowly(data)
+            else:
+                self.wfile.write(data)
         except OSError:
             if self._count_bytes:
                 self.server.stats.add_dataset_bytes(-counted)
             raise
         self._body_sent += counted
+
+    def _write_slowly(self, data: bytes | memoryview) -> None:
+        """Send ``data`` at ``trickle_rate`` bytes a second: pieces a tenth of a second apart
+        (a byte at least)."""
+        rate = self.server.app.faults.trickle_rate
+        step = max(1, int(rate / 10))
+        view = memoryview(data)
+        for start in range(0, len(view), step):
+            self.wfile.write(view[start : start + step])
+            time.sleep(step / rate)
 
 
 def _pieces(file: DatasetFile, limit: int) -> Iterator[memoryview]:
