@@ -37,6 +37,7 @@ class ListingItem:
 
     organisation: str
     listed: int  # rows, started or not
+    pages: int = 0  # pages read
     # The started runs to read: run key -> details page URL.
     runs: dict[str, str] = field(default_factory=dict)
     # Finished runs left alone (FLSYNC_FROZEN_AFTER_DAYS): run key -> the files still asked.

@@ -93,6 +93,9 @@ MEDIA_ALLOW_REDIRECTS = False
 # of the run simply never arriving.
 SPIDER_MIDDLEWARES = {"flsync.failures.PageFailureMiddleware": 900}
 
+# Pages of one organisation's runs listing read at most (25 runs each): a listing whose next
+# pages go on past this fails that organisation rather than the sync never ending.
+FLSYNC_LISTING_MAX_PAGES = 400
 # Origins (https://host[:port]) pages and datasets may be fetched from besides base_url's, e.g.
 # a CDN FutureLearn might serve downloads from; none by default. A link to any other origin,
 # or from https to plain http, fails its run unfetched (flsync.origins).

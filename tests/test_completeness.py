@@ -311,3 +311,19 @@ def test_a_listing_never_read_to_its_last_page_leaves_its_organisation_incomplet
         figures = report(result, organisation.name)
         assert figures["complete"] is False
         assert figures["runs_closed"] == figures["runs_expected"] > 0  # its runs are all there
+
+
+def test_a_listing_past_its_page_bound_fails_its_organisation(tmp_path):
+    with FakeSite(SiteOptions(organisations=1, courses=10, runs=3, rows=2, tricky=False)) as site:
+        [organisation] = site.data.organisations
+        assert organisation.page_count() == 2
+        base = site.base_url
+        result = Sync(base, tmp_path)("-s", "FLSYNC_LISTING_MAX_PAGES=1")
+    assert result.returncode == 1
+    assert_clean(result)
+    [line] = [e for e in result.error_lines() if "Sync FAILED" not in e]
+    assert line.endswith(
+        f"Page (failed): {base}/admin/organisations/{organisation.slug}/runs:"
+        ' nav.pagination a[rel~="next"]: more than FLSYNC_LISTING_MAX_PAGES (1) pages of runs'
+    )
+    assert report(result, organisation.name)["complete"] is False

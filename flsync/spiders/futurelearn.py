@@ -60,6 +60,7 @@ class FuturelearnSpider(scrapy.Spider):
     frozen_after_days: int  # 0: every run is asked for
     today: date
     browser: bool  # FLSYNC_BROWSER: pages built by script are read in a browser
+    max_listing_pages: int  # FLSYNC_LISTING_MAX_PAGES
     organisations: tuple[str, ...]  # the slugs to sync; () = all the account administers
     mirror: Mirror
     said: set[str]  # the page changes warned about in this sync (each is said once)
@@ -90,6 +91,7 @@ class FuturelearnSpider(scrapy.Spider):
         )
         spider.today = datetime.now(UTC).date()
         spider.browser = settings.getbool("FLSYNC_BROWSER")
+        spider.max_listing_pages = settings.getint("FLSYNC_LISTING_MAX_PAGES")
         spider.said = set()
         return spider
 
@@ -184,6 +186,7 @@ class FuturelearnSpider(scrapy.Spider):
         rows = site.run_rows(response)
         self.crawler.stats.inc_value("flsync/runs/listed", len(rows))
         listing.listed += len(rows)
+        listing.pages += 1
         runs = []
         for row in rows:
             try:
@@ -228,7 +231,13 @@ class FuturelearnSpider(scrapy.Spider):
                     listing=run,
                 )
         next_url = site.next_page_url(response)
-        if next_url:
+        if next_url and listing.pages >= self.max_listing_pages:
+            why = (
+                f"{site.NEXT_PAGE_SELECTOR}: more than FLSYNC_LISTING_MAX_PAGES"
+                f" ({self.max_listing_pages}) pages of runs"
+            )
+            yield self._failed(organisation, response.url, why, None)
+        elif next_url:
             yield self._page(
                 next_url, self.parse_runs, organisation, rendered=True, name=name, listing=listing
             )
