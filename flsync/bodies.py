@@ -14,11 +14,13 @@ times larger than what was received it decodes to). A body past its bound is ref
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
 import threading
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from io import BytesIO
 from typing import IO, Any
@@ -46,6 +48,25 @@ def discard_body(response: Response) -> None:
     if isinstance(response, StreamedResponse):
         with suppress(FileNotFoundError):
             os.unlink(response.body_path)
+
+
+class BodyWriteError(Exception):
+    """A body could not be written to the disk: it is full, or past a quota or a size limit,
+    or read-only. Not worth asking for again; one line."""
+
+
+# What a write error means for the disk as a whole, not for this one try.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+@contextmanager
+def _disk_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        raise BodyWriteError(f"cannot write it to the disk: {exc.strerror}") from None
 
 
 class BodyTooLarge(Exception):
@@ -135,19 +156,25 @@ class FileBody:
         self._pending_size = 0
 
     def write(self, chunk: bytes) -> None:
-        if self._file is None:
-            self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 (finish/discard)
-        self.size += len(chunk)
-        self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        if self._pending_size >= self.BLOCK:
-            self._flush()
+        with _disk_errors():
+            if self._file is None:
+                self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 (finish/discard)
+            self.size += len(chunk)
+            self._pending.append(chunk)
+            self._pending_size += len(chunk)
+            if self._pending_size >= self.BLOCK:
+                self._flush()
 
     def _flush(self) -> None:
         assert self._file is not None
         block = b"".join(self._pending)
         self._pending, self._pending_size = [], 0
-        self._file.write(block)
+        rest = memoryview(block)
+        while rest:  # a raw write may take part of it (a disk filling up): the rest again
+            written = self._file.write(rest)
+            if not written:
+                raise BodyWriteError("the disk took none of its next bytes")
+            rest = rest[written:]
         if self._hashing is None and self.size <= self.INLINE_HASH:
             self._hash.update(block)
             return
@@ -159,11 +186,15 @@ class FileBody:
 
     def finish(self) -> None:
         """Close the file (made even for an empty body) and keep the body's SHA-256."""
-        if self._file is None:
-            self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115
-        if self._pending:
-            self._flush()
-        self._file.close()
+        with _disk_errors():
+            if self._file is None:
+                self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115
+            if self._pending:
+                self._flush()
+            written = os.fstat(self._file.fileno()).st_size
+            self._file.close()
+        if written != self.size:  # never store a file that is not the whole body
+            raise BodyWriteError(f"{written} of its {self.size} bytes reached the disk")
         self._stop_hashing()
         self.sha256 = self._hash.hexdigest()
 

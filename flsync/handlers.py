@@ -50,7 +50,13 @@ from scrapy.http import Headers, Response
 from scrapy.responsetypes import responsetypes
 
 from flsync import signals as flsync_signals
-from flsync.bodies import BodyTooLarge, FileBody, FileLimits, StreamedResponse
+from flsync.bodies import (
+    BodyTooLarge,
+    BodyWriteError,
+    FileBody,
+    FileLimits,
+    StreamedResponse,
+)
 from flsync.browser import BrowserPages
 from flsync.stopping import SyncStopped
 from flsync.transport import (
@@ -162,6 +168,9 @@ class CurlDownloadHandler:
             raise _scrapy_error(exc) from None
         except BodyTooLarge as exc:
             self._stats.inc_value(f"flsync/bodies/refused/{exc.setting}")
+            raise DownloadCancelledError(str(exc)) from None
+        except BodyWriteError as exc:
+            self._stats.inc_value("flsync/bodies/unwritable")
             raise DownloadCancelledError(str(exc)) from None
         finally:
             self._in_flight.pop(transfer, None)

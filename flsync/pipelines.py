@@ -288,6 +288,7 @@ class _OrganisationSync:
 
     figures: OrganisationReport
     listing_url: str = ""  # its runs listing's first page
+    closed: bool = False  # its state, report (and update.txt) written with all it learnt
     ledger: OrganisationLedger = field(default_factory=OrganisationLedger)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -352,7 +353,16 @@ class SyncStatePipeline:
         elif isinstance(item, RunFailure):
             ledger.failed(item.run_key, item.url, item.reason)
             sync.figures.pages_failed += 1
+        self._close_if_complete(item.organisation, sync)
         return item
+
+    def _close_if_complete(self, slug: str, sync: _OrganisationSync) -> None:
+        """An organisation all of whose runs closed is closed now, not when the whole crawl
+        ends: its update.txt, state and report are written while the disk still takes them
+        and whatever later befalls the other organisations."""
+        sync.closed = False  # news of it: closed again at the end if not now
+        if sync.ledger.complete:
+            self._close_safely(slug, sync, None)
 
     def item_dropped(self, item: Any, response: Any, exception: Exception) -> None:
         """A dataset that could not be fetched, or a metadata.csv that could not be written:
@@ -369,24 +379,37 @@ class SyncStatePipeline:
     def _item_failed(self, item: Any, reason: str) -> None:
         key = item.key if isinstance(item, RunItem) else getattr(item, "run_key", None)
         url = getattr(item, "url", "")
-        self._sync(item.organisation).ledger.failed(key, url, reason)
+        sync = self._sync(item.organisation)
+        sync.ledger.failed(key, url, reason)
+        sync.closed = False
 
     def spider_closed(self, reason: str) -> None:
         for slug, sync in self.syncs.items():
-            try:
-                self._close(slug, sync, reason)
-            except (storage.StoreError, OSError) as exc:
-                # The state, update.txt or the report could not be written (or the tree
-                # read): one line and a failed sync, not a traceback Scrapy only logs; the
-                # other organisations are closed all the same.
-                self.crawler.stats.inc_value("flsync/store/failed")
-                logger.error(
-                    "Organisation (failed): %(organisation)s: %(error)s",
-                    {"organisation": sync.figures.organisation, "error": exc},
-                )
+            if not sync.closed:
+                self._close_safely(slug, sync, reason)
+        for outcome in (True, False):
+            count = sum(s.figures.complete is outcome for s in self.syncs.values())
+            key = "complete" if outcome else "incomplete"
+            self.crawler.stats.set_value(f"flsync/organisations/{key}", count)
 
-    def _close(self, slug: str, sync: _OrganisationSync, reason: str) -> None:
-        """Save the organisation's state, write update.txt if it is complete, and report."""
+    def _close_safely(self, slug: str, sync: _OrganisationSync, reason: str | None) -> None:
+        try:
+            self._close(slug, sync, reason)
+        except (storage.StoreError, OSError) as exc:
+            # The state, update.txt or the report could not be written (or the tree read):
+            # one line and a failed sync, not a traceback Scrapy only logs; the other
+            # organisations are closed all the same.
+            sync.figures.complete = False
+            self.crawler.stats.inc_value("flsync/store/failed")
+            logger.error(
+                "Organisation (failed): %(organisation)s: %(error)s",
+                {"organisation": sync.figures.organisation, "error": exc},
+            )
+        sync.closed = True
+
+    def _close(self, slug: str, sync: _OrganisationSync, reason: str | None) -> None:
+        """Save the organisation's state, write update.txt if it is complete, and report
+        (``reason``: why the crawl ended; None while it goes on)."""
         mirror = mirror_of(self.crawler)
         ledger, figures = sync.ledger, sync.figures
         state = mirror.state(slug)
@@ -421,13 +444,10 @@ class SyncStatePipeline:
             key.startswith("spider_exceptions/") for key in self.crawler.stats.get_stats()
         )
         figures.complete = (
-            reason == "finished"
+            reason in ("finished", None)
             and ledger.complete
             and not layout_changed
             and not spider_exceptions
-        )
-        self.crawler.stats.inc_value(
-            "flsync/organisations/" + ("complete" if figures.complete else "incomplete")
         )
         if figures.complete:
             mirror.store.persist_file(

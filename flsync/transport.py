@@ -158,7 +158,11 @@ class Transfer:
                     f"body of {answer.body.size} bytes ended with the connection, with no"
                     " length to check it against"
                 )
-            answer.body.finish()
+            try:
+                answer.body.finish()
+            except BaseException:
+                self._discard()  # the next try makes its file anew
+                raise
         return answer
 
     def _close_delimited(self) -> bool:

@@ -1,3 +1,4 @@
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,13 +14,14 @@ from flsync.storage import (
     LocalStore,
     StoreLocationError,
     StoreLockedError,
+    StoreWriteError,
     store_class,
 )
 
 
 class BrokenBuffer(BytesIO):
     def getvalue(self):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_persist_file_creates_folders_and_leaves_no_temp_file(tmp_path):
@@ -33,7 +35,9 @@ def test_persist_file_creates_folders_and_leaves_no_temp_file(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path):
     store = LocalStore(str(tmp_path))
     store.persist_file("Org/x.csv", BytesIO(b"good\n"))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        StoreWriteError, match=r"^cannot write Org/x\.csv: No space left on device$"
+    ):
         store.persist_file("Org/x.csv", BrokenBuffer())
     assert (tmp_path / "Org/x.csv").read_bytes() == b"good\n"
     assert os.listdir(tmp_path / "Org") == ["x.csv"]

@@ -30,7 +30,11 @@ from flsync.storage.base import (
     FileStat,
     StoreLocationError,
     StoreLockedError,
+    StoreWriteError,
 )
+
+# Less free room than this on data_dir's disk, and a sync could not even write its state.
+MIN_FREE_BYTES = 1 << 20
 
 
 class LocalStore:
@@ -45,6 +49,11 @@ class LocalStore:
         stopping.
         """
         folder = Path(_local_path(uri)).absolute()
+        if folder.is_symlink() and not folder.exists():
+            raise StoreLocationError(
+                f"data_dir {folder} is a symbolic link to {os.readlink(folder)}, which does not"
+                " exist (mount or create it, or point data_dir elsewhere)"
+            )
         if folder.exists():
             if not folder.is_dir():
                 raise StoreLocationError(f"data_dir {folder} is a file, not a folder")
@@ -57,6 +66,13 @@ class LocalStore:
         target = folder if folder.exists() else folder.parent
         if not os.access(target, os.W_OK | os.X_OK):
             raise StoreLocationError(f"data_dir {folder}: {target} is not writable by this user")
+        disk = os.statvfs(target)
+        free = disk.f_bavail * disk.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise StoreLocationError(
+                f"data_dir {folder}: its disk is full ({free} bytes free): free some space,"
+                " or point data_dir elsewhere"
+            )
 
     def __init__(self, basedir: str):
         self.basedir = _local_path(basedir)
@@ -70,7 +86,7 @@ class LocalStore:
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        with self._temp_file(path) as (tmp, f):
+        with _write_errors(path), self._temp_file(path) as (tmp, f):
             f.write(buf.getvalue())
         self.persist_local_file(path, tmp)
 
@@ -108,10 +124,11 @@ class LocalStore:
 
     def persist_local_file(self, path: str, local_path: str, checksum: str | None = None) -> None:
         target = self._get_filesystem_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Its mode is the one it was made with, 0666 less the user's umask, as any tool's
-        # files: the tree holds personal data, and a umask of 077 keeps it the owner's.
-        os.replace(local_path, target)
+        with _write_errors(path):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Its mode is the one it was made with, 0666 less the user's umask, as any tool's
+            # files: the tree holds personal data, and a umask of 077 keeps it the owner's.
+            os.replace(local_path, target)
 
     def exists(self, path: str) -> bool:
         return self._get_filesystem_path(path).is_file()
@@ -161,8 +178,19 @@ class LocalStore:
             with open(tmp, "xb") as f:
                 yield tmp, f
         except BaseException:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
+
+
+@contextlib.contextmanager
+def _write_errors(path: str) -> Iterator[None]:
+    """A write the file system refuses (a full disk, a folder where a file goes...) as one
+    line naming the file; nothing is left in its place."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _local_path(uri: str) -> str:
