@@ -207,7 +207,7 @@ class DatasetFilesPipeline(FilesPipeline):
         # Kept, not raised (so the download's result is None): MediaPipeline would log a
         # raised failure with its traceback; item_completed() logs it as one line.
         reason = "" if failure.check(SyncStopped) else failure.getErrorMessage()
-        self._failures[request.url] = reason
+        self._failures[request.url] = reason and reason + tries_note(request)
 
     def item_completed(self, results: list[Any], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         if not isinstance(item, DatasetItem):
