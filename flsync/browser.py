@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from scrapy.exceptions import IgnoreRequest
 
 from flsync import site
+from flsync.options import SyncOptions, options_of
 from flsync.session import GENERATION_META
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from scrapy.settings import BaseSettings
 
 DEFAULT_BROWSERS = ("chromium", "chromium-browser")
 # Pages one browser page shows before it is closed for a new one: what a long-lived page
@@ -83,16 +83,11 @@ class PageNotBuilt(IgnoreRequest):
     """A page built by script did not finish building itself in time."""
 
 
-def browser_settings(settings: BaseSettings, base_url: str) -> dict[str, Any]:
+def browser_settings(options: SyncOptions, base_url: str) -> dict[str, Any]:
     """scrapy-playwright's settings for flsync's (FLSYNC_BROWSER on); BrowserError if the
     browser or, for FLSYNC_CA_BUNDLE, certutil cannot be found."""
-    executable = browser_path(settings)
-    if (
-        settings.getint("FLSYNC_BROWSER_PAGES") < 1
-        or settings.getfloat("FLSYNC_BROWSER_TIMEOUT") <= 0
-    ):
-        raise BrowserError("FLSYNC_BROWSER_PAGES must be 1 or more, FLSYNC_BROWSER_TIMEOUT above 0")
-    if settings.get("FLSYNC_CA_BUNDLE") and not shutil.which("certutil"):
+    executable = browser_path(options.browser_path)
+    if options.ca_bundle and not shutil.which("certutil"):
         raise BrowserError(
             "FLSYNC_CA_BUNDLE with FLSYNC_BROWSER needs certutil, to make the browser trust"
             " those CAs too (Debian: apt-get install libnss3-tools)"
@@ -101,21 +96,20 @@ def browser_settings(settings: BaseSettings, base_url: str) -> dict[str, Any]:
     proxy = _browser_proxy(base_url)
     if proxy:
         launch["proxy"] = proxy
-    timeout_ms = int(settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
+    timeout_ms = int(options.browser_timeout * 1000)
     return {
         "PLAYWRIGHT_BROWSER_TYPE": "chromium",
         "PLAYWRIGHT_LAUNCH_OPTIONS": launch,
         # The browser's own headers, not Scrapy's: it is there to be taken for a browser.
         "PLAYWRIGHT_PROCESS_REQUEST_HEADERS": None,
-        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": settings.getint("FLSYNC_BROWSER_PAGES"),
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": options.browser_pages,
         "PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT": timeout_ms,
         "PLAYWRIGHT_ABORT_REQUEST": skip_resource,
     }
 
 
-def browser_path(settings: BaseSettings) -> str:
-    """The browser executable: FLSYNC_BROWSER_PATH, else Chromium on the PATH."""
-    named = settings.get("FLSYNC_BROWSER_PATH")
+def browser_path(named: str | None) -> str:
+    """The browser executable: ``named`` (FLSYNC_BROWSER_PATH), else Chromium on the PATH."""
     candidates = [named] if named else list(DEFAULT_BROWSERS)
     for candidate in candidates:
         found = shutil.which(candidate)
@@ -183,8 +177,9 @@ class BrowserPages:
 
         self._handler = ScrapyPlaywrightDownloadHandler(crawler)
         logging.getLogger("scrapy-playwright").addFilter(self._quiet)
-        self._timeout_ms = int(crawler.settings.getfloat("FLSYNC_BROWSER_TIMEOUT") * 1000)
-        self._pages = crawler.settings.getint("FLSYNC_BROWSER_PAGES")
+        options = options_of(crawler.settings)
+        self._timeout_ms = int(options.browser_timeout * 1000)
+        self._pages = options.browser_pages
         self._idle: list[Page] = []  # pages done with, to show the next ones in
         self._uses: dict[Page, int] = {}  # pages shown by each page still open
         self._turns = asyncio.Semaphore(self._pages)
@@ -192,7 +187,7 @@ class BrowserPages:
         self._showing = 0  # pages being shown
         self._shown = asyncio.Condition()  # notified when a page has been shown
         self._home: str | None = None
-        extra = crawler.settings.get("FLSYNC_CA_BUNDLE")
+        extra = options.ca_bundle
         if extra:
             self._home = _nss_home(extra)
             launch = self._handler.config.launch_options

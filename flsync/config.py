@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from flsync.options import options_of
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -92,7 +94,7 @@ def config_from_settings(settings: BaseSettings) -> FlsyncConfig:
     loaded = settings.get(LOADED_CONFIG)
     if isinstance(loaded, FlsyncConfig):
         return loaded
-    return load_config(settings.get("FLSYNC_CONFIG") or "config.json")
+    return load_config(options_of(settings).config_path)
 
 
 def _read_json_object(path: str) -> dict[str, Any]:

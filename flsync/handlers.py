@@ -58,6 +58,7 @@ from flsync.bodies import (
     StreamedResponse,
 )
 from flsync.browser import BrowserPages
+from flsync.options import NO_IMPERSONATION, SyncOptions, options_of
 from flsync.stopping import SyncStopped
 from flsync.transport import (
     Answer,
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 
     from scrapy import Request
     from scrapy.crawler import Crawler
-    from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +85,12 @@ STREAM_TO_META = "flsync_stream_to"
 # Request meta key: N > 0 keeps the body's first N bytes (in memory) and ends the transfer
 # there; a response cut so is flagged "truncated".
 FIRST_BYTES_META = "flsync_first_bytes"
-# FLSYNC_IMPERSONATE's value for plain curl's fingerprint (no browser impersonated).
-NO_IMPERSONATION = "none"
 
 
-def impersonation(settings: BaseSettings) -> str | None:
+def impersonation(options: SyncOptions) -> str | None:
     """The curl_cffi target FLSYNC_IMPERSONATE names, or None for plain curl (``none``).
     Raises ValueError for a name curl_cffi does not know."""
-    name = str(settings.get("FLSYNC_IMPERSONATE") or NO_IMPERSONATION).strip()
+    name = options.impersonate
     return None if name.lower() == NO_IMPERSONATION else browser_target(name)
 
 
@@ -101,22 +99,22 @@ class CurlDownloadHandler:
 
     def __init__(self, crawler: Crawler) -> None:
         settings = crawler.settings
+        options = options_of(settings)
         self._crawler = crawler
         assert crawler.stats
         self._stats = crawler.stats
-        self._impersonate = impersonation(settings)
+        self._impersonate = impersonation(options)
         self._user_agent = settings.get("USER_AGENT") or "flsync"
         self._timeout = settings.getfloat("DOWNLOAD_TIMEOUT")
         self._maxsize = settings.getint("DOWNLOAD_MAXSIZE")
-        self._min_rate = settings.getint("FLSYNC_DATASET_MIN_RATE")
+        self._min_rate = options.dataset_min_rate
         self._file_limits = FileLimits(
-            maxsize=settings.getint("FLSYNC_DATASET_MAXSIZE"),
-            max_ratio=settings.getfloat("FLSYNC_DATASET_MAX_RATIO"),
+            maxsize=options.dataset_maxsize, max_ratio=options.dataset_max_ratio
         )
-        self._ca_file = _write_ca_file(combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE")))
+        self._ca_file = _write_ca_file(combined_ca_bundle(options.ca_bundle))
         self._workers = Workers(self._ca_file)
         # Pages marked meta["playwright"] are rendered in a browser (FLSYNC_BROWSER).
-        self._browser = BrowserPages(crawler) if settings.getbool("FLSYNC_BROWSER") else None
+        self._browser = BrowserPages(crawler) if options.browser else None
         self._in_flight: dict[Transfer, asyncio.Future[Answer]] = {}
         self._rendering: set[asyncio.Future[Response]] = set()  # pages in the browser
         self._stopping = False

@@ -25,7 +25,8 @@ from flsync import site
 from flsync.bodies import discard_body
 from flsync.browser import BrowserError, bot_pass, challenge_visit
 from flsync.config import config_from_settings
-from flsync.origins import credential_refusal
+from flsync.options import options_of
+from flsync.origins import OriginRefused, credential_refusal, refusal
 from flsync.session import (
     GENERATION_META,
     ChallengeFailed,
@@ -84,6 +85,26 @@ class UnfilteredRedirectMiddleware(RedirectMiddleware):
         return result
 
 
+class OriginMiddleware:
+    """Refuses, before it is sent, every request to an origin flsync does not fetch from
+    (flsync.origins.refusal): its page or dataset then fails in one line. Redirects pass
+    here too."""
+
+    def __init__(self, base_url: str, extra: frozenset[str]) -> None:
+        self.base_url = base_url
+        self.extra = extra
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        settings = crawler.settings
+        return cls(config_from_settings(settings).base_url, options_of(settings).extra_origins)
+
+    def process_request(self, request: Request) -> None:
+        why = refusal(request.url, self.base_url, self.extra)
+        if why is not None:
+            raise OriginRefused(why)
+
+
 class RetryAfterMiddleware(RetryMiddleware):
     """Scrapy's RetryMiddleware, waiting before each retry: as long as the server's
     ``Retry-After`` asks (at most ``FLSYNC_RETRY_AFTER_MAX`` s), else an exponential back-off
@@ -92,8 +113,9 @@ class RetryAfterMiddleware(RetryMiddleware):
 
     def __init__(self, settings: BaseSettings):
         super().__init__(settings)
-        self.max_wait = settings.getfloat("FLSYNC_RETRY_AFTER_MAX", 120.0)
-        self.backoff_base = settings.getfloat("FLSYNC_RETRY_BACKOFF_BASE", 1.0)
+        options = options_of(settings)
+        self.max_wait = options.retry_after_max
+        self.backoff_base = options.retry_backoff_base
 
     # Coroutines, which Scrapy awaits: the wait must not block the reactor.
     async def process_response(  # type: ignore[override]
@@ -156,10 +178,10 @@ class SessionMiddleware(CookiesMiddleware):
         super().__init__(crawler.settings.getbool("COOKIES_DEBUG"))
         self.crawler = crawler
         self.config = config
-        settings = crawler.settings
-        self.max_resends = settings.getint("FLSYNC_SESSION_RETRIES")
-        max_renewals = settings.getint("FLSYNC_SIGN_IN_MAX")
-        wait = settings.getfloat("FLSYNC_SIGN_IN_WAIT")
+        options = options_of(crawler.settings)
+        self.max_resends = options.session_retries
+        max_renewals = options.sign_in_max
+        wait = options.sign_in_wait
         self.session = Session(
             self._sign_in,
             account=config.username,
@@ -168,7 +190,7 @@ class SessionMiddleware(CookiesMiddleware):
             sleep=self._sleep,
         )
         self.clearance: Clearance | None = None
-        if settings.getbool("FLSYNC_BROWSER"):
+        if options.browser:
             self.clearance = Clearance(
                 self._pass_challenge,
                 account=urlsplit(config.base_url).netloc,
@@ -176,7 +198,7 @@ class SessionMiddleware(CookiesMiddleware):
                 sign_in_wait=wait,
                 sleep=self._sleep,
             )
-        self.browser_timeout = settings.getfloat("FLSYNC_BROWSER_TIMEOUT")
+        self.browser_timeout = options.browser_timeout
         self.user_agent: str | None = None  # the browser's, once it passed a challenge
         crawler.signals.connect(self.request_leaving, signal=flsync_signals.request_leaving)
 
@@ -381,9 +403,10 @@ class AccessMiddleware:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.impersonate = crawler.settings.get("FLSYNC_IMPERSONATE") or "none"
+        options = options_of(crawler.settings)
+        self.impersonate = options.impersonate
         # With a browser, a challenge is passed there (SessionMiddleware), not the end.
-        self.browser = crawler.settings.getbool("FLSYNC_BROWSER")
+        self.browser = options.browser
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

@@ -11,22 +11,13 @@ origin, over https (or http when base_url itself is http on a loopback address: 
 from __future__ import annotations
 
 import ipaddress
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from scrapy.exceptions import IgnoreRequest
 
-from flsync.config import config_from_settings
-
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from typing import Self
-
-    from scrapy import Request
-    from scrapy.crawler import Crawler
-
-logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -94,23 +85,3 @@ def credential_refusal(method: str, url: str, base_url: str) -> str | None:
     if urlsplit(url).scheme != "https" and not is_loopback(base_url):
         return f"over plain http to {url}"
     return None
-
-
-class OriginMiddleware:
-    """Refuses, before it is sent, every request to an origin flsync does not fetch from
-    (:func:`refusal`): its page or dataset then fails in one line. Redirects pass here too."""
-
-    def __init__(self, base_url: str, extra: frozenset[str]) -> None:
-        self.base_url = base_url
-        self.extra = extra
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        config = config_from_settings(crawler.settings)
-        extra = parse_origins(crawler.settings.getlist("FLSYNC_EXTRA_ORIGINS"))
-        return cls(config.base_url, extra)
-
-    def process_request(self, request: Request) -> None:
-        why = refusal(request.url, self.base_url, self.extra)
-        if why is not None:
-            raise OriginRefused(why)

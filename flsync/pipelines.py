@@ -34,6 +34,7 @@ from flsync.items import (
 from flsync.ledger import DONE_OUTCOMES, OrganisationLedger
 from flsync.middlewares import EXPECT_CSV_META, tries_note
 from flsync.mirror import mirror_of
+from flsync.options import options_of
 from flsync.report import STORED_OUTCOMES, OrganisationReport
 from flsync.state import FileRecord, describes
 from flsync.stopping import SyncStopped
@@ -306,7 +307,7 @@ class SyncStatePipeline:
 
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
-        self.frozen_after_days = crawler.settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
+        self.frozen_after_days = options_of(crawler.settings).frozen_after_days
         self.started = _now()
         self.syncs: dict[str, _OrganisationSync] = {}  # by organisation slug
         crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)

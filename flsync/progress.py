@@ -17,6 +17,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from twisted.internet.task import LoopingCall
 
+from flsync.options import options_of
 from flsync.report import FILE_OUTCOMES, human_bytes
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class Progress:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("FLSYNC_PROGRESS") or not sys.stderr.isatty():
+        if not options_of(crawler.settings).progress or not sys.stderr.isatty():
             raise NotConfigured
         return cls(crawler, sys.stderr)
 

@@ -103,7 +103,7 @@ FLSYNC_EXTRA_ORIGINS: list[str] = []
 
 DOWNLOADER_MIDDLEWARES = {
     # First: a request to an origin flsync does not fetch from never goes further.
-    "flsync.origins.OriginMiddleware": 50,
+    "flsync.middlewares.OriginMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "flsync.middlewares.RetryAfterMiddleware": 550,
     # CookiesMiddleware, and the signed-in session: it sees an answer before its cookies are

@@ -30,6 +30,7 @@ from flsync.browser import (
     skip_resource,
 )
 from flsync.handlers import CurlDownloadHandler
+from flsync.options import SyncOptions, options_of
 from flsync.session import GENERATION_META
 from tests.fakesite.tls import make_pki
 
@@ -128,32 +129,33 @@ def base() -> Generator[str]:
     server.server_close()
 
 
-def settings(**extra: Any) -> Settings:
-    return Settings({"FLSYNC_BROWSER_PAGES": 2, "FLSYNC_BROWSER_TIMEOUT": 5.0, **extra})
+def options(**extra: Any) -> SyncOptions:
+    values = {"FLSYNC_BROWSER_PAGES": 2, "FLSYNC_BROWSER_TIMEOUT": 5.0, **extra}
+    return SyncOptions.from_settings(Settings(values))
 
 
 # Settings
 
 
 def test_the_default_browser_is_chromium_on_the_path():
-    assert browser_path(settings()).endswith("chromium")
+    assert browser_path(None).endswith("chromium")
 
 
 def test_a_browser_path_that_is_not_there_is_one_clear_error():
     with pytest.raises(BrowserError, match=r"FLSYNC_BROWSER_PATH=/opt/none is not an executable"):
-        browser_path(settings(FLSYNC_BROWSER_PATH="/opt/none"))
+        browser_path("/opt/none")
 
 
 def test_no_chromium_on_the_path_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrowserError, match=r"there is no chromium or chromium-browser on the PATH"):
-        browser_path(settings())
+        browser_path(None)
 
 
 def test_browser_settings_for_scrapy_playwright(monkeypatch):
     monkeypatch.delenv("https_proxy", raising=False)
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    result = browser_settings(settings(), "https://www.futurelearn.com")
+    result = browser_settings(options(), "https://www.futurelearn.com")
     launch = result["PLAYWRIGHT_LAUNCH_OPTIONS"]
     assert launch["executable_path"].endswith("chromium")
     assert launch["headless"] is True
@@ -166,30 +168,34 @@ def test_browser_settings_for_scrapy_playwright(monkeypatch):
 def test_the_browser_takes_the_environment_proxy(monkeypatch):
     monkeypatch.setenv("https_proxy", "http://uni:s3cret@proxy.example.ac.uk:3128")
     monkeypatch.setenv("no_proxy", "intranet.example.ac.uk")
-    launch = browser_settings(settings(), "https://www.futurelearn.com")[
-        "PLAYWRIGHT_LAUNCH_OPTIONS"
-    ]
+    launch = browser_settings(options(), "https://www.futurelearn.com")["PLAYWRIGHT_LAUNCH_OPTIONS"]
     assert launch["proxy"] == {
         "server": "http://proxy.example.ac.uk:3128",
         "username": "uni",
         "password": "s3cret",
     }
-    bypassed = browser_settings(settings(), "https://intranet.example.ac.uk")
+    bypassed = browser_settings(options(), "https://intranet.example.ac.uk")
     assert "proxy" not in bypassed["PLAYWRIGHT_LAUNCH_OPTIONS"]
 
 
 def test_extra_cas_need_certutil(monkeypatch, tmp_path):
-    chromium = browser_path(settings())
+    chromium = browser_path(None)
     (tmp_path / "chromium").symlink_to(chromium)
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with Chromium and no certutil
     with pytest.raises(BrowserError, match="needs certutil"):
-        browser_settings(settings(FLSYNC_CA_BUNDLE="/etc/ca.pem"), "https://x.example")
+        browser_settings(options(FLSYNC_CA_BUNDLE="/etc/ca.pem"), "https://x.example")
 
 
-@pytest.mark.parametrize("bad", [{"FLSYNC_BROWSER_PAGES": 0}, {"FLSYNC_BROWSER_TIMEOUT": 0}])
-def test_no_pages_or_no_time_is_refused(bad):
-    with pytest.raises(BrowserError, match="FLSYNC_BROWSER_PAGES must be 1 or more"):
-        browser_settings(settings(**bad), "https://www.futurelearn.com")
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"FLSYNC_BROWSER_PAGES": 0}, "FLSYNC_BROWSER_PAGES must be 1 or more, not 0"),
+        ({"FLSYNC_BROWSER_TIMEOUT": 0}, "FLSYNC_BROWSER_TIMEOUT must be above 0, not 0.0"),
+    ],
+)
+def test_no_pages_or_no_time_is_refused(bad, error):
+    with pytest.raises(ValueError, match=f"^{error}$"):
+        options(**bad)
 
 
 def test_what_the_browser_does_not_need_is_not_loaded():
@@ -257,7 +263,7 @@ def handler() -> Generator[CurlDownloadHandler]:
         Spider, {"FLSYNC_BROWSER": True, "FLSYNC_BROWSER_TIMEOUT": 5.0, "FLSYNC_BROWSER_PAGES": 2}
     )
     crawler.settings.frozen = False
-    crawler.settings.setdict(browser_settings(crawler.settings, "http://127.0.0.1"))
+    crawler.settings.setdict(browser_settings(options_of(crawler.settings), "http://127.0.0.1"))
     handler = build_from_crawler(CurlDownloadHandler, crawler)
     pytest_twisted.blockon(
         deferred_from_coro(crawler.signals.send_catch_log_async(signals.engine_started))

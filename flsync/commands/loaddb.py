@@ -22,6 +22,7 @@ from scrapy.utils.log import configure_logging
 from flsync import tree
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
+from flsync.options import options_of
 from flsync.sql.extension import DATABASE_ENV
 from flsync.storage import StoreError, StoreLocationError, store_class
 
@@ -84,7 +85,7 @@ class Command(ScrapyCommand):
         from flsync.sql.loader import Loader, choose_organisations, open_database  # noqa: PLC0415
 
         assert self.settings is not None
-        data_dir = load_data_dir(self.settings.get("FLSYNC_CONFIG") or "config.json")
+        data_dir = load_data_dir(options_of(self.settings).config_path)
         local = "://" not in data_dir or data_dir.startswith("file://")
         if local and not os.path.isdir(data_dir.removeprefix("file://")):
             raise ConfigError(f"data_dir {data_dir} does not exist: nothing to load (sync first)")

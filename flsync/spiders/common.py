@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from flsync.browser import BROWSER_SLOT, BrowserError, browser_settings
 from flsync.config import LOADED_CONFIG, ConfigError, load_config
 from flsync.handlers import impersonation
-from flsync.origins import parse_origins
+from flsync.options import LOADED_OPTIONS, SyncOptions
 from flsync.transport import combined_ca_bundle
 
 if TYPE_CHECKING:
@@ -24,16 +24,17 @@ def prepare_settings(settings: BaseSettings) -> FlsyncConfig:
     settings and add the browser's (FLSYNC_BROWSER). Called from a spider's
     ``update_settings``, while the crawler is built: a bad config is one ConfigError before
     anything starts (see flsync.commands.crawl)."""
-    config = load_config(settings.get("FLSYNC_CONFIG") or "config.json")
     try:
-        impersonation(settings)
-        combined_ca_bundle(settings.get("FLSYNC_CA_BUNDLE"))
-        parse_origins(settings.getlist("FLSYNC_EXTRA_ORIGINS"))
-        if settings.getbool("FLSYNC_BROWSER"):
-            settings.setdict(browser_settings(settings, config.base_url), "spider")
+        options = SyncOptions.from_settings(settings)
+        config = load_config(options.config_path)
+        impersonation(options)
+        combined_ca_bundle(options.ca_bundle)
+        if options.browser:
+            settings.setdict(browser_settings(options, config.base_url), "spider")
     except (ValueError, BrowserError) as exc:
         raise ConfigError(str(exc)) from None
     settings.set(LOADED_CONFIG, config, "spider")
+    settings.set(LOADED_OPTIONS, options, "spider")
     return config
 
 

@@ -21,6 +21,7 @@ from flsync import site
 from flsync.config import config_from_settings
 from flsync.handlers import FIRST_BYTES_META
 from flsync.middlewares import EXPECT_CSV_META, tries_note
+from flsync.options import options_of
 from flsync.spiders.common import (
     not_admin_error,
     prepare_settings,
@@ -101,7 +102,7 @@ class DoctorSpider(scrapy.Spider):
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.config = config_from_settings(crawler.settings)
-        spider.browser = crawler.settings.getbool("FLSYNC_BROWSER")
+        spider.browser = options_of(crawler.settings).browser
         spider.checks = {}
         spider.run_chosen = False
         return spider

@@ -32,6 +32,7 @@ from flsync.items import (
 )
 from flsync.middlewares import tries_note
 from flsync.mirror import mirror_of
+from flsync.options import options_of
 from flsync.spiders.common import (
     not_admin_error,
     prepare_settings,
@@ -86,12 +87,11 @@ class FuturelearnSpider(scrapy.Spider):
             spider.config.organisations
         )
         crawler.signals.connect(spider.claim_chosen, signal=signals.spider_opened)
-        spider.frozen_after_days = (
-            0 if settings.getbool("FLSYNC_FULL") else settings.getint("FLSYNC_FROZEN_AFTER_DAYS")
-        )
+        options = options_of(settings)
+        spider.frozen_after_days = options.frozen_after_days
         spider.today = datetime.now(UTC).date()
-        spider.browser = settings.getbool("FLSYNC_BROWSER")
-        spider.max_listing_pages = settings.getint("FLSYNC_LISTING_MAX_PAGES")
+        spider.browser = options.browser
+        spider.max_listing_pages = options.listing_max_pages
         spider.said = set()
         return spider
 
