@@ -31,6 +31,7 @@ from flsync.session import (
     GENERATION_META,
     ChallengeFailed,
     Clearance,
+    Renewable,
     Session,
     SessionError,
     SignInRefused,
@@ -184,18 +185,18 @@ class SessionMiddleware(CookiesMiddleware):
         wait = options.sign_in_wait
         self.session = Session(
             self._sign_in,
-            account=config.username,
-            max_sign_ins=max_renewals,
-            sign_in_wait=wait,
+            holder=config.username,
+            max_renewals=max_renewals,
+            renewal_wait=wait,
             sleep=self._sleep,
         )
         self.clearance: Clearance | None = None
         if options.browser:
             self.clearance = Clearance(
                 self._pass_challenge,
-                account=urlsplit(config.base_url).netloc,
-                max_sign_ins=max_renewals,
-                sign_in_wait=wait,
+                holder=urlsplit(config.base_url).netloc,
+                max_renewals=max_renewals,
+                renewal_wait=wait,
                 sleep=self._sleep,
             )
         self.browser_timeout = options.browser_timeout
@@ -264,7 +265,7 @@ class SessionMiddleware(CookiesMiddleware):
         return await self._send_again(request, response, self.session, session)
 
     async def _send_again(
-        self, request: Request, response: Response, renewal: Session, generation: int
+        self, request: Request, response: Response, renewal: Renewable, generation: int
     ) -> Request:
         """The request again, once ``renewal`` (the session, the pass) has been renewed."""
         discard_body(response)

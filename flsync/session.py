@@ -1,4 +1,6 @@
-"""The signed-in session, counted in generations rather than known by its cookie.
+"""What a sync must hold and may have to renew, counted in generations rather than known by
+its cookie: the signed-in session (:class:`Session`) and the pass through the site's bot
+challenge (:class:`Clearance`), both :class:`Renewable`.
 
 Generation N is the session given by the N-th sign-in. Each request is stamped, as it leaves,
 with the generation it was sent under. An answer that says "signed out" to a request of the
@@ -8,8 +10,8 @@ session, without signing in. The cookie's value is never consulted: a site may k
 sign-in, change it at sign-in, or change it on every answer.
 
 Every loop here is bounded: a sign-in whose session answers "signed out" before serving a
-single request means signing in does not help (``SessionUnusable``); sign-ins are spaced by at
-least ``sign_in_wait`` seconds and there are at most ``max_sign_ins`` of them in a sync
+single request means signing in does not help (``SessionUnusable``); renewals are spaced by at
+least ``renewal_wait`` seconds and there are at most ``max_renewals`` of them in a sync
 (``TooManySignIns``). :class:`flsync.middlewares.SessionMiddleware` adapts this to Scrapy.
 """
 
@@ -63,13 +65,14 @@ class ChallengeFailed(SessionError):
     reason = "challenge_failed"
 
 
-class Session:
-    """Generations of the signed-in session, and the one sign-in under way.
+class Renewable:
+    """Generations of something held for the sync, and the one renewal under way.
 
-    ``sign_in`` performs one sign-in (raising ``SessionError`` when refused); ``sleep`` waits
-    (an interruptible one, so that a stopping sync does not wait out the spacing). Whatever
-    ends a sign-in with an exception ends the session: that exception is raised to every
-    request waiting for it, and to every later one.
+    ``renew`` performs one renewal (raising ``SessionError`` when refused); ``sleep`` waits
+    (an interruptible one, so that a stopping sync does not wait out the spacing); ``holder``
+    names who holds it, in the messages. Whatever ends a renewal with an exception ends it
+    for good: that exception is raised to every request waiting for it, and to every later
+    one. Subclasses say what it is (``renew_first``, the messages).
     """
 
     # Whether the first request waits for a first sign-in (a session), or goes out as it is
@@ -78,24 +81,24 @@ class Session:
 
     def __init__(
         self,
-        sign_in: Callable[[], Awaitable[None]],
+        renew: Callable[[], Awaitable[None]],
         *,
-        account: str,
-        max_sign_ins: int,
-        sign_in_wait: float,
+        holder: str,
+        max_renewals: int,
+        renewal_wait: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = monotonic,
     ) -> None:
-        self._sign_in_once = sign_in
-        self.account = account
-        self.max_sign_ins = max_sign_ins
-        self.sign_in_wait = sign_in_wait
+        self._renew_once = renew
+        self.holder = holder
+        self.max_renewals = max_renewals
+        self.renewal_wait = renewal_wait
         self._sleep = sleep
         self._clock = clock
-        self.generation = 0  # sign-ins done; 0: not signed in yet
+        self.generation = 0  # renewals done; 0: none yet
         self.served = 0  # answers given under the current generation that were not "signed out"
-        self._signing_in: asyncio.Future[None] | None = None
-        self._last_sign_in: float | None = None
+        self._renewing: asyncio.Future[None] | None = None
+        self._last_renewal: float | None = None
         self._failure: Exception | None = None
 
     async def ready(self) -> int:
@@ -103,11 +106,11 @@ class Session:
         waiting for the sign-in under way); the generation a request leaving now is sent
         under. Raises what ended the session, if something did."""
         first = self.renew_first and self.generation == 0
-        if self._signing_in is None and first and self._failure is None:
-            self._start_sign_in()
-        if self._signing_in is not None:
+        if self._renewing is None and first and self._failure is None:
+            self._start_renewal()
+        if self._renewing is not None:
             # shield(): one waiter's cancellation must not cancel the sign-in for the others.
-            await asyncio.shield(self._signing_in)
+            await asyncio.shield(self._renewing)
         if self._failure is not None:
             raise self._failure
         return self.generation
@@ -115,7 +118,7 @@ class Session:
     def is_current(self, generation: int) -> bool:
         """Whether an answer to a request sent under ``generation`` speaks for the session in
         use: sent under the newest sign-in, and no sign-in under way."""
-        return generation == self.generation and self._signing_in is None
+        return generation == self.generation and self._renewing is None
 
     def answered(self, generation: int) -> None:
         """A request sent under ``generation`` got an answer that was not "signed out"."""
@@ -127,24 +130,24 @@ class Session:
         be sent again (under a newer generation); raises if the session is over."""
         if self._failure is not None:
             raise self._failure
-        if generation == self.generation and self._signing_in is None:
+        if generation == self.generation and self._renewing is None:
             if self.generation and not self.served:
                 error = self._unusable()
                 self._fail(error)
                 raise error
-            self._start_sign_in()
+            self._start_renewal()
         await self.ready()
 
-    def _start_sign_in(self) -> None:
-        self._signing_in = asyncio.ensure_future(self._sign_in())
+    def _start_renewal(self) -> None:
+        self._renewing = asyncio.ensure_future(self._renew())
 
-    async def _sign_in(self) -> None:
+    async def _renew(self) -> None:
         try:
-            if self.generation >= self.max_sign_ins:
+            if self.generation >= self.max_renewals:
                 raise self._too_many()
-            if self._last_sign_in is not None:
-                await self._sleep(self._last_sign_in + self.sign_in_wait - self._clock())
-            await self._sign_in_once()
+            if self._last_renewal is not None:
+                await self._sleep(self._last_renewal + self.renewal_wait - self._clock())
+            await self._renew_once()
         except Exception as exc:
             # Kept, and raised to every request waiting and to every later one: once a
             # sign-in has failed, the session is over.
@@ -153,46 +156,57 @@ class Session:
             self.generation += 1
             self.served = 0
         finally:
-            self._last_sign_in = self._clock()
-            self._signing_in = None
+            self._last_renewal = self._clock()
+            self._renewing = None
 
     def _fail(self, error: Exception) -> None:
         self._failure = self._failure or error
 
     def _unusable(self) -> SessionError:
+        raise NotImplementedError
+
+    def _too_many(self) -> SessionError:
+        raise NotImplementedError
+
+
+class Session(Renewable):
+    """Generations of the signed-in session (``holder``: the account), the first signed in
+    before the first request leaves."""
+
+    def _unusable(self) -> SessionError:
         return SessionUnusable(
-            f"Signed in as {self.account}, but the site answered the next request as signed"
+            f"Signed in as {self.holder}, but the site answered the next request as signed"
             " out: signing in again would not help (check that the account can use the admin"
             " pages in a browser)"
         )
 
     def _too_many(self) -> SessionError:
         return TooManySignIns(
-            f"Signed in as {self.account} {self.generation} times in this sync"
+            f"Signed in as {self.holder} {self.generation} times in this sync"
             " (FLSYNC_SIGN_IN_MAX): the site keeps ending the session; stopping"
         )
 
 
-class Clearance(Session):
-    """Generations of the pass through the site's bot challenge, won in a real browser.
+class Clearance(Renewable):
+    """Generations of the pass through the site's bot challenge, won in a real browser
+    (``holder``: the site's host).
 
     The same bounds as for sign-ins, with the same settings: a pass is won only once a
     request is challenged; every request that met that challenge waits for the one browser
     visit; a pass that is challenged again before serving a single request ends the sync.
-    ``account`` names the site.
     """
 
     renew_first = False
 
     def _unusable(self) -> SessionError:
         return ChallengeRepeated(
-            f"The browser passed the bot challenge of {self.account}, but the next request was"
+            f"The browser passed the bot challenge of {self.holder}, but the next request was"
             " challenged again: its pass does not hold (is the browser's User-Agent or address"
             " different from flsync's?)"
         )
 
     def _too_many(self) -> SessionError:
         return TooManyChallenges(
-            f"Passed the bot challenge of {self.account} {self.generation} times in this sync"
+            f"Passed the bot challenge of {self.holder} {self.generation} times in this sync"
             " (FLSYNC_SIGN_IN_MAX): the pass keeps lapsing; stopping"
         )

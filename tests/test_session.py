@@ -42,7 +42,7 @@ class FakeSite:
         self.now += max(seconds, 0)
 
     def session(self, **kwargs: Any) -> Session:
-        options = {"account": "u@example.org", "max_sign_ins": 100, "sign_in_wait": 1.0}
+        options = {"holder": "u@example.org", "max_renewals": 100, "renewal_wait": 1.0}
         return Session(
             self.sign_in, sleep=self.sleep, clock=lambda: self.now, **{**options, **kwargs}
         )
@@ -126,7 +126,7 @@ async def test_a_refused_sign_in_fails_every_waiting_and_later_request():
 @pytest_twisted.ensureDeferred
 async def test_sign_ins_are_spaced_by_the_wait():
     site = FakeSite()
-    session = site.session(sign_in_wait=2.0)
+    session = site.session(renewal_wait=2.0)
     await run(session.ready())  # the first one does not wait
     session.answered(1)
     site.now += 0.5
@@ -137,7 +137,7 @@ async def test_sign_ins_are_spaced_by_the_wait():
 @pytest_twisted.ensureDeferred
 async def test_sign_ins_are_capped():
     site = FakeSite()
-    session = site.session(max_sign_ins=3)
+    session = site.session(max_renewals=3)
     for generation in (1, 2, 3):
         await run(session.ready())
         session.answered(generation)
