@@ -100,6 +100,10 @@ FLSYNC_LISTING_MAX_PAGES = 400
 # a CDN FutureLearn might serve downloads from; none by default. A link to any other origin,
 # or from https to plain http, fails its run unfetched (flsync.origins).
 FLSYNC_EXTRA_ORIGINS: list[str] = []
+# `scrapy export`: the path of the file holding the institution's export key (the key that
+# makes pseudonyms; docs/export.md), else the environment variable of that name. A path, never
+# the key itself; None: no key, and an export is refused.
+FLSYNC_EXPORT_KEY_FILE = None
 
 DOWNLOADER_MIDDLEWARES = {
     # First: a request to an origin flsync does not fetch from never goes further.
