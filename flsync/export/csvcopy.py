@@ -20,7 +20,6 @@ from flsync.export.masking import mask
 from flsync.export.rules import Kind, Treatment
 
 if TYPE_CHECKING:
-    from _csv import Reader
     from collections.abc import Callable, Iterator
 
     from flsync.export.rules import Column, Rule
@@ -36,11 +35,12 @@ csv.field_size_limit(max(csv.field_size_limit(), FIELD_SIZE_LIMIT))
 _CELL = re.compile(r'"[^"]*(?:""[^"]*)*"|[^,"\r\n]*')
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _BOM = "\ufeff"
+_LONE_CR = "a carriage return (\\r) alone, not as a line end nor quoted"
 # The csv module's words for some faults, which would mislead here.
 _CSV_ERRORS = {
     "unexpected end of data": "a quoted field never closed",
     "new-line character seen in unquoted field - do you need to open the file in"
-    " universal-newline mode?": "a carriage return (\\r) alone, not as a line end nor quoted",
+    " universal-newline mode?": _LONE_CR,
 }
 
 
@@ -107,71 +107,83 @@ def copy_csv(
     """Copy the CSV file ``source`` into ``target`` as ``rule`` says, with ``pseudonym(kind,
     value)`` for identifiers; MalformedCsv (and nothing more read) if it is not valid CSV."""
     out = io.TextIOWrapper(target, encoding="utf-8", newline="")
-    read: list[str] = []
-    reader = csv.reader(_lines(source, read), strict=True)
-    header = _next(reader)
-    if header is None:
+    records = _records(_Lines(source))
+    first = next(records, None)
+    if first is None:
         raise MalformedCsv(1, "no header line (the file is empty)")
+    header_cells, header, end, _ = first
     columns = plan(rule, header, keep_free_text)
-    raw, cells = _record(read, header, 1)
-    out.write(",".join(cells[index] for index, _ in columns.columns) + _line_end(raw))
-    rows = 0
-    while True:
-        line = reader.line_num + 1
-        row = _next(reader)
-        if row is None:
-            break
-        if len(row) != columns.width:
-            raise MalformedCsv(line, f"{len(row)} fields where the header has {columns.width}")
-        raw, cells = _record(read, row, line)
-        out.write(raw if columns.copies_rows else _row(raw, cells, row, columns.columns, pseudonym))
+    out.write(",".join(header_cells[index] for index, _ in columns.columns) + end)
+    rewrite = None if columns.copies_rows else _rewrite(columns, pseudonym)
+    width, write, rows = columns.width, out.write, 0
+    for cells, values, end, line in records:
+        if len(values) != width:
+            raise MalformedCsv(line, f"{len(values)} fields where the header has {width}")
+        write((",".join(cells) if rewrite is None else rewrite(cells, values)) + end)
         rows += 1
     out.flush()
     out.detach()
     return Copied(columns, rows)
 
 
-def _next(reader: Reader) -> list[str] | None:
-    """The next record, None at the end; MalformedCsv for bad CSV."""
-    try:
-        return next(reader, None)
-    except csv.Error as exc:
-        reason = _CSV_ERRORS.get(str(exc), str(exc))
-        raise MalformedCsv(reader.line_num, reason) from None
+class _Lines:
+    """The lines of a source, decoded and counted. Decoded line by line (a line end is never
+    inside a UTF-8 character), so that a fault names its line; each bounded."""
 
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.number = 0
 
-def _lines(source: IO[bytes], read: list[str]) -> Iterator[str]:
-    """The lines of ``source``, decoded, each also put in ``read`` (the record's own text).
-    Decoded line by line (a line end is never inside a UTF-8 character), so that a fault
-    names its line."""
-    number = 0
-    while line := source.readline(MAX_LINE_BYTES):
-        number += 1
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.source.readline(MAX_LINE_BYTES)
+        if not line:
+            raise StopIteration
+        self.number += 1
         if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
-            raise MalformedCsv(number, f"a line longer than {MAX_LINE_BYTES} bytes")
+            raise MalformedCsv(self.number, f"a line longer than {MAX_LINE_BYTES} bytes")
         try:
-            text = line.decode()
+            return line.decode()
         except UnicodeDecodeError as exc:
-            raise MalformedCsv(number, f"not UTF-8 ({exc.reason})") from None
-        read.append(text)
-        yield text
+            raise MalformedCsv(self.number, f"not UTF-8 ({exc.reason})") from None
 
 
-def _record(read: list[str], values: list[str], line: int) -> tuple[str, list[str]]:
-    """The text of the record just parsed (its line end included) and of each of its cells,
-    checked: the cells must give back the csv module's ``values``."""
-    raw = "".join(read)
-    read.clear()
-    body = raw.rstrip("\r\n")
-    if '"' not in body:
-        cells = body.split(",")
-        if cells == values:
-            return raw, cells
-    else:
+def _records(lines: _Lines) -> Iterator[tuple[list[str], list[str], str, int]]:
+    """Each record: the text of each of its cells as written, its values, its line end, and
+    its first line's number. A line without a quote is a record whose cells are its text
+    between commas; a record with quotes (which may span lines) is parsed by the csv module,
+    and its text split into cells must give back the same values."""
+    for line in lines:
+        number = lines.number
+        if '"' not in line:
+            body = line.rstrip("\r\n")
+            if "\r" in body:
+                raise MalformedCsv(number, _LONE_CR)
+            cells = body.split(",")
+            yield cells, cells, line[len(body) :], number
+            continue
+        read = [line]
+        try:
+            values = next(csv.reader(_continued(line, lines, read), strict=True))
+        except csv.Error as exc:
+            raise MalformedCsv(lines.number, _CSV_ERRORS.get(str(exc), str(exc))) from None
+        raw = "".join(read)
+        body = raw.rstrip("\r\n")
         cells = _quoted_cells(body)
-        if [c[1:-1].replace('""', '"') if c[:1] == '"' else c for c in cells] == values:
-            return raw, cells
-    raise MalformedCsv(line, "a quote inside a field that is not quoted (RFC 4180, 2.5)")
+        if [c[1:-1].replace('""', '"') if c[:1] == '"' else c for c in cells] != values:
+            raise MalformedCsv(number, "a quote inside a field that is not quoted (RFC 4180, 2.5)")
+        yield cells, values, raw[len(body) :], number
+
+
+def _continued(first: str, lines: _Lines, read: list[str]) -> Iterator[str]:
+    """``first``, then the next lines as the csv module asks for them (a quoted field that
+    spans lines), each also put in ``read``."""
+    yield first
+    for line in lines:
+        read.append(line)
+        yield line
 
 
 def _quoted_cells(body: str) -> list[str]:
@@ -190,29 +202,36 @@ def _quoted_cells(body: str) -> list[str]:
     return cells if position == len(body) else []
 
 
-def _row(
-    raw: str,
-    cells: list[str],
-    values: list[str],
-    columns: tuple[tuple[int, Column], ...],
-    pseudonym: Callable[[str, str], str],
-) -> str:
-    """The record as written: each kept cell's own text, the others replaced; its line end
-    as the source's."""
-    parts = []
-    for index, treatment in columns:
-        value = values[index]
-        if isinstance(treatment, Kind) and value:
-            parts.append(pseudonym(treatment, value))
-        elif treatment is Treatment.FREE_TEXT and (masked := mask(value)) != value:
-            parts.append(_quote(masked))
-        else:
-            parts.append(cells[index])
-    return ",".join(parts) + _line_end(raw)
+def _rewrite(
+    columns: Plan, pseudonym: Callable[[str, str], str]
+) -> Callable[[list[str], list[str]], str]:
+    """How to write a record as ``columns`` say: each kept cell's own text, an identifier's
+    pseudonym (an empty one stays as it was), kept free text masked (quoted anew only where
+    masking changed it)."""
+    indices = [index for index, _ in columns.columns]
+    identifiers = [
+        (position, index, str(treatment))
+        for position, (index, treatment) in enumerate(columns.columns)
+        if isinstance(treatment, Kind)
+    ]
+    free_text = [
+        (position, index)
+        for position, (index, treatment) in enumerate(columns.columns)
+        if treatment is Treatment.FREE_TEXT
+    ]
 
+    def rewrite(cells: list[str], values: list[str]) -> str:
+        out = [cells[index] for index in indices]
+        for position, index, kind in identifiers:
+            if value := values[index]:
+                out[position] = pseudonym(kind, value)
+        for position, index in free_text:
+            value = values[index]
+            if (masked := mask(value)) != value:
+                out[position] = _quote(masked)
+        return ",".join(out)
 
-def _line_end(raw: str) -> str:
-    return raw[len(raw.rstrip("\r\n")) :]
+    return rewrite
 
 
 def _quote(value: str) -> str:

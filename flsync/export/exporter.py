@@ -287,7 +287,11 @@ def choose(
     """The organisation folders named by ``organisations`` (a folder's name or its slug; all
     if none) and, in them, the course folders named by ``courses`` (likewise; all if none).
     SelectionError for a name that is not in the tree."""
-    found = [n for n in store.list_dir("") if not n.startswith(".") and not store.exists(n)]
+    found = [
+        name
+        for name in store.list_dir("")
+        if not name.startswith(".") and name not in tree.DATA_DIR_FILES and not store.exists(name)
+    ]
     chosen = _named(found, organisations, "organisation", "the data tree")
     if not courses:
         return chosen, []

@@ -1,0 +1,688 @@
+"""`scrapy export`, run as a command on the imitation site's synced tree and checked from the
+outside: every identifier, name and e-mail address of the mirror looked for in every byte of
+the copy; joins on pseudonyms; every other value exact; incremental, atomic and interrupted
+exports; bad keys, DESTs and files; S3 as DEST and as source.
+
+What is an identifier is this file's own knowledge (the ``id`` and ``*_id`` columns, the team's
+names), not the export's rules table: a column the table forgot is caught here.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flsync.export.pseudonyms import new_key
+from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
+from tests.conftest import REPO, Sync
+from tests.fakesite import FakeSite, SiteOptions
+from tests.test_s3 import (  # noqa: F401 - fixtures
+    ISOLATED,
+    KEYS,
+    bucket,
+    contents,
+    endpoint,
+    s3,
+    versions,
+)
+
+SITE = SiteOptions(organisations=2, courses=2, runs=2, rows=12)
+EXAMPLETON = "University of Exampleton"
+MANIFEST = ".flsync-export.json"
+ID_COLUMN = re.compile(r"(^|_)id$")
+NAME_COLUMNS = {"first_name", "last_name"}
+DROPPED = {
+    "text",
+    "cloze_response",
+    "guideline_one_feedback",
+    "guideline_two_feedback",
+    "guideline_three_feedback",
+    "leaving_reason",
+    "reason",
+    *NAME_COLUMNS,
+}
+# Files with no identifier, name or free text: copied as they are.
+UNCHANGED = ("metadata.csv", "video-stats.csv", "country-subdivisions.csv")
+PERSON_COLUMNS = {"learner_id", "author_id", "reviewer_id"}
+PSEUDONYM = re.compile(r"(?<![\w-])([a-z]+(?:-[a-z]+)*)-([0-9a-f]{20})(?!\w)")
+EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+UNKNOWN_DATASET = "learner-outcomes-survey-responses"
+# Rows with addresses in free text, added to some comments files (the imitation has none).
+ADDRESSES = (
+    "Write to jane.doe+fl@uni.example.ac.uk, or see https://www.futurelearn.com/profiles/4821",
+    "Mon adresse : zoë.müller@exämple.fr (ou linkedin.com/in/zoe-muller).",
+    "<Tom.O'Brien@Example.COM> wrote: www.example.org/~tom",
+)
+
+
+# Running the command.
+
+
+@dataclasses.dataclass
+class Run:
+    returncode: int
+    output: str
+
+    def lines(self, level: str) -> list[str]:
+        return [line for line in self.output.splitlines() if f"] {level}: " in line]
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scrapy", "export", *args]
+
+
+def environment(key: Path | None, env: dict[str, str] | None) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k != "FLSYNC_EXPORT_KEY_FILE"}
+    base.update(PYTHONPATH=str(REPO), SCRAPY_SETTINGS_MODULE="flsync.settings")
+    if key is not None:
+        base["FLSYNC_EXPORT_KEY_FILE"] = str(key)
+    return {**base, **(env or {})}
+
+
+def export(workdir: Path, *args: str, key: Path | None = None, env=None) -> Run:
+    """`scrapy export ARGS` in workdir (its config.json): exit status and output."""
+    process = subprocess.run(
+        command(*args),
+        cwd=workdir,
+        env=environment(key, env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return Run(process.returncode, process.stdout + process.stderr)
+
+
+def start_export(workdir: Path, *args: str, key: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command(*args),
+        cwd=workdir,
+        env=environment(key, None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.01)
+
+
+# Reading trees.
+
+
+def files(root: Path, hidden: bool = True) -> dict[str, bytes]:
+    """Every file under root (relative path -> bytes); hidden ones only if ``hidden``."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and (hidden or not any(s.startswith(".") for s in p.relative_to(root).parts))
+    }
+
+
+def dataset_files(root: Path) -> dict[str, list[list[str]]]:
+    """Every CSV file of every run folder, parsed."""
+    return {
+        p.relative_to(root).as_posix(): list(csv.reader(io.StringIO(p.read_text(), newline="")))
+        for p in sorted(root.glob("*/*/*/*.csv"))
+    }
+
+
+def file_ids(root: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every visible file: a rewrite by rename changes both."""
+    return {
+        path: ((root / path).stat().st_ino, (root / path).stat().st_mtime_ns)
+        for path in files(root, hidden=False)
+    }
+
+
+def pseudonyms(root: Path) -> set[str]:
+    return {
+        m.group() for content in files(root).values() for m in PSEUDONYM.finditer(content.decode())
+    }
+
+
+def secrets_and_innocent_text(data_dir: Path) -> tuple[set[str], str]:
+    """Every identifier, name and e-mail address of the mirror's files, and the text of all
+    their other cells and headers, and the tree's paths (what the copy may hold)."""
+    secrets, innocent = set(), [*files(data_dir)]
+    for rows in dataset_files(data_dir).values():
+        header, *body = rows
+        innocent += header
+        for row in body:
+            for name, value in zip(header, row, strict=True):
+                if ID_COLUMN.search(name) or name in NAME_COLUMNS:
+                    secrets.add(value)
+                else:
+                    secrets.update(EMAIL.findall(value))
+                    innocent.append(EMAIL.sub(" ", value))
+    secrets.discard("")
+    return secrets, "\n".join(innocent)
+
+
+def holds(text: str, value: str) -> bool:
+    """Whether ``text`` holds ``value`` as a whole token, not part of a longer word or number
+    (a pseudonym's hex digits may happen to hold a short number)."""
+    return value in text and bool(re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text))
+
+
+def add_addresses(data_dir: Path) -> list[Path]:
+    """Comments with e-mail addresses and URLs in their text, in three runs' comments.csv."""
+    changed = sorted(data_dir.glob("*/*/*/comments.csv"))[:3]
+    for number, path in enumerate(changed):
+        rows = list(csv.reader(io.StringIO(path.read_text(), newline="")))
+        header = rows[0]
+        author = rows[1][header.index("author_id")]
+        row = dict.fromkeys(header, "")
+        row.update(id=str(9_000_000 + number), author_id=author, text=ADDRESSES[number])
+        with path.open("a", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerow([row[name] for name in header])
+    return changed
+
+
+# Fixtures.
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory) -> Path:
+    """The imitation site (tricky courses, old header versions, an unknown dataset, a survey
+    with no rows) synced once; tests export it, and change only copies of it."""
+    workdir = tmp_path_factory.mktemp("synced")
+    with FakeSite(SITE) as site:
+        result = Sync(site.base_url, workdir)()
+    assert result.returncode == 0, result.output
+    return workdir
+
+
+@pytest.fixture
+def workdir(synced, tmp_path) -> Path:
+    shutil.copytree(synced, tmp_path / "w")
+    return tmp_path / "w"
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    path = tmp_path / "export.key"
+    new_key(str(path))
+    return path
+
+
+@pytest.fixture
+def other_key(tmp_path) -> Path:
+    path = tmp_path / "other.key"
+    new_key(str(path))
+    return path
+
+
+# The copy holds no way back.
+
+
+@pytest.mark.parametrize("free_text", ["drop", "keep"])
+def test_the_copy_holds_no_identifier_name_or_address_of_the_mirror(
+    workdir, key, tmp_path, free_text
+):
+    add_addresses(workdir / "data")
+    dest = tmp_path / "copy"
+    result = export(workdir, str(dest), "-a", f"free_text={free_text}", key=key)
+    assert result.returncode == 0, result.output
+    secrets, innocent = secrets_and_innocent_text(workdir / "data")
+    # A value that the mirror also holds as something else (a survey's row number "3" is a
+    # week number too; "Zoë" is in a video's title) may rightly be in the copy.
+    scanned = {s for s in secrets if not holds(innocent, s)}
+    assert len(scanned) > 500
+    assert {s for s in secrets - scanned if not s.isdigit()} <= {"Zoë"}
+    copy = "\n".join([*files(dest)] + [c.decode() for c in files(dest).values()])
+    assert [s for s in sorted(scanned) if holds(copy, s)] == []
+    assert len(EMAIL.findall("\n".join(ADDRESSES))) == 3
+    assert not EMAIL.search(copy)
+    key_text = key.read_text().strip()
+    assert key_text not in copy
+    if free_text == "keep":
+        data = "".join(c.decode() for path, c in files(dest).items() if path.endswith(".csv"))
+        assert data.count("[email]") == 3
+        assert data.count("[url]") == 3
+
+
+def test_no_mapping_is_written_anywhere(workdir, key, tmp_path):
+    dest = tmp_path / "copy"
+    assert export(workdir, str(dest), key=key).returncode == 0
+    secrets, _ = secrets_and_innocent_text(workdir / "data")
+    learners = {s for s in secrets if len(s) == 36}  # the learners' UUIDs
+    manifest = (dest / MANIFEST).read_text()
+    assert not any(s in manifest for s in learners)
+    # and nothing was written beside the mirror or the key
+    assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "data"]
+    assert sorted(p.name for p in key.parent.iterdir() if p.is_file()) == ["export.key"]
+
+
+# The copy still works.
+
+
+def space(path: str, column: str) -> str:
+    """The values an identifier column holds: a person, or the rows of one dataset."""
+    dataset = path.rsplit("/", 1)[1].removesuffix(".csv")
+    if column in PERSON_COLUMNS or dataset == "team-members":
+        return "person"
+    return {"parent_id": "comments", "assignment_id": "peer-review-assignments"}.get(
+        column, dataset
+    )
+
+
+def joins(tree_: dict[str, list[list[str]]], run: str) -> tuple[int, int]:
+    """A run's comments whose author is enrolled, and step visits of enrolled learners."""
+    enrolled = {row[0] for row in tree_[f"{run}/enrolments.csv"][1:]}
+    header, *comments = tree_[f"{run}/comments.csv"]
+    authors = [row[header.index("author_id")] for row in comments]
+    visits = [row[0] for row in tree_[f"{run}/step-activity.csv"][1:]]
+    return sum(a in enrolled for a in authors), sum(v in enrolled for v in visits)
+
+
+def test_pseudonyms_join_across_files_runs_and_courses(synced, key, tmp_path):
+    dest = tmp_path / "copy"
+    assert export(synced, str(dest), key=key).returncode == 0
+    source, copy = dataset_files(synced / "data"), dataset_files(dest)
+    seen: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for path, (header, *rows) in copy.items():
+        source_header, *source_rows = source[path]
+        assert len(rows) == len(source_rows), path
+        for name in filter(ID_COLUMN.search, header):
+            column, source_column = header.index(name), source_header.index(name)
+            for row, source_row in zip(rows, source_rows, strict=True):
+                original, pseudonym = source_row[source_column], row[column]
+                assert (original == "") == (pseudonym == ""), (path, name)
+                if original:
+                    seen[space(path, name)][original].add(pseudonym)
+    for values, mapping in seen.items():
+        assert all(len(p) == 1 for p in mapping.values()), values  # one pseudonym each
+        assert len(set.union(*mapping.values())) == len(mapping), values  # all distinct
+    assert len(seen["person"]) > 100
+    assert {p.split("-")[0] for p in set.union(*seen["person"].values())} == {"person"}
+    # the same learner's enrolment, steps and comments line up, run by run
+    runs = [path.rsplit("/", 1)[0] for path in copy if path.endswith("/comments.csv")]
+    assert [joins(copy, run) for run in runs] == [joins(source, run) for run in runs]
+    assert sum(joins(copy, run)[0] for run in runs) > 50
+
+
+def test_every_other_value_is_the_mirrors_byte_for_byte(synced, key, tmp_path):
+    dest = tmp_path / "copy"
+    result = export(synced, str(dest), key=key)
+    assert result.returncode == 0, result.output
+    data = synced / "data"
+    mirror = files(data, hidden=False)
+    copy = files(dest, hidden=False)
+    exported = {
+        path for path in mirror if not path.endswith(("sync-report.json", f"{UNKNOWN_DATASET}.csv"))
+    }
+    assert sorted(copy) == sorted({*exported, "README.txt"})
+    for path in sorted(exported):
+        if not path.endswith(".csv") or path.endswith(
+            ("metadata.csv", "video-stats.csv", "country-subdivisions.csv")
+        ):
+            assert copy[path] == mirror[path], path
+            continue
+        rows = list(csv.reader(io.StringIO(mirror[path].decode(), newline="")))
+        copied = list(csv.reader(io.StringIO(copy[path].decode(), newline="")))
+        kept = [i for i, name in enumerate(rows[0]) if name not in DROPPED]
+        expected = []
+        for row, copied_row in zip(rows, copied, strict=True):
+            values = [row[i] for i in kept]
+            if row is not rows[0]:
+                for position, i in enumerate(kept):
+                    if ID_COLUMN.search(rows[0][i]) and row[i]:
+                        assert PSEUDONYM.fullmatch(copied_row[position]), path
+                        values[position] = copied_row[position]
+            expected.append(values)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(expected)
+        # the imitation writes its files with the csv module: kept cells written by it again
+        # are the mirror's own bytes
+        assert copy[path] == out.getvalue().encode(), path
+    [warning] = result.lines("WARNING")
+    assert f"Dataset (not exported): {UNKNOWN_DATASET}: no export rule, 2 files left out" in warning
+    readme = copy["README.txt"].decode()
+    assert "This is still personal data" in readme
+    assert key.read_text().strip() not in readme
+
+
+def test_team_members_keep_their_roles_not_their_names(synced, key, tmp_path):
+    dest = tmp_path / "copy"
+    assert export(synced, str(dest), "-a", "free_text=keep", key=key).returncode == 0
+    teams = {p: rows for p, rows in dataset_files(dest).items() if p.endswith("team-members.csv")}
+    assert teams
+    for rows in teams.values():
+        assert rows[0] == ["id", "team_role", "user_role"]
+        assert all(PSEUDONYM.fullmatch(row[0]) for row in rows[1:])
+
+
+# One key, one copy.
+
+
+def test_the_same_key_gives_the_same_copy_and_another_key_shares_no_pseudonym(
+    synced, key, other_key, tmp_path
+):
+    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
+    for dest, with_key in ((one, key), (two, key), (other, other_key)):
+        assert export(synced, str(dest), key=with_key).returncode == 0
+    assert files(one) == files(two)
+    assert len(pseudonyms(one)) == len(pseudonyms(other)) > 500
+    assert pseudonyms(one).isdisjoint(pseudonyms(other))
+
+
+def test_another_key_or_free_text_choice_into_the_same_copy_is_refused(
+    synced, key, other_key, tmp_path
+):
+    dest = tmp_path / "copy"
+    assert export(synced, str(dest), key=key).returncode == 0
+    before = files(dest)
+    for args, with_key, problem in (
+        ((), other_key, "holds an export made with another key (fingerprint "),
+        (("-a", "free_text=keep"), key, "holds an export made with free_text=drop: export with"),
+    ):
+        result = export(synced, str(dest), *args, key=with_key)
+        assert result.returncode == 2
+        [line] = result.output.splitlines()
+        assert problem in line
+        assert files(dest) == before
+
+
+# Incremental and atomic.
+
+
+def test_a_second_export_rewrites_nothing_and_a_change_only_its_file(workdir, key, tmp_path):
+    dest = tmp_path / "copy"
+    assert export(workdir, str(dest), key=key).returncode == 0
+    before = file_ids(dest)
+    again = export(workdir, str(dest), key=key)
+    assert again.returncode == 0
+    assert " 0 written, 404 unchanged, 2 left out, 0 failed" in again.output
+    assert file_ids(dest) == before
+    changed = sorted((workdir / "data").glob("*/*/*/step-activity.csv"))[0]
+    with changed.open("a") as f:
+        f.write(f"{'0' * 8}-0000-4000-8000-{'0' * 12},1.1,1,1,2016-01-01 00:00:00 UTC,\n")
+    gone = sorted(dest.glob("*/*/*/enrolments.csv"))[0]
+    gone.unlink()
+    third = export(workdir, str(dest), key=key)
+    assert third.returncode == 0
+    after = file_ids(dest)
+    rewritten = sorted(path for path in after if after[path] != before.get(path))
+    expected = [
+        changed.relative_to(workdir / "data").as_posix(),
+        gone.relative_to(dest).as_posix(),
+    ]
+    assert rewritten == sorted(expected)
+    assert " 2 written, 402 unchanged," in third.output
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    """A synced tree whose first run has a 64 MiB step-activity.csv."""
+    workdir = tmp_path_factory.mktemp("big")
+    options = SiteOptions(organisations=1, courses=1, runs=1, rows=5, tricky=False, big_file_mb=64)
+    with FakeSite(options) as site:
+        result = Sync(site.base_url, workdir)()
+    assert result.returncode == 0, result.output
+    return workdir
+
+
+def temp_files(dest: Path) -> list[Path]:
+    return list(dest.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"))
+
+
+def writing_big_file(dest: Path) -> bool:
+    return any(p.stat().st_size > 1 << 20 for p in temp_files(dest) if p.exists())
+
+
+def test_a_stopped_export_leaves_no_partial_file(big, key, tmp_path):
+    dest = tmp_path / "copy"
+    process = start_export(big, str(dest), key=key)
+    wait_for(lambda: writing_big_file(dest), "the big file being written")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1, output
+    assert "] ERROR: Export STOPPED (SIGTERM): " in output
+    assert temp_files(dest) == []
+    assert not list(dest.rglob("step-activity.csv"))
+
+
+def test_a_killed_export_leaves_no_partial_file_and_the_next_one_finishes(big, key, tmp_path):
+    dest = tmp_path / "copy"
+    process = start_export(big, str(dest), key=key)
+    wait_for(lambda: writing_big_file(dest), "the big file being written")
+    process.kill()
+    process.communicate(timeout=60)
+    assert temp_files(dest)  # hidden, and swept by the next export
+    assert not list(dest.rglob("step-activity.csv"))
+    result = export(big, str(dest), key=key)
+    assert result.returncode == 0, result.output
+    assert temp_files(dest) == []
+    whole = tmp_path / "whole"
+    assert export(big, str(whole), key=key).returncode == 0
+    assert files(dest, hidden=False) == files(whole, hidden=False)
+
+
+def test_a_big_file_is_exported_in_flat_memory(big, key, tmp_path, record_property):
+    report = tmp_path / "rss"
+    process = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "peak_rss.py"), str(report),
+         *command(str(tmp_path / "copy"))],
+        cwd=big,
+        env=environment(key, None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    peak_mb = int(report.read_text()) / 1024
+    record_property("peak_rss_mb", round(peak_mb))
+    assert peak_mb < 100
+    [big_copy] = (tmp_path / "copy").rglob("step-activity.csv")
+    assert big_copy.stat().st_size > 48 << 20
+
+
+# Bad input.
+
+
+def test_a_file_that_is_not_valid_csv_is_left_out_with_one_error(workdir, key, tmp_path):
+    data = workdir / "data"
+    unclosed = sorted(data.glob("*/*/*/comments.csv"))[0]
+    unclosed.write_bytes(unclosed.read_bytes() + b'1,2,,1.1,1,1,"never closed,t,,0\n')
+    not_utf8 = sorted(data.glob("*/*/*/enrolments.csv"))[1]
+    not_utf8.write_bytes(not_utf8.read_bytes().replace(b"Unknown", b"Unk\xffnown", 1))
+    dest = tmp_path / "copy"
+    result = export(workdir, str(dest), key=key)
+    assert result.returncode == 1
+    first, second, last = result.lines("ERROR")
+    for line, path in ((first, unclosed), (second, not_utf8)):
+        name = path.relative_to(data).as_posix()
+        assert f"] ERROR: File (not exported): {name}: line " in line
+        assert not (dest / name).exists()
+    assert ": a quoted field never closed;" in first
+    assert ": not UTF-8 (invalid start byte);" in second
+    assert "Export FAILED (2 files not exported): 406 files: 402 written," in last
+    assert len(files(dest, hidden=False)) == 402 + 1  # and README.txt
+
+
+def test_no_key_a_missing_short_or_open_key_is_one_line_and_nothing_written(synced, tmp_path):
+    short, open_key = tmp_path / "short.key", tmp_path / "open.key"
+    short.write_bytes(b"s" * 31)
+    short.chmod(0o600)
+    new_key(str(open_key))
+    open_key.chmod(0o644)
+    dest = tmp_path / "copy"
+    for key, problem in (
+        (None, "no export key: set FLSYNC_EXPORT_KEY_FILE"),
+        (tmp_path / "missing.key", "missing.key does not exist (make one with: scrapy export"),
+        (short, "short.key holds 31 bytes: a key needs at least 32"),
+        (open_key, "open.key is open to others (mode 0644): make it its owner's only (chmod 600"),
+    ):
+        result = export(synced, str(dest), key=key)
+        assert result.returncode == 2
+        [line] = result.output.splitlines()
+        assert "] ERROR: Export FAILED: " in line
+        assert problem in line
+        assert not dest.exists()
+
+
+def test_the_key_file_may_be_a_setting(synced, key, tmp_path):
+    result = export(synced, str(tmp_path / "copy"), "-s", f"FLSYNC_EXPORT_KEY_FILE={key}")
+    assert result.returncode == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("dest", "problem"),
+    [
+        ("data", "overlap"),
+        ("data/University of Exampleton/copy", "overlap"),
+        ("linked/copy", "overlap"),  # a symbolic link to data
+        ("FILE_URL", "overlap"),
+        (".", "overlap"),  # data_dir would be inside DEST
+        ("not-empty", "is not empty and holds no export (.flsync-export.json)"),
+        ("no/such/parent", "its parent folder"),
+    ],
+)
+def test_a_dest_in_or_around_the_mirror_or_holding_other_files_is_refused(
+    workdir, key, dest, problem
+):
+    (workdir / "linked").symlink_to("data")
+    (workdir / "not-empty").mkdir()
+    (workdir / "not-empty" / "notes.txt").write_text("mine")
+    if dest == "FILE_URL":
+        dest = f"file://{workdir / 'data'}/"
+    before = files(workdir)
+    result = export(workdir, dest, key=key)
+    assert result.returncode == 2
+    [line] = result.output.splitlines()
+    assert problem in line
+    assert files(workdir) == before
+
+
+def test_an_s3_dest_in_an_s3_mirror_is_refused_before_any_request(workdir, key):
+    config = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**config, "data_dir": "s3://b/mirror/"}))
+    for dest, refused in (
+        ("s3://b/mirror/copy", True),
+        ("s3://b/mirror", True),
+        ("s3://b", True),
+        ("s3://b/mirrored", False),
+        ("s3://other/mirror", False),
+    ):
+        env = {**ISOLATED, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+        result = export(
+            workdir, dest, "-s", "AWS_ENDPOINT_URL=http://127.0.0.1:9", key=key, env=env
+        )
+        assert result.returncode == 2
+        [line] = result.output.splitlines()
+        assert ("overlap" in line) is refused, line
+
+
+def test_an_unknown_organisation_or_course_is_one_line(synced, key, tmp_path):
+    for args, problem in (
+        (
+            ("-a", "organisation=nowhere"),
+            "organisation 'nowhere' is not in the data tree, which holds",
+        ),
+        (("-a", "course=nothing"), "course 'nothing' is not in the data tree"),
+        (
+            ("-a", "colour=blue"),
+            "-a colour=blue: give organisation=NAME, course=NAME or free_text=keep",
+        ),
+        (("-a", "free_text=maybe"), "give free_text=keep or free_text=drop"),
+    ):
+        result = export(synced, str(tmp_path / "copy"), *args, key=key)
+        assert result.returncode == 2
+        [line] = result.output.splitlines()
+        assert problem in line
+        assert not (tmp_path / "copy").exists()
+
+
+def test_organisations_and_courses_can_be_chosen(synced, key, tmp_path):
+    dest = tmp_path / "copy"
+    args = ("-a", "organisation=university-of-exampleton", "-a", "course=forensic-psychology")
+    assert export(synced, str(dest), *args, key=key).returncode == 0
+    courses = {path.split("/")[:2][1] for path in files(dest, hidden=False) if "/" in path}
+    assert courses == {"Forensic Psychology", "update.txt"}
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == [
+        "README.txt",
+        EXAMPLETON,
+    ]
+
+
+def test_a_new_key_is_made_by_the_command_and_never_overwritten(synced, tmp_path):
+    path = tmp_path / "new.key"
+    made = export(synced, "--new-key", str(path))
+    assert made.returncode == 0, made.output
+    assert "New export key in " in made.output
+    assert path.stat().st_mode & 0o777 == 0o600
+    content = path.read_bytes()
+    assert content.decode().strip() not in made.output
+    again = export(synced, "--new-key", str(path))
+    assert again.returncode == 2
+    assert "is never overwritten" in again.output
+    assert path.read_bytes() == content
+
+
+# S3.
+
+
+@dataclasses.dataclass
+class Bucket:
+    endpoint: str
+    client: Any
+    name: str
+
+    def export(self, workdir: Path, *args: str, key: Path) -> Run:
+        env = {**KEYS, **ISOLATED}
+        return export(workdir, *args, "-s", f"AWS_ENDPOINT_URL={self.endpoint}", key=key, env=env)
+
+
+@pytest.fixture
+def aws(endpoint, s3, bucket) -> Bucket:  # noqa: F811
+    return Bucket(endpoint, s3, bucket)
+
+
+def test_an_export_to_s3_is_the_same_copy_and_is_incremental(synced, key, tmp_path, aws):
+    local = tmp_path / "copy"
+    assert export(synced, str(local), key=key).returncode == 0
+    dest = f"s3://{aws.name}/export"
+    result = aws.export(synced, dest, key=key)
+    assert result.returncode == 0, result.output
+    uploaded = contents(aws.client, aws.name, "export/")
+    assert {k: v for k, v in uploaded.items() if k[0] != "."} == files(local, hidden=False)
+    before = versions(aws.client, aws.name, "export/")
+    again = aws.export(synced, dest, key=key)
+    assert again.returncode == 0, again.output
+    assert " 0 written, 404 unchanged," in again.output
+    assert versions(aws.client, aws.name, "export/") == before
+
+
+def test_an_s3_mirror_exports_as_a_local_one_does(synced, key, tmp_path, aws):
+    for path, content in files(synced / "data").items():
+        aws.client.put_object(Bucket=aws.name, Key=f"mirror/{path}", Body=content)
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    config = json.loads((synced / "config.json").read_text())
+    mirror = f"s3://{aws.name}/mirror"
+    (workdir / "config.json").write_text(json.dumps({**config, "data_dir": mirror}))
+    result = aws.export(workdir, "copy", key=key)
+    assert result.returncode == 0, result.output
+    assert export(synced, str(tmp_path / "local"), key=key).returncode == 0
+    assert files(workdir / "copy", hidden=False) == files(tmp_path / "local", hidden=False)
