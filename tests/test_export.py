@@ -33,9 +33,11 @@ from tests.fakesite import FakeSite, SiteOptions
 from tests.test_s3 import (  # noqa: F401 - fixtures
     ISOLATED,
     KEYS,
+    authenticated,
     bucket,
     contents,
     endpoint,
+    iam_keys,
     s3,
     versions,
 )
@@ -147,10 +149,10 @@ def dataset_files(root: Path) -> dict[str, list[list[str]]]:
 
 
 def file_ids(root: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime) of every visible file: a rewrite by rename changes both."""
+    """(inode, mtime) of every file, hidden ones too: a rewrite by rename changes both."""
     return {
         path: ((root / path).stat().st_ino, (root / path).stat().st_mtime_ns)
-        for path in files(root, hidden=False)
+        for path in files(root)
     }
 
 
@@ -426,6 +428,7 @@ def test_a_second_export_rewrites_nothing_and_a_change_only_its_file(workdir, ke
     expected = [
         changed.relative_to(workdir / "data").as_posix(),
         gone.relative_to(dest).as_posix(),
+        MANIFEST,
     ]
     assert rewritten == sorted(expected)
     assert " 2 written, 402 unchanged," in third.output
@@ -519,6 +522,49 @@ def test_a_file_that_is_not_valid_csv_is_left_out_with_one_error(workdir, key, t
     assert ": not UTF-8 (invalid start byte);" in second
     assert "Export FAILED (2 files not exported): 406 files: 402 written," in last
     assert len(files(dest, hidden=False)) == 402 + 1  # and README.txt
+
+
+def test_a_new_column_or_a_file_that_is_no_dataset_is_left_out_with_one_warning(
+    workdir, key, tmp_path
+):
+    data = workdir / "data"
+    widened = sorted(data.glob("*/*/*/comments.csv"))
+    for path in widened:
+        header, *rows = list(csv.reader(io.StringIO(path.read_text(), newline="")))
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerows([[*header, "sentiment"], *([*row, "positive"] for row in rows)])
+    (widened[0].parent / "notes.txt").write_text("not a dataset")
+    (data / EXAMPLETON / "minutes.pdf").write_bytes(b"%PDF")
+    dest = tmp_path / "copy"
+    result = export(workdir, str(dest), key=key)
+    assert result.returncode == 0, result.output
+    _, column, others = result.lines("WARNING")
+    assert (
+        "Column (not exported): sentiment of comments.csv: not in the export rules, dropped"
+        f" from {len(widened)} files" in column
+    )
+    assert "Files (not exported): 2 files that are no dataset: minutes.pdf, notes.txt" in others
+    comments = [rows for p, rows in dataset_files(dest).items() if p.endswith("/comments.csv")]
+    assert len(comments) == len(widened)
+    assert all("sentiment" not in rows[0] for rows in comments)
+    assert all("positive" not in row for rows in comments for row in rows)
+    assert not list(dest.rglob("notes.txt"))
+    assert not list(dest.rglob("minutes.pdf"))
+
+
+def test_an_export_into_a_dest_another_export_is_writing_stops_at_once(big, key, tmp_path):
+    dest = tmp_path / "copy"
+    first = start_export(big, str(dest), key=key)
+    try:
+        wait_for(lambda: writing_big_file(dest), "the big file being written")
+        second = export(big, str(dest), key=key)
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    assert second.returncode == 2
+    [line] = second.output.splitlines()
+    assert f"another export is writing to {dest}: wait for it to finish" in line
 
 
 def test_no_key_a_missing_short_or_open_key_is_one_line_and_nothing_written(synced, tmp_path):
@@ -672,6 +718,41 @@ def test_an_export_to_s3_is_the_same_copy_and_is_incremental(synced, key, tmp_pa
     assert again.returncode == 0, again.output
     assert " 0 written, 404 unchanged," in again.output
     assert versions(aws.client, aws.name, "export/") == before
+
+
+def test_a_dest_that_refuses_writes_stops_the_export_in_one_line(
+    synced,
+    key,
+    aws,
+    authenticated,  # noqa: F811
+):
+    keys = iam_keys(
+        aws.endpoint,
+        [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {
+                "Effect": "Deny",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{aws.name}/export/*.csv",
+            },
+        ],
+    )
+    result = export(
+        synced,
+        f"s3://{aws.name}/export",
+        "-s",
+        f"AWS_ENDPOINT_URL={aws.endpoint}",
+        key=key,
+        env={**ISOLATED, **keys},
+    )
+    assert result.returncode == 1, result.output
+    [line] = result.lines("ERROR")
+    assert "] ERROR: Export FAILED: cannot write s3://" in line
+    assert ": AccessDenied: Access Denied; 0 files: 0 written," in line
+    assert "Traceback" not in result.output
+    stored = contents(authenticated, aws.name, "export/")
+    assert not [k for k in stored if k.endswith(".csv")]
+    assert MANIFEST in stored
 
 
 def test_an_s3_mirror_exports_as_a_local_one_does(synced, key, tmp_path, aws):

@@ -111,6 +111,7 @@ class Exporter:
         self.where = where  # DEST as the user gave it, for messages
         self.fingerprint = fingerprint(key)
         self.manifest = open_manifest(dest, where, self.fingerprint, keep_free_text)
+        self.saved = dest.read_file(MANIFEST_FILE)  # the manifest as DEST has it
         self.outcome = Outcome()
 
     def export(self, organisations: Sequence[str], courses: Sequence[str]) -> Outcome:
@@ -214,7 +215,10 @@ class Exporter:
         self.outcome.failed.append(path)
 
     def _save_manifest(self) -> None:
-        self.call(self.dest.persist_file, MANIFEST_FILE, io.BytesIO(self.manifest.dump()))
+        content = self.manifest.dump()
+        if content != self.saved:
+            self.call(self.dest.persist_file, MANIFEST_FILE, io.BytesIO(content))
+            self.saved = content
 
     def _warn_left_out(self) -> None:
         for dataset, files in sorted(self.outcome.no_rule.items()):
