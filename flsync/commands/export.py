@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import FrameType
 
+    from scrapy.settings import BaseSettings
+
     from flsync.export.exporter import Call
+    from flsync.storage import DataStore
 
 logger = logging.getLogger(__name__)
 
@@ -126,26 +129,15 @@ class Command(ScrapyCommand):
     def _export(self, request: ExportRequest) -> int:
         assert self.settings is not None
         started = time.monotonic()
-        key_file = self.settings.get(KEY_FILE_SETTING) or os.environ.get(KEY_FILE_SETTING)
-        if not key_file:
-            raise KeyFileError(
-                f"no export key: set {KEY_FILE_SETTING} (in the environment, or -s) to the"
-                " path of the institution's key file; make one with: scrapy export --new-key"
-                " FILE"
-            )
-        key = load_key(key_file)
+        key = load_key(_key_file(self.settings))
         data_dir = load_data_dir(options_of(self.settings).config_path)
         if _is_local(data_dir) and not os.path.isdir(_local_path(data_dir)):
             raise ConfigError(f"data_dir {data_dir} does not exist: nothing to export (sync first)")
         _check_apart(request.dest, data_dir)
-        # The S3 store takes its AWS_* settings as the files pipeline hands them over.
-        from flsync.pipelines import DatasetFilesPipeline  # noqa: PLC0415
-
-        DatasetFilesPipeline._update_stores(self.settings)
         try:
-            source = store_class(data_dir)(data_dir)
+            source = _open_store(data_dir, self.settings)
             organisations, courses = choose(source, request.organisations, request.courses)
-            dest = store_class(request.dest)(request.dest)
+            dest = _open_store(request.dest, self.settings)
             open_manifest(dest, request.dest, fingerprint(key), request.keep_free_text)
         except StoreError as exc:
             raise StoreLocationError(str(exc)) from None
@@ -164,6 +156,26 @@ class Command(ScrapyCommand):
             raise DestinationError(
                 f"another export is writing to {request.dest}: wait for it to finish"
             ) from None
+
+
+def _key_file(settings: BaseSettings) -> str:
+    """The key file's path: the setting, else the environment; KeyFileError for none."""
+    path = settings.get(KEY_FILE_SETTING) or os.environ.get(KEY_FILE_SETTING)
+    if not path:
+        raise KeyFileError(
+            f"no export key: set {KEY_FILE_SETTING} (in the environment, or -s) to the path of"
+            " the institution's key file; make one with: scrapy export --new-key FILE"
+        )
+    return str(path)
+
+
+def _open_store(uri: str, settings: BaseSettings) -> DataStore:
+    """The store of a tree (data_dir or DEST), as loaddb opens its own."""
+    # The S3 store takes its AWS_* settings as the files pipeline hands them over.
+    from flsync.pipelines import DatasetFilesPipeline  # noqa: PLC0415
+
+    DatasetFilesPipeline._update_stores(settings)
+    return store_class(uri)(uri)
 
 
 def _report(
