@@ -87,6 +87,8 @@ _CSV_OPTIONS = (
     " strict_mode = true, null_padding = false, allow_quoted_nulls = true, encoding = 'utf-8'"
 )
 _COPY_BLOCK = 1 << 20
+# A header line longer than this is no export's (one of the current versions is 300 bytes).
+_HEADER_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -361,12 +363,18 @@ class MeasuresEngine:
 
 
 def _read_header(local: str, path: str) -> tuple[str, ...]:
-    """The file's header (a UTF-8 byte-order mark dropped); empty for a file of no bytes."""
-    with open(local, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig", newline="") as text:
-        try:
-            header = next(csv.reader(text, strict=True), None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise MalformedFile(path, 1, f"the header line cannot be read: {exc}") from None
+    """The file's header line (a UTF-8 byte-order mark dropped); empty for a file of no
+    bytes. Only that line is read: a fault further on is DuckDB's to find."""
+    with open(local, "rb") as raw:
+        line = raw.readline(_HEADER_LIMIT)
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedFile(path, 1, f"not UTF-8 text (byte {exc.start} of the file)") from None
+    try:
+        header = next(csv.reader([text], strict=True), None)
+    except csv.Error as exc:
+        raise MalformedFile(path, 1, f"the header line cannot be read: {exc}") from None
     return tuple(header or ())
 
 
