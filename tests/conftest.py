@@ -159,3 +159,14 @@ def assert_full_tree(site: FakeSite, result: SyncResult) -> None:
 def sync(fakesite: FakeSite, tmp_path: Path) -> Sync:
     """Syncs the `fakesite` site into tmp_path/data (config in tmp_path/config.json)."""
     return Sync(fakesite.base_url, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def synced_site(tmp_path_factory: pytest.TempPathFactory) -> SyncResult:
+    """The default imitation site, synced once for the session (measures and dashboards
+    included): read it, never change it."""
+    workdir = tmp_path_factory.mktemp("synced-site")
+    with FakeSite() as site:
+        result = Sync(site.base_url, workdir)()
+    assert result.returncode == 0, result.output
+    return result

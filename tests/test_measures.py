@@ -414,19 +414,9 @@ def independent(run: Path) -> tuple[list[str], list[list[str]]]:
     return ["" if v is None else str(v) for v in values.values()], steps
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory):
-    """The default imitation site, synced once: its data folder."""
-    workdir = tmp_path_factory.mktemp("measured")
-    with FakeSite() as site:
-        result = Sync(site.base_url, workdir)()
-    assert result.returncode == 0, result.output
-    return result
-
-
-def test_the_measures_match_an_independent_computation_on_every_run(synced):
+def test_the_measures_match_an_independent_computation_on_every_run(synced_site):
     checked = 0
-    for organisation in [p for p in synced.data_dir.iterdir() if p.is_dir()]:
+    for organisation in [p for p in synced_site.data_dir.iterdir() if p.is_dir()]:
         measures = list(csv.reader((organisation / MEASURES_FILE).open(newline="")))[1:]
         steps = list(csv.reader((organisation / STEPS_FILE).open(newline="")))[1:]
         for run in sorted(organisation.glob("*/*-*-*")):
@@ -441,15 +431,15 @@ def test_the_measures_match_an_independent_computation_on_every_run(synced):
             assert [row for row in measures if row[:4] == key] == [key + values], run
             assert [row[2:] for row in steps if row[:2] == key[:2]] == run_steps, run
             checked += 1
-    assert checked == sum(1 for _ in synced.data_dir.glob("*/*/*/metadata.csv")) == 43
+    assert checked == sum(1 for _ in synced_site.data_dir.glob("*/*/*/metadata.csv")) == 43
 
 
-def test_the_imitation_site_s_runs_hold_every_case(synced):
+def test_the_imitation_site_s_runs_hold_every_case(synced_site):
     """The independent check means something only if the data has the cases: staff among
     joiners and in the step activity, strangers, leavers, joiners who never visit, learners
     who return, older header versions."""
     old = new = 0
-    for run in synced.data_dir.glob("*/*/*-*-*"):
+    for run in synced_site.data_dir.glob("*/*/*-*-*"):
         enrolments = list(csv.DictReader((run / "enrolments.csv").open(newline="")))
         activity = list(csv.DictReader((run / "step-activity.csv").open(newline="")))
         ids = {r["learner_id"] for r in enrolments}
@@ -463,7 +453,7 @@ def test_the_imitation_site_s_runs_hold_every_case(synced):
     assert old == 2 and new == 41
     measures = list(
         csv.DictReader(
-            (synced.data_dir / "University of Exampleton" / MEASURES_FILE).open(newline="")
+            (synced_site.data_dir / "University of Exampleton" / MEASURES_FILE).open(newline="")
         )
     )
     assert all(int(r["returning_learners"]) >= 1 for r in measures)
@@ -521,10 +511,10 @@ def measures_command(workdir: Path, data_dir: str, *args: str) -> subprocess.Com
     )
 
 
-def test_the_command_computes_a_copied_tree_from_its_files_alone(synced, tmp_path):
+def test_the_command_computes_a_copied_tree_from_its_files_alone(synced_site, tmp_path):
     # Copied to another machine: the data, without any of flsync's own (dot) files.
     copy = tmp_path / "copy"
-    shutil.copytree(synced.data_dir, copy, ignore=shutil.ignore_patterns(".*", "*.csv.part"))
+    shutil.copytree(synced_site.data_dir, copy, ignore=shutil.ignore_patterns(".*", "*.csv.part"))
     for organisation in copy.iterdir():
         for name in (MEASURES_FILE, STEPS_FILE, DASHBOARD_FILE):
             (organisation / name).unlink()
@@ -537,7 +527,7 @@ def test_the_command_computes_a_copied_tree_from_its_files_alone(synced, tmp_pat
     )
     for name in (MEASURES_FILE, STEPS_FILE):
         assert (copy / "University of Exampleton" / name).read_bytes() == (
-            synced.data_dir / "University of Exampleton" / name
+            synced_site.data_dir / "University of Exampleton" / name
         ).read_bytes()
     assert (copy / "University of Exampleton" / DASHBOARD_FILE).exists()
     assert not (copy / "Institut für Données & “Tests”" / MEASURES_FILE).exists()  # not asked for
