@@ -58,7 +58,9 @@ COLOURS = {"joiners": "#0072B2", "learners": "#009E73", "active_learners": "#D55
 VISITED_COLOUR, COMPLETED_COLOUR = "#56B4E9", "#0072B2"
 FAILURES_SHOWN = 50  # of sync-report.json's failures; the rest are counted
 NONE = "\u2013"  # an unknown value (an en dash)
-WIDTH = 720  # of every chart's view box
+WIDTH = 720  # of the charts' view box
+FUNNEL_WIDTH = 480  # narrower: its table fits beside it
+X_LABELS = 6  # start dates written under the runs chart, at most
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a1a1a;
@@ -81,7 +83,7 @@ thead th { background: #eef1f4; vertical-align: bottom; }
 .wide { overflow-x: auto; }
 figure { margin: 1rem 0 1.6rem; break-inside: avoid; }
 figcaption { font-weight: 600; margin-bottom: 0.3rem; }
-figure.chart-funnel { display: flex; flex-wrap: wrap; gap: 0 2rem; align-items: flex-start; }
+figure.chart-funnel { display: flex; flex-wrap: wrap; gap: 0 1.5rem; align-items: flex-start; }
 figure.chart-funnel figcaption { flex-basis: 100%; }
 svg { max-width: 100%; height: auto; font: 12px system-ui, sans-serif; }
 svg .axis { stroke: #666; stroke-width: 1; }
@@ -241,7 +243,7 @@ def _funnel(run: RunRecord, anchor: str) -> str:
     stages = [(LABELS[m], values[m]) for m in FUNNEL]
     bar_height, label_width = 26, 210
     height = len(stages) * bar_height + 10
-    scale = (WIDTH - label_width - 90) / joiners
+    scale = (FUNNEL_WIDTH - label_width - 60) / joiners
     bars = []
     for i, (label, value) in enumerate(stages):
         y = 5 + i * bar_height
@@ -262,7 +264,15 @@ def _funnel(run: RunRecord, anchor: str) -> str:
 <thead><tr><th scope="col">Stage</th><th scope="col">Number</th>
 <th scope="col">% of joiners</th></tr></thead>
 <tbody>{rows}</tbody></table>"""
-    return _figure("funnel", anchor, caption, height=height, body="".join(bars), table=table)
+    return _figure(
+        "funnel",
+        anchor,
+        caption,
+        height=height,
+        body="".join(bars),
+        table=table,
+        width=FUNNEL_WIDTH,
+    )
 
 
 def _across_runs(runs: Sequence[RunRecord], anchor: str) -> str:
@@ -297,7 +307,7 @@ def _across_runs(runs: Sequence[RunRecord], anchor: str) -> str:
             f" {_number(run.measures.values[measure])}</title></circle>"
             for px, py, run in points
         ]
-    step = max(1, len(known) // 8)
+    step = -(-len(known) // X_LABELS)
     parts += [
         f'<text x="{x(day):.1f}" y="{bottom + 18}" text-anchor="middle">{run.start_date}</text>'
         for i, (day, run) in enumerate(zip(days, known, strict=True))
@@ -373,12 +383,21 @@ def _step_chart(run: RunRecord, anchor: str) -> str:
 # Pieces.
 
 
-def _figure(kind: str, anchor: str, caption: str, *, height: float, body: str, table: str) -> str:
+def _figure(
+    kind: str,
+    anchor: str,
+    caption: str,
+    *,
+    height: float,
+    body: str,
+    table: str,
+    width: int = WIDTH,
+) -> str:
     ident = f"{anchor}-{kind}"
     return f"""<figure class="chart chart-{kind}" aria-labelledby="{ident}-caption">
 <figcaption id="{ident}-caption">{_e(caption)}</figcaption>
 <svg role="img" aria-labelledby="{ident}-caption" xmlns="http://www.w3.org/2000/svg"
- viewBox="0 0 {WIDTH} {height:.0f}" width="{WIDTH}" height="{height:.0f}">
+ viewBox="0 0 {width} {height:.0f}" width="{width}" height="{height:.0f}">
 {body}
 </svg>
 {table}
