@@ -21,8 +21,8 @@ from flsync.measures.compute import CURRENT_HEADERS, MEASURES, MeasuresEngine, S
 from flsync.measures.dashboard import DASHBOARD_FILE
 from flsync.measures.record import MEASURES_FILE, RECORD_FILE, STEPS_FILE
 from flsync.measures.runs import COMMENTS, ENROLMENTS, STEP_ACTIVITY, run_folders
-from flsync.measures.update import update_organisation
-from flsync.storage import LocalStore
+from flsync.measures.update import lock_name, update_organisation
+from flsync.storage import LocalStore, StoreLockedError
 from tests.conftest import REPO, Sync
 from tests.fakesite import FakeSite, SiteOptions
 
@@ -128,8 +128,8 @@ def compute(root: Path):
         return engine.compute(run)
 
 
-def update(root: Path, **kwargs):
-    return update_organisation(LocalStore(str(root)), ORG, memory_mb=256, **kwargs)
+def update(root: Path, memory_mb: int = 256, **kwargs):
+    return update_organisation(LocalStore(str(root)), ORG, memory_mb=memory_mb, **kwargs)
 
 
 # The definitions.
@@ -273,6 +273,37 @@ def test_the_sync_s_exit_status_is_not_about_the_measures(tmp_path):
         " where the header has 10"
     )
     assert "Sync complete" in result.output.splitlines()[-1]
+
+
+def test_a_run_that_cannot_be_computed_now_is_said_and_tried_again(tmp_path, caplog):
+    make_run(tmp_path, enrolments=ENROLMENTS_CSV, step_activity=ACTIVITY_CSV)
+    failed = update(tmp_path, memory_mb=1)  # DuckDB cannot even read the enrolments in 1 MB
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.startswith(f"Measures (failed): {RUN}: {RUN}/enrolments.csv: Out of Memory")
+    assert warning.endswith("; tried again at the next computation")
+    assert failed.failed and (failed.computed, failed.empty) == (0, [])
+    assert (tmp_path / ORG / MEASURES_FILE).read_text().splitlines()[1].endswith(",,,,,,,,")
+    again = update(tmp_path)
+    assert (again.computed, again.files_read, again.failed) == (1, 2, [])
+
+
+def test_measures_held_by_another_job_are_left_to_it(tmp_path):
+    make_run(tmp_path, enrolments=ENROLMENTS_CSV)
+    store = LocalStore(str(tmp_path))
+    with store.lock(lock_name(ORG)), pytest.raises(StoreLockedError):
+        update(tmp_path)
+    assert not (tmp_path / ORG / MEASURES_FILE).exists()
+    assert update(tmp_path).computed == 1
+
+
+def test_the_sync_gives_duckdb_the_memory_of_its_setting(tmp_path):
+    with FakeSite(SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)) as site:
+        result = Sync(site.base_url, tmp_path)("-s", "FLSYNC_MEASURES_MEMORY_MB=1")
+    assert result.returncode == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "] WARNING: " in line]
+    assert len(warnings) == 2 and all("Measures (failed): " in w for w in warnings)
+    assert all("Out of Memory Error" in w for w in warnings)
+    assert "0 computed (2 files read), 0 unchanged, 0 gone, 0 left empty, 2 failed" in result.output
 
 
 # The record: only what changed is read.

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from flsync.measures.runs import COMMENTS, ENROLMENTS, STEP_ACTIVITY
 from flsync.sql.csvfiles import CsvFile, MalformedFile
+from flsync.storage import StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -216,6 +217,8 @@ class MeasuresEngine:
             stream = self.store.open_read(path)
         except FileNotFoundError:
             raise MeasuresError(f"{path}: gone while the measures were computed") from None
+        except (StoreError, OSError) as exc:
+            raise MeasuresError(f"{path}: cannot be read: {exc}") from None
         with stream:
             try:
                 descriptor = f"/dev/fd/{stream.fileno()}"
