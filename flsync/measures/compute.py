@@ -4,7 +4,7 @@ Why DuckDB: a run's ``step-activity.csv`` can be a gigabyte (some ten million ro
 measures need, per learner and per step, who is who across three files. DuckDB reads CSV in
 parallel, in C++, and joins and groups under a memory limit of its own, spilling to a
 temporary folder past it: memory stays flat whatever a file's size, at a speed no Python loop
-over rows comes near (the csv module alone reads about 60 MB/s here; see docs/measures.md and
+over rows comes near (the csv module alone reads about 70 MB/s here; see docs/measures.md and
 ``benchmarks/measures.py`` for the figures).
 
 Each file is read as text, every column ``VARCHAR``, by its position in the header (the header's
