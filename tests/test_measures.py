@@ -508,7 +508,7 @@ def test_a_no_change_sync_computes_and_rewrites_nothing(tmp_path):
         third = sync()
     assert all(r.returncode == 0 for r in (first, second, third))
     summary = (
-        "Measures: University of Exampleton: 2 runs, {} computed ({} files read), {} unchanged"
+        "Measures of University of Exampleton: 2 runs, {} computed ({} files read), {} unchanged"
     )
     assert summary.format(2, 6, 0) in first.output
     assert summary.format(0, 0, 2) in second.output
@@ -552,7 +552,7 @@ def test_the_command_computes_a_copied_tree_from_its_files_alone(synced_site, tm
     result = measures_command(tmp_path, "copy", "-a", "organisation=university-of-exampleton")
     assert result.returncode == 0, result.stderr
     assert re.search(
-        r"INFO: Measures complete: University of Exampleton: 34 runs, 34 computed"
+        r"INFO: Measures complete for University of Exampleton: 34 runs, 34 computed"
         r" \(102 files read\)",
         result.stderr,
     )
@@ -582,8 +582,8 @@ def test_the_command_s_bad_input(tmp_path):
         " the header has 10" in malformed.stderr
     )
     assert (
-        "ERROR: Measures INCOMPLETE: Org: 1 runs, 1 computed (4 files read), 0 unchanged, 0 gone,"
-        " 1 left empty, 0 failed" in malformed.stderr
+        "ERROR: Measures INCOMPLETE for Org: 1 runs, 1 computed (4 files read), 0 unchanged,"
+        " 0 gone, 1 left empty, 0 failed" in malformed.stderr
     )
     missing = measures_command(tmp_path, "nothing-here")
     assert missing.returncode == 2 and "data_dir nothing-here does not exist" in missing.stderr

@@ -114,8 +114,9 @@ class Command(ScrapyCommand):
                 {"organisation": organisation, "error": exc},
             )
             return False
+        figures = {"organisation": organisation, "summary": result.summary()}
         if result.ok:
-            logger.info("Measures complete: %(summary)s", {"summary": result.summary()})
+            logger.info("Measures complete for %(organisation)s: %(summary)s", figures)
         else:
-            logger.error("Measures INCOMPLETE: %(summary)s", {"summary": result.summary()})
+            logger.error("Measures INCOMPLETE for %(organisation)s: %(summary)s", figures)
         return result.ok

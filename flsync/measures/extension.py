@@ -90,4 +90,7 @@ class MeasuresAfterSync:
             stats.inc_value("flsync/measures/computed", result.computed)
             stats.inc_value("flsync/measures/files_read", result.files_read)
             stats.inc_value("flsync/measures/failed", len(result.failed) + len(result.empty))
-            logger.info("Measures: %(summary)s", {"summary": result.summary()})
+            logger.info(
+                "Measures of %(organisation)s: %(summary)s",
+                {"organisation": organisation, "summary": result.summary()},
+            )

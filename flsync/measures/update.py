@@ -60,8 +60,9 @@ class OrganisationMeasures:
         return not self.empty and not self.failed
 
     def summary(self) -> str:
+        """The figures, for the log line that names the organisation."""
         return (
-            f"{self.organisation}: {self.runs} runs, {self.computed} computed"
+            f"{self.runs} runs, {self.computed} computed"
             f" ({self.files_read} files read), {self.unchanged} unchanged, {self.removed} gone,"
             f" {len(self.empty)} left empty, {len(self.failed)} failed, in {self.seconds:.1f} s"
         )
