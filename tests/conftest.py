@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 
 from flsync import tree
-from flsync.measures.dashboard import DASHBOARD_FILE
-from flsync.measures.record import MEASURES_FILE, STEPS_FILE
 from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite
 
 
@@ -127,23 +125,13 @@ def expected_tree(site: FakeSite) -> dict[str, bytes | None]:
     return files
 
 
-# What flsync writes at the top of an organisation's folder besides the data.
-ORGANISATION_FILES = (
-    tree.UPDATE_FILE,
-    tree.REPORT_FILE,
-    MEASURES_FILE,
-    STEPS_FILE,
-    DASHBOARD_FILE,
-)
-
-
 def data_files(result: SyncResult) -> dict[str, bytes]:
     """The synced data files, without update.txt, the report, the measures and flsync's own
     (dot) files: state, locks."""
     return {
         path: content
         for path, content in result.files().items()
-        if not (path.count("/") == 1 and path.endswith(ORGANISATION_FILES))
+        if not (path.count("/") == 1 and path.endswith(tree.ORGANISATION_FILES))
         and not any(part.startswith(".") for part in path.split("/"))
     }
 

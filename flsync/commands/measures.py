@@ -23,6 +23,7 @@ from scrapy.utils.log import configure_logging
 
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
+from flsync.options import options_of
 from flsync.storage import StoreError, StoreLocationError, StoreLockedError, store_class
 
 if TYPE_CHECKING:
@@ -77,13 +78,13 @@ class Command(ScrapyCommand):
             logger.error("Measures FAILED: %(error)s", {"error": exc})
             self.exitcode = EXIT_USAGE
             return
-        memory_mb = self.settings.getint("FLSYNC_MEASURES_MEMORY_MB")
+        memory_mb = options_of(self.settings).measures_memory_mb
         if not all([self._update(store, name, memory_mb) for name in chosen]):
             self.exitcode = EXIT_FAILED
 
     def _store(self) -> DataStore:
         assert self.settings is not None
-        data_dir = load_data_dir(self.settings.get("FLSYNC_CONFIG") or "config.json")
+        data_dir = load_data_dir(options_of(self.settings).config_path)
         local = "://" not in data_dir or data_dir.startswith("file://")
         if local and not os.path.isdir(data_dir.removeprefix("file://")):
             raise ConfigError(

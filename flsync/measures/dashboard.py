@@ -18,12 +18,14 @@ import html
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from flsync import tree
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from flsync.measures.record import RunRecord
 
-DASHBOARD_FILE = "dashboard.html"
+DASHBOARD_FILE = tree.DASHBOARD_FILE
 LABELS = {
     "joiners": "Joiners",
     "leavers": "Leavers",

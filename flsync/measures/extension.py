@@ -18,8 +18,9 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import threads
 
-from flsync.items import DatasetItem, RunItem
+from flsync.items import OrganisationItem
 from flsync.mirror import mirror_of
+from flsync.options import options_of
 from flsync.storage import StoreError, StoreLockedError
 
 if TYPE_CHECKING:
@@ -40,15 +41,14 @@ class MeasuresAfterSync:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("FLSYNC_MEASURES"):
+        options = options_of(crawler.settings)
+        if not options.measures:
             raise NotConfigured("FLSYNC_MEASURES is off")
-        return cls(crawler, crawler.settings.getint("FLSYNC_MEASURES_MEMORY_MB"))
+        return cls(crawler, options.measures_memory_mb)
 
     def item_scraped(self, item: Any) -> None:
-        if isinstance(item, RunItem):
-            self.organisations.add(item.folder.split("/", 1)[0])
-        elif isinstance(item, DatasetItem):
-            self.organisations.add(item.path.split("/", 1)[0])
+        if isinstance(item, OrganisationItem):
+            self.organisations.add(item.folder)
 
     async def engine_stopped(self) -> None:
         if self.organisations:

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flsync import tree
 from flsync.measures.compute import MEASURES, RunMeasures, StepCompletion
 
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = ".flsync-measures.json"
-MEASURES_FILE = "measures.csv"
-STEPS_FILE = "step-completion.csv"
+MEASURES_FILE = tree.MEASURES_FILE
+STEPS_FILE = tree.STEPS_FILE
 RECORD_VERSION = 1
 MEASURES_HEADER = ("course", "run", "start_date", "end_date", *MEASURES)
 STEPS_HEADER = ("course", "run", "step", "week_number", "step_number", "visited", "completed")
