@@ -18,7 +18,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import threads
 
-from flsync.items import OrganisationItem
+from flsync.items import DatasetItem, RunItem
 from flsync.mirror import mirror_of
 from flsync.options import options_of
 from flsync.storage import StoreError, StoreLockedError
@@ -47,8 +47,10 @@ class MeasuresAfterSync:
         return cls(crawler, options.measures_memory_mb)
 
     def item_scraped(self, item: Any) -> None:
-        if isinstance(item, OrganisationItem):
-            self.organisations.add(item.folder)
+        # The organisations with a run read in this sync (not those whose sync never got as
+        # far: their measures stay as they were).
+        if isinstance(item, (RunItem, DatasetItem)):
+            self.organisations.add(mirror_of(self.crawler).folder(item.organisation))
 
     async def engine_stopped(self) -> None:
         if self.organisations:
