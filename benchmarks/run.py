@@ -39,7 +39,7 @@ TREE_SAMPLE_S = 0.1
 TRICKY_OFF = ["--no-tricky"]  # only the courses and runs the options ask for
 COLUMNS = ("scenario", "command", "wall s", "CPU s", "site CPU s", "requests", "dataset MB")
 COLUMNS += ("MB/s", "xfer MB/s", "RSS MB", "tree MB", "exit")
-NOT_DATA = {"update.txt", "sync-report.json"}  # rewritten by every sync: its time, its report
+NOT_DATA = {"update.txt", "sync-report.json", "dashboard.html"}  # rewritten by every sync
 FREEZE = ("-s", "FLSYNC_FROZEN_AFTER_DAYS=30")  # the opt-in: finished runs left alone
 # Proxies from the environment would send 127.0.0.1 traffic elsewhere: never use them.
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -45,6 +45,8 @@ class SyncOptions:
     dataset_min_rate: int  # FLSYNC_DATASET_MIN_RATE, bytes a second
     dataset_maxsize: int  # FLSYNC_DATASET_MAXSIZE, bytes
     dataset_max_ratio: float  # FLSYNC_DATASET_MAX_RATIO
+    measures: bool  # FLSYNC_MEASURES
+    measures_memory_mb: int  # FLSYNC_MEASURES_MEMORY_MB
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> SyncOptions:
@@ -97,6 +99,10 @@ class SyncOptions:
             dataset_max_ratio=settings.getfloat(
                 "FLSYNC_DATASET_MAX_RATIO", defaults.FLSYNC_DATASET_MAX_RATIO
             ),
+            measures=settings.getbool("FLSYNC_MEASURES", defaults.FLSYNC_MEASURES),
+            measures_memory_mb=settings.getint(
+                "FLSYNC_MEASURES_MEMORY_MB", defaults.FLSYNC_MEASURES_MEMORY_MB
+            ),
         )
         options.check()
         return options
@@ -109,6 +115,7 @@ class SyncOptions:
             "FLSYNC_BROWSER_PAGES": self.browser_pages,
             "FLSYNC_DATASET_MAXSIZE": self.dataset_maxsize,
             "FLSYNC_DATASET_MAX_RATIO": self.dataset_max_ratio,
+            "FLSYNC_MEASURES_MEMORY_MB": self.measures_memory_mb,
         }
         for name, value in at_least_one.items():
             if value < 1:

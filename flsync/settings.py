@@ -133,7 +133,17 @@ EXTENSIONS = {
     # With FLSYNC_DATABASE_URL in the environment (never a setting: it may hold a password),
     # the runs that changed are loaded into that database once the crawl is over.
     "flsync.sql.extension.LoadAfterSync": 0,
+    # The measures, step completion and dashboard.html of each organisation synced, for its
+    # runs whose files changed (FLSYNC_MEASURES).
+    "flsync.measures.extension.MeasuresAfterSync": 0,
 }
+# After each sync, compute the measures (measures.csv, step-completion.csv, dashboard.html at
+# the top of each organisation's folder) of the runs whose files changed. False: none.
+FLSYNC_MEASURES = True
+# Memory DuckDB may hold while it computes measures, in MB (also for `scrapy measures`); past
+# it, it spills to a temporary folder. Peak memory of the whole process stays about this much
+# above flsync's own, whatever a file's size.
+FLSYNC_MEASURES_MEMORY_MB = 512
 # A line on stderr showing runs found, files done and bytes received, redrawn as the sync
 # works; only ever when stderr is a terminal (never under cron or Scrapyd).
 FLSYNC_PROGRESS = True

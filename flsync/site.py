@@ -52,6 +52,32 @@ DATASETS_SELECTOR = "ul.m-datasets a.m-datasets__link"
 DATASET_LINK_PATH = "/stats-dashboard/data/"
 
 
+@dataclass(frozen=True)
+class PageKind:
+    """A kind of page of the model, as both its readers (the futurelearn spider, which syncs,
+    and the doctor, which checks one page of each kind) take it."""
+
+    name: str  # as the doctor's lines name it
+    rendered: bool = False  # FutureLearn may build it by script: read it in the browser
+    after: str | None = None  # the kind whose page links to it (or signs in, for the first)
+
+
+SIGN_IN_PAGE = PageKind("sign-in")
+ORGANISATIONS_PAGE = PageKind("organisations", after="sign-in")
+RUNS_PAGE = PageKind("runs listing", rendered=True, after="organisations")
+DETAILS_PAGE = PageKind("run details", after="runs listing")
+DASHBOARD_PAGE = PageKind("stats dashboard", rendered=True, after="run details")
+DATASET_PAGE = PageKind("dataset header", after="stats dashboard")
+PAGE_KINDS = (
+    SIGN_IN_PAGE,
+    ORGANISATIONS_PAGE,
+    RUNS_PAGE,
+    DETAILS_PAGE,
+    DASHBOARD_PAGE,
+    DATASET_PAGE,
+)
+
+
 class PageError(ValueError):
     """A page is not in the form this module reads (FutureLearn changed it, or it is not
     FutureLearn's): names the page, the part (a selector or label) and the text it could not
@@ -270,6 +296,37 @@ def parse_runs_page(response: TextResponse) -> list[RunListing]:
     return [parse_run_row(response, row) for row in run_rows(response)]
 
 
+@dataclass(frozen=True)
+class RunsPage:
+    """A runs listing page as read: its runs, the rows that could not be read (each a run
+    lost unless said), and the next page."""
+
+    runs: list[RunListing]
+    unreadable: list[PageError]
+    next_url: str | None
+
+    @property
+    def rows(self) -> int:
+        return len(self.runs) + len(self.unreadable)
+
+    @property
+    def dates_unread(self) -> int:
+        """Rows whose start cell is in another form (their details pages give the date)."""
+        return sum(run.start_date_unread for run in self.runs)
+
+
+def read_runs_page(response: TextResponse) -> RunsPage:
+    """The page's rows, each read on its own: one that cannot be read does not hide the
+    others."""
+    runs, unreadable = [], []
+    for row in run_rows(response):
+        try:
+            runs.append(parse_run_row(response, row))
+        except PageError as exc:
+            unreadable.append(exc)
+    return RunsPage(runs, unreadable, next_page_url(response))
+
+
 def next_page_url(response: TextResponse) -> str | None:
     href = response.css(f"{NEXT_PAGE_SELECTOR}::attr(href)").get()
     return response.urljoin(href) if href else None
@@ -322,6 +379,23 @@ def parse_datasets_by_path(response: TextResponse) -> Datasets:
     second source, for when the list's class names have changed."""
     links = response.xpath(f'//a[contains(@href, "{DATASET_LINK_PATH}")]')
     return _dataset_links(response, links, DATASET_LINK_PATH)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    datasets: Datasets
+    by_path: bool  # found by DATASET_LINK_PATH alone: DATASETS_SELECTOR matched nothing
+
+
+def read_dashboard(response: TextResponse) -> Dashboard:
+    """The dashboard's datasets by the list's class names, else (when those match nothing)
+    by their path: the second source, for when the class names have changed."""
+    datasets = parse_datasets(response)
+    if not datasets.links:
+        by_path = parse_datasets_by_path(response)
+        if by_path.links:
+            return Dashboard(by_path, by_path=True)
+    return Dashboard(datasets, by_path=False)
 
 
 def _dataset_links(response: TextResponse, links: list[Selector], part: str) -> Datasets:

@@ -32,15 +32,12 @@ METADATA_FILE = "metadata.csv"
 UPDATE_FILE = "update.txt"
 REPORT_FILE = "sync-report.json"
 STATE_FILE = ".flsync-state.json"
+MEASURES_FILE = "measures.csv"
+STEPS_FILE = "step-completion.csv"
+DASHBOARD_FILE = "dashboard.html"
 # What flsync writes at the top of an organisation's folder: no course folder may take these
 # names (nor any name starting with a dot, flsync's own hidden files).
-ORGANISATION_FILES = (
-    UPDATE_FILE,
-    REPORT_FILE,
-    "measures.csv",
-    "step-completion.csv",
-    "dashboard.html",
-)
+ORGANISATION_FILES = (UPDATE_FILE, REPORT_FILE, MEASURES_FILE, STEPS_FILE, DASHBOARD_FILE)
 # What flsync writes at the top of data_dir besides organisation folders (scrapy loaddb's
 # SQLite database and its side files).
 DATABASE_FILE = "flsync.sqlite3"

@@ -126,12 +126,12 @@ def expected_tree(site: FakeSite) -> dict[str, bytes | None]:
 
 
 def data_files(result: SyncResult) -> dict[str, bytes]:
-    """The synced data files, without update.txt, the report and flsync's own (dot) files:
-    state, locks."""
+    """The synced data files, without update.txt, the report, the measures and flsync's own
+    (dot) files: state, locks."""
     return {
         path: content
         for path, content in result.files().items()
-        if not path.endswith((tree.UPDATE_FILE, tree.REPORT_FILE))
+        if not (path.count("/") == 1 and path.endswith(tree.ORGANISATION_FILES))
         and not any(part.startswith(".") for part in path.split("/"))
     }
 
@@ -150,3 +150,14 @@ def assert_full_tree(site: FakeSite, result: SyncResult) -> None:
 def sync(fakesite: FakeSite, tmp_path: Path) -> Sync:
     """Syncs the `fakesite` site into tmp_path/data (config in tmp_path/config.json)."""
     return Sync(fakesite.base_url, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def synced_site(tmp_path_factory: pytest.TempPathFactory) -> SyncResult:
+    """The default imitation site, synced once for the session (measures and dashboards
+    included): read it, never change it."""
+    workdir = tmp_path_factory.mktemp("synced-site")
+    with FakeSite() as site:
+        result = Sync(site.base_url, workdir)()
+    assert result.returncode == 0, result.output
+    return result

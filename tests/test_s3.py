@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -24,6 +25,8 @@ from moto.server import ThreadedMotoServer
 from scrapy.settings import Settings
 
 from flsync import tree
+from flsync.measures.dashboard import DASHBOARD_FILE
+from flsync.measures.record import MEASURES_FILE, RECORD_FILE, STEPS_FILE
 from flsync.storage import (
     LOCK_PREFIX,
     S3_PART_SIZE,
@@ -34,7 +37,7 @@ from flsync.storage import (
     StoreWriteError,
     store_class,
 )
-from tests.conftest import Sync, SyncResult, data_files, expected_tree
+from tests.conftest import REPO, Sync, SyncResult, data_files, expected_tree
 from tests.fakesite import FakeSite, SiteOptions
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -395,6 +398,47 @@ def test_a_changed_file_is_uploaded_again(site, sync, endpoint, s3, bucket):
     assert metadata == {"sha256": hashlib.sha256(new).hexdigest()}
 
 
+def test_measures_in_s3_are_those_of_a_local_data_dir(site, sync, endpoint, s3, bucket):
+    local = Sync(site.base_url, sync.workdir / "local")
+    local.workdir.mkdir()
+    assert local().returncode == 0
+    data_dir = f"s3://{bucket}/mirror"
+    first = s3_sync(sync, endpoint, data_dir)
+    second = s3_sync(sync, endpoint, data_dir)
+    assert first.returncode == second.returncode == 0, first.output
+    outputs = [f"{EXAMPLETON}/{name}" for name in (MEASURES_FILE, STEPS_FILE)]
+    stored = contents(s3, bucket, "mirror/")
+    for key in outputs:
+        assert stored[key] == (local.data_dir / key).read_bytes(), key
+    assert f"{EXAMPLETON}/{DASHBOARD_FILE}" in stored and f"{EXAMPLETON}/{RECORD_FILE}" in stored
+    assert "4 runs, 4 computed (12 files read), 0 unchanged" in first.output
+    assert "4 runs, 0 computed (0 files read), 4 unchanged" in second.output
+    assert not [key for key in stored if LOCK_PREFIX in key]
+    # scrapy measures, on the bucket alone: the same files again.
+    for key in [*outputs, f"{EXAMPLETON}/{RECORD_FILE}"]:
+        s3.delete_object(Bucket=bucket, Key=f"mirror/{key}")
+    (sync.workdir / "config.json").write_text(json.dumps({"data_dir": data_dir}))
+    command = subprocess.run(
+        [sys.executable, "-m", "scrapy", "measures", "-s", f"AWS_ENDPOINT_URL={endpoint}"],
+        cwd=sync.workdir,
+        env={
+            **os.environ,
+            **KEYS,
+            **ISOLATED,
+            "PYTHONPATH": str(REPO),
+            "SCRAPY_SETTINGS_MODULE": "flsync.settings",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert command.returncode == 0, command.stderr
+    stored = contents(s3, bucket, "mirror/")
+    for key in outputs:
+        assert stored[key] == (local.data_dir / key).read_bytes(), key
+
+
 def test_a_lost_state_means_compared_not_rewritten(site, sync, endpoint, s3, bucket):
     data_dir = f"s3://{bucket}/mirror"
     assert s3_sync(sync, endpoint, data_dir).returncode == 0
@@ -432,6 +476,10 @@ def test_a_big_file_goes_up_in_parts_with_flat_memory(
         process = Sync(site.base_url, tmp_path).start(
             "-s",
             f"AWS_ENDPOINT_URL={endpoint}",
+            # The upload's memory alone: the measures' DuckDB has a limit of its own
+            # (FLSYNC_MEASURES_MEMORY_MB, benchmarks/measures.py).
+            "-s",
+            "FLSYNC_MEASURES=0",
             data_dir=f"s3://{bucket}/mirror",
             env={**KEYS, **ISOLATED},
         )

@@ -11,6 +11,7 @@ from datetime import date
 import pytest
 
 from flsync import tree
+from flsync.measures.dashboard import DASHBOARD_FILE
 from flsync.storage import TEMP_SUFFIX
 from tests.conftest import SHORT_WAITS, Sync, assert_full_tree, data_files, expected_tree
 from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, FakeSite, SiteOptions
@@ -245,8 +246,9 @@ def test_cut_off_download_keeps_the_good_file(small_site, tmp_path):
     cut = sync(*SHORT_WAITS)
     assert cut.returncode == 1
     assert "datasets/failed" in cut.error_lines()[-1]
-    # Every file as it was, but the state and the report (which says the sync failed).
-    ours = (tree.STATE_FILE, tree.REPORT_FILE)
+    # Every file as it was, but the state, the report and the dashboard (which show the sync
+    # failed).
+    ours = (tree.STATE_FILE, tree.REPORT_FILE, DASHBOARD_FILE)
     unchanged = {p: c for p, c in cut.files().items() if not p.endswith(ours)}
     assert unchanged == {p: c for p, c in before.items() if not p.endswith(ours)}
     assert not list(tmp_path.rglob("*.part"))

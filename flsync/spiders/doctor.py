@@ -42,22 +42,20 @@ if TYPE_CHECKING:
 
 OK, FAILED, NOT_CHECKED = "OK", "FAILED", "NOT CHECKED"
 PROMPT_STOP = "flsync.stopping.PromptStop"
-SIGN_IN = "sign-in"
-ORGANISATIONS = "organisations"
-RUNS = "runs listing"
-LATER_RUNS = "later runs page"
-DETAILS = "run details"
-DASHBOARD = "stats dashboard"
-HEADER = "dataset header"
-# Each part, in the order told, with the part it needs to have been read first.
+SIGN_IN = site.SIGN_IN_PAGE.name
+ORGANISATIONS = site.ORGANISATIONS_PAGE.name
+RUNS = site.RUNS_PAGE.name
+LATER_RUNS = "later runs page"  # a second page of the runs listing, when there is one
+DETAILS = site.DETAILS_PAGE.name
+DASHBOARD = site.DASHBOARD_PAGE.name
+HEADER = site.DATASET_PAGE.name
+# Each part, in the order told, with the part it needs to have been read first: a page of
+# each kind the sync reads (site.PAGE_KINDS), and the listing's second page.
+PARTS = {kind.name: kind.after for kind in site.PAGE_KINDS}
 PARTS = {
-    SIGN_IN: None,
-    ORGANISATIONS: SIGN_IN,
-    RUNS: ORGANISATIONS,
+    **{name: PARTS[name] for name in (SIGN_IN, ORGANISATIONS, RUNS)},
     LATER_RUNS: RUNS,
-    DETAILS: RUNS,
-    DASHBOARD: DETAILS,
-    HEADER: DASHBOARD,
+    **{name: PARTS[name] for name in (DETAILS, DASHBOARD, HEADER)},
 }
 
 
@@ -155,7 +153,7 @@ class DoctorSpider(scrapy.Spider):
         plural = "s" if len(found) != 1 else ""
         self._ok(part, f"{len(found)} organisation{plural}: {', '.join(slugs)}", response.url)
         chosen = next((o for o in found if o.slug in self.config.organisations), found[0])
-        yield self._page(chosen.runs_url, self.parse_runs, RUNS, rendered=True, first=True)
+        yield self._page(site.RUNS_PAGE, chosen.runs_url, self.parse_runs, RUNS, first=True)
 
     def parse_runs(self, response: TextResponse, part: str, first: bool) -> Iterator[Any]:
         """The first runs page, then the second; the first started run on them is the one
@@ -164,9 +162,11 @@ class DoctorSpider(scrapy.Spider):
         started = next((listing for listing in runs if listing.started), None)
         if started and not self.run_chosen:
             self.run_chosen = True
-            yield self._page(started.details_url, self.parse_details, DETAILS, listing=started)
+            yield self._page(
+                site.DETAILS_PAGE, started.details_url, self.parse_details, DETAILS, listing=started
+            )
         if first and next_url:
-            yield self._page(next_url, self.parse_runs, LATER_RUNS, rendered=True, first=False)
+            yield self._page(site.RUNS_PAGE, next_url, self.parse_runs, LATER_RUNS, first=False)
             return
         if first and runs:
             self._not_checked(LATER_RUNS, "the organisation has one page of runs")
@@ -184,7 +184,11 @@ class DoctorSpider(scrapy.Spider):
             self._check_details(details, part, response.url)
         # The dashboard's link comes from the listing: it can be checked either way.
         yield self._page(
-            listing.dashboard_url, self.parse_dashboard, DASHBOARD, rendered=True, listing=listing
+            site.DASHBOARD_PAGE,
+            listing.dashboard_url,
+            self.parse_dashboard,
+            DASHBOARD,
+            listing=listing,
         )
 
     def parse_dashboard(
@@ -193,11 +197,15 @@ class DoctorSpider(scrapy.Spider):
         if self._unbuilt(response, part):
             return
         try:
-            datasets = site.parse_datasets(response).links
-            if datasets:
+            dashboard = site.read_dashboard(response)
+        except site.PageError as exc:
+            self._failed(part, exc.reason, exc.url)
+            datasets = []
+        else:
+            datasets = dashboard.datasets.links
+            if datasets and not dashboard.by_path:
                 self._ok(part, f"{len(datasets)} datasets", response.url)
             else:
-                datasets = site.parse_datasets_by_path(response).links
                 found = (
                     f"{len(datasets)} links found by their {site.DATASET_LINK_PATH} path"
                     if datasets
@@ -208,9 +216,6 @@ class DoctorSpider(scrapy.Spider):
                     f"no dataset links ({site.DATASETS_SELECTOR} matched nothing); {found}",
                     response.url,
                 )
-        except site.PageError as exc:
-            self._failed(part, exc.reason, exc.url)
-            datasets = []
         subdivisions = site.subdivisions_url(self.config.base_url, listing.course_slug, listing.run)
         candidates = [(d.name, d.url) for d in datasets] + [
             (site.SUBDIVISIONS_DATASET, subdivisions)
@@ -270,13 +275,12 @@ class DoctorSpider(scrapy.Spider):
         """The page's runs and next page, with the part's outcome recorded."""
         if self._unbuilt(response, part):
             return [], None
-        try:
-            runs = site.parse_runs_page(response)
-        except site.PageError as exc:
-            self._failed(part, exc.reason, exc.url)
+        page = site.read_runs_page(response)
+        if page.unreadable:
+            error = page.unreadable[0]
+            self._failed(part, error.reason, error.url)
             return [], None
-        next_url = site.next_page_url(response)
-        unread = sum(listing.start_date_unread for listing in runs)
+        runs, next_url, unread = page.runs, page.next_url, page.dates_unread
         if not runs:
             self._failed(part, f"no runs ({site.RUNS_SELECTOR} matched nothing)", response.url)
         elif unread:
@@ -333,14 +337,14 @@ class DoctorSpider(scrapy.Spider):
         self.checks[part] = Check(part, NOT_CHECKED, why)
 
     def _page(
-        self, url: str, callback: Any, part: str, rendered: bool = False, **kwargs: Any
+        self, kind: site.PageKind, url: str, callback: Any, part: str, **kwargs: Any
     ) -> scrapy.Request:
-        """A page, read as the futurelearn spider reads it (``rendered``: in the browser, with
-        FLSYNC_BROWSER on)."""
+        """A page, read as the futurelearn spider reads its kind (in the browser, with
+        FLSYNC_BROWSER on, when FutureLearn may build it by script)."""
         return scrapy.Request(
             url,
             callback=callback,
             errback=self.failed,
             cb_kwargs={"part": part, **kwargs},
-            meta=rendered_meta() if rendered and self.browser else {},
+            meta=rendered_meta() if kind.rendered and self.browser else {},
         )

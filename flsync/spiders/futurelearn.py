@@ -155,10 +155,10 @@ class FuturelearnSpider(scrapy.Spider):
                 organisation.slug, organisation.name, folder, organisation.runs_url
             )
             yield self._page(
+                site.RUNS_PAGE,
                 organisation.runs_url,
                 self.parse_runs,
                 organisation.slug,
-                rendered=True,
                 name=organisation.name,
                 listing=ListingItem(organisation.slug, listed=0),
             )
@@ -183,17 +183,13 @@ class FuturelearnSpider(scrapy.Spider):
         if instead:
             yield instead  # a failure, or the page again
             return
-        rows = site.run_rows(response)
-        self.crawler.stats.inc_value("flsync/runs/listed", len(rows))
-        listing.listed += len(rows)
+        page = site.read_runs_page(response)
+        self.crawler.stats.inc_value("flsync/runs/listed", page.rows)
+        listing.listed += page.rows
         listing.pages += 1
-        runs = []
-        for row in rows:
-            try:
-                runs.append(site.parse_run_row(response, row))
-            except site.PageError as exc:
-                yield self._failed(organisation, exc.url, exc.reason, None, "Run")
-        unread = sum(run.start_date_unread for run in runs)
+        for error in page.unreadable:
+            yield self._failed(organisation, error.url, error.reason, None, "Run")
+        unread = page.dates_unread
         if unread:
             # The run's details page states its start date too, and parse_run_details
             # takes it from there.
@@ -205,7 +201,7 @@ class FuturelearnSpider(scrapy.Spider):
                 site.START_DATE_SELECTOR,
                 unread,
             )
-        for run in runs:
+        for run in page.runs:
             key = run_key(run.course_slug, run.run)
             if not run.started:
                 self.crawler.stats.inc_value("flsync/runs/not_started")
@@ -222,6 +218,7 @@ class FuturelearnSpider(scrapy.Spider):
                 # back: of two courses whose names collide, the same one keeps its name.
                 course = self.mirror.course_folder(organisation, run.course_slug, run.course_title)
                 yield self._page(
+                    site.DETAILS_PAGE,
                     run.details_url,
                     self.parse_run_details,
                     organisation,
@@ -230,7 +227,7 @@ class FuturelearnSpider(scrapy.Spider):
                     course=course,
                     listing=run,
                 )
-        next_url = site.next_page_url(response)
+        next_url = page.next_url
         if next_url and listing.pages >= self.max_listing_pages:
             why = (
                 f"{site.NEXT_PAGE_SELECTOR}: more than FLSYNC_LISTING_MAX_PAGES"
@@ -239,7 +236,7 @@ class FuturelearnSpider(scrapy.Spider):
             yield self._failed(organisation, response.url, why, None)
         elif next_url:
             yield self._page(
-                next_url, self.parse_runs, organisation, rendered=True, name=name, listing=listing
+                site.RUNS_PAGE, next_url, self.parse_runs, organisation, name=name, listing=listing
             )
         else:
             yield listing
@@ -277,10 +274,10 @@ class FuturelearnSpider(scrapy.Spider):
             url=response.url,
         )
         yield self._page(
+            site.DASHBOARD_PAGE,
             listing.dashboard_url,
             self.parse_dashboard,
             organisation,
-            rendered=True,
             of_run=key,
             run=run,
         )
@@ -292,21 +289,19 @@ class FuturelearnSpider(scrapy.Spider):
         if instead:
             yield instead  # a failure, or the page again
             return
-        datasets = site.parse_datasets(response)
-        if not datasets.links:
-            by_path = site.parse_datasets_by_path(response)
-            if by_path.links:
-                datasets = by_path
-                self._fallback(
-                    "dataset_links",
-                    "Stats dashboard (changed): %(url)s: %(selector)s matched nothing; the"
-                    " %(count)d dataset links found by their "
-                    + site.DATASET_LINK_PATH
-                    + " path are used instead",
-                    response.url,
-                    site.DATASETS_SELECTOR,
-                    len(by_path.links),
-                )
+        dashboard = site.read_dashboard(response)
+        datasets = dashboard.datasets
+        if dashboard.by_path:
+            self._fallback(
+                "dataset_links",
+                "Stats dashboard (changed): %(url)s: %(selector)s matched nothing; the"
+                " %(count)d dataset links found by their "
+                + site.DATASET_LINK_PATH
+                + " path are used instead",
+                response.url,
+                site.DATASETS_SELECTOR,
+                len(datasets.links),
+            )
         for label in datasets.unlinked:
             self.crawler.stats.inc_value("flsync/datasets/unlinked")
             if f"unlinked:{label}" not in self.said:  # said once per sync
@@ -442,16 +437,16 @@ class FuturelearnSpider(scrapy.Spider):
 
     def _page(
         self,
+        kind: site.PageKind,
         url: str,
         callback: Any,
         organisation: str,
-        rendered: bool = False,
         of_run: str | None = None,
         **kwargs: Any,
     ) -> scrapy.Request:
-        """A page of an organisation (``of_run``: of that run, by its key); ``rendered``: one
-        FutureLearn may build by script, read in the browser when FLSYNC_BROWSER is on."""
-        meta = rendered_meta() if rendered and self.browser else {}
+        """A page of an organisation (``of_run``: of that run, by its key), read in the
+        browser when FLSYNC_BROWSER is on and FutureLearn may build its kind by script."""
+        meta = rendered_meta() if kind.rendered and self.browser else {}
         if of_run is not None:
             meta[RUN_META] = of_run
         return scrapy.Request(

@@ -280,7 +280,9 @@ class _Context:
     weeks: int
     opened: datetime
     closed: datetime
+    # The run's people, in enrolment order, and one who never enrolled (see _Cohort).
     learners: list[str] = field(default_factory=list)
+    stranger: str = ""
 
     @classmethod
     def for_run(cls, run: Run, dataset: str, data: SiteData, generation: int) -> _Context:
@@ -291,11 +293,16 @@ class _Context:
         # Learner ids are shared by every file of the run, as in real exports.
         people = random.Random(key)
         learners = [_uuid(people) for _ in range(max(rows, 1))]
+        stranger = _uuid(people)
         opened = datetime.combine(run.start_date, time(), UTC) - timedelta(days=14)
         last_day = min(run.end_date, run.start_date + timedelta(days=90), data.today)
         closed = datetime.combine(last_day, time(23, 59, 59), UTC)
         rng = random.Random(f"{key}/{dataset}")
-        return cls(rng, rows, run.duration_weeks, opened, closed, learners)
+        return cls(rng, rows, run.duration_weeks, opened, closed, learners, stranger)
+
+    @property
+    def cohort(self) -> _Cohort:
+        return _Cohort(self.learners)
 
     def stamp(self, blank: float = 0.0) -> str:
         """A timestamp in the run's window, or empty with probability ``blank``."""
@@ -316,8 +323,15 @@ class _Context:
         )
         return f"{week}.{number}", str(week), str(number)
 
+    def step_in_week(self, week: int) -> tuple[str, str, str]:
+        number = self.rng.randint(1, 18)
+        return f"{week}.{number}", str(week), str(number)
+
     def learner(self) -> str:
         return self.rng.choice(self.learners)
+
+    def pick(self, people: list[str]) -> str:
+        return self.rng.choice(people)
 
     def text(self) -> str:
         return self.rng.choice(_FREE_TEXT)
@@ -330,19 +344,51 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+class _Cohort:
+    """Who the people of a run are, the same in every file of it, so that its measures have
+    something to find (tests/test_measures.py checks them against a computation of its own).
+
+    In enrolment order, person ``i`` is staff (role organisation_admin) when ``i % 10 == 0``,
+    and otherwise a learner who left (``i % 4 == 1``), never visits a step (``i % 4 == 3``), or
+    neither. The step activity has a row of the first staff member and one of a person who
+    never enrolled (the stranger), and the first visitor completes steps in two weeks while
+    the second only visits; the comments have one by staff, one by a joiner who never visits
+    and one by the stranger.
+    """
+
+    def __init__(self, people: list[str]) -> None:
+        self.people = people
+        self.staff = [p for i, p in enumerate(people) if i % 10 == 0]
+        self.leavers = {p for i, p in enumerate(people) if i % 10 and i % 4 == 1}
+        self.absent = [p for i, p in enumerate(people) if i % 10 and i % 4 == 3]
+        # Those who visit steps; everyone when the run has too few people to tell apart.
+        self.visitors = [p for p in people if p not in self.staff and p not in self.absent]
+        if not self.visitors:
+            self.visitors = list(people)
+
+    def role(self, person: str) -> str:
+        return "organisation_admin" if person in self.staff else "learner"
+
+    def chance(self, person: str, blank: float) -> float:
+        """The chance that a person's participation or purchase is blank: ``blank`` for a
+        visitor, none for staff, certain for the others (who never visit)."""
+        return 0.0 if person in self.staff else blank if person in self.visitors else 1.0
+
+
 def _enrolments(c: _Context) -> list[dict[str, str]]:
     rows = []
-    for index, learner in enumerate(itertools.islice(itertools.cycle(c.learners), c.rows)):
-        admin = index == 0
+    cohort = c.cohort
+    for learner in itertools.islice(itertools.cycle(c.learners), c.rows):
         pick = c.rng.choice
         rows.append(
             {
                 "learner_id": learner,
                 "enrolled_at": c.stamp(),
-                "unenrolled_at": c.stamp(blank=0.8),
-                "role": "organisation_admin" if admin else "learner",
-                "fully_participated_at": c.stamp(blank=0.6),
-                "purchased_statement_at": c.stamp(blank=0.85),
+                "unenrolled_at": c.stamp() if learner in cohort.leavers else "",
+                "role": cohort.role(learner),
+                # Staff have both, and must count for neither.
+                "fully_participated_at": c.stamp(blank=cohort.chance(learner, 0.5)),
+                "purchased_statement_at": c.stamp(blank=cohort.chance(learner, 0.6)),
                 "gender": pick(("Unknown", "female", "male", "nonbinary", "other")),
                 "country": pick(_COUNTRIES),
                 "age_range": pick(_AGE_RANGES),
@@ -360,13 +406,16 @@ def _enrolments(c: _Context) -> list[dict[str, str]]:
 def _comments(c: _Context) -> list[dict[str, str]]:
     rows = []
     first_id = c.rng.randrange(1_000_000, 9_000_000)
+    cohort = c.cohort
+    # By staff, by a joiner who never visits, by someone who never enrolled; then visitors.
+    authors = [cohort.staff[0], *cohort.absent[:1], c.stranger]
     for index in range(c.rows):
         step, week, number = c.step(index)
         reply = index > 0 and c.rng.random() < 0.3
         rows.append(
             {
                 "id": str(first_id + index),
-                "author_id": c.learner(),
+                "author_id": authors[index] if index < len(authors) else c.pick(cohort.visitors),
                 "parent_id": str(first_id + c.rng.randrange(index)) if reply else "",
                 "step": step,
                 "week_number": week,
@@ -381,17 +430,36 @@ def _comments(c: _Context) -> list[dict[str, str]]:
 
 
 def _step_activity(c: _Context) -> list[dict[str, str]]:
+    cohort = c.cohort
+    first, *others = cohort.visitors
+    second = others[0] if others else first
+    # Staff (1.1) and the stranger (1.10) visit and complete; the first visitor completes steps
+    # in weeks 1 and 2 (returning); the second only visits. Then visitors at random.
+    people = [
+        (cohort.staff[0], c.step(0), True),
+        (c.stranger, c.step(1), True),
+        (first, c.step_in_week(1), True),
+        (first, c.step_in_week(min(2, c.weeks)), True),
+        (second, c.step_in_week(1), False),
+    ]
+    rest = [p for p in cohort.visitors if p != second] or cohort.visitors
     rows = []
     for index in range(c.rows):
-        step, week, number = c.step(index)
+        if index < len(people):
+            learner, (step, week, number), completed = people[index]
+        else:
+            # Every other visitor once, then at random.
+            turn = index - len(people)
+            learner = rest[turn] if turn < len(rest) else c.pick(rest)
+            (step, week, number), completed = c.step(index), c.rng.random() < 0.7
         rows.append(
             {
-                "learner_id": c.learner(),
+                "learner_id": learner,
                 "step": step,
                 "week_number": week,
                 "step_number": number,
                 "first_visited_at": c.stamp(),
-                "last_completed_at": c.stamp(blank=0.3),
+                "last_completed_at": c.stamp() if completed else "",
             }
         )
     return rows
