@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from flsync import tree
 from flsync.export.pseudonyms import new_key
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import REPO, Sync
@@ -330,9 +331,9 @@ def test_every_other_value_is_the_mirrors_byte_for_byte(synced, key, tmp_path):
     data = synced / "data"
     mirror = files(data, hidden=False)
     copy = files(dest, hidden=False)
-    exported = {
-        path for path in mirror if not path.endswith(("sync-report.json", f"{UNKNOWN_DATASET}.csv"))
-    }
+    # flsync's own files (the report, the measures, the dashboard) are not exported
+    own = tuple(f"/{name}" for name in tree.ORGANISATION_FILES if name != tree.UPDATE_FILE)
+    exported = {path for path in mirror if not path.endswith((*own, f"/{UNKNOWN_DATASET}.csv"))}
     assert sorted(copy) == sorted({*exported, "README.txt"})
     for path in sorted(exported):
         if not path.endswith(".csv") or path.endswith(
