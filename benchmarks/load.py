@@ -39,8 +39,8 @@ COLUMNS += ("last_completed_at",)
 def write_tree(data_dir: Path, size_mb: float) -> Path:
     """One run with metadata.csv and a big step-activity.csv; the latter's path."""
     sys.path.insert(0, str(ROOT))
-    from tests.fakesite.data import SiteOptions, build_site_data  # noqa: PLC0415
-    from tests.fakesite.datasets import DatasetStore  # noqa: PLC0415
+    from fakesite.data import SiteOptions, build_site_data  # noqa: PLC0415
+    from fakesite.datasets import DatasetStore  # noqa: PLC0415
 
     options = SiteOptions(organisations=1, courses=1, runs=1, big_file_mb=size_mb, tricky=False)
     data = build_site_data(options, date.today())

@@ -87,7 +87,7 @@ class FakeSite:
         self.base_url = ""
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.fakesite", "--port", "0", *options],
+                [sys.executable, "-m", "fakesite", "--port", "0", *options],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

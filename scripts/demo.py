@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite  # noqa: E402
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite  # noqa: E402
 
 
 def show_tree(data_dir: Path) -> None:

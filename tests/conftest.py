@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite
 from flsync import tree
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import base64
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from tests.conftest import Sync, assert_full_tree, data_files
-from tests.fakesite import FakeSite, SiteOptions
 from tests.proxy import ForwardProxy, refusing_proxy_url
 from tests.test_incremental import file_ids
 

@@ -19,6 +19,7 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
+from fakesite.tls import make_pki
 from flsync.browser import (
     BrowserError,
     PageNotBuilt,
@@ -32,7 +33,6 @@ from flsync.browser import (
 from flsync.handlers import CurlDownloadHandler
 from flsync.options import SyncOptions, options_of
 from flsync.session import GENERATION_META
-from tests.fakesite.tls import make_pki
 
 if TYPE_CHECKING:
     from collections.abc import Generator

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from fakesite import SUBDIVISIONS, FakeSite, SiteOptions
 from flsync import tree
 from tests.conftest import Sync, SyncResult, assert_full_tree, data_files
-from tests.fakesite import SUBDIVISIONS, FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=4, tricky=False)
 EXAMPLETON = "University of Exampleton"

@@ -8,8 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
 from tests.conftest import REPO
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
 

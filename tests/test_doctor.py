@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, SHORT_WAITS
-from tests.fakesite import (
+from fakesite import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     LEARNER_EMAIL,
@@ -24,6 +23,7 @@ from tests.fakesite import (
     FakeSite,
     SiteOptions,
 )
+from tests.conftest import REPO, SHORT_WAITS
 
 PARTS = [
     "sign-in",

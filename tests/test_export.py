@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.export.pseudonyms import new_key
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import REPO, Sync
-from tests.fakesite import FakeSite, SiteOptions
 from tests.test_s3 import (  # noqa: F401 - fixtures
     ISOLATED,
     KEYS,

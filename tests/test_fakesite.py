@@ -47,8 +47,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import async_playwright
 from scrapy.http import HtmlResponse
 
-from flsync.site import RunListing, next_page_url, parse_datasets, parse_runs_page
-from tests.fakesite import (
+from fakesite import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     LEARNER_EMAIL,
@@ -62,11 +61,12 @@ from tests.fakesite import (
     coding,
     wall,
 )
-from tests.fakesite.app import SESSION_COOKIE
-from tests.fakesite.challenge import SOLVE_PATH
-from tests.fakesite.control import SESSION_COOKIE_MODES
-from tests.fakesite.datasets import HEADERS, OLD_HEADERS, DatasetFile
-from tests.fakesite.tls import CERTIFICATES, make_pki
+from fakesite.app import SESSION_COOKIE
+from fakesite.challenge import SOLVE_PATH
+from fakesite.control import SESSION_COOKIE_MODES
+from fakesite.datasets import HEADERS, OLD_HEADERS, DatasetFile
+from fakesite.tls import CERTIFICATES, make_pki
+from flsync.site import RunListing, next_page_url, parse_datasets, parse_runs_page
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIES = "foundations-of-data-science"  # the tricky course with 22 runs
@@ -963,7 +963,7 @@ def cli_site(*options: str) -> Iterator[http.client.HTTPConnection]:
     say where it serves and as whom to sign in: a connection to it; then stopped, which it
     must take as a clean exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *options],
+        [sys.executable, "-m", "fakesite", "--port", "0", "--rows", "3", *options],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -1656,7 +1656,7 @@ HTTPS_OPTIONS = ("--https", "--bot-wall")
 
 def test_cli_serves_https_behind_the_bot_wall() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--rows", "3", *HTTPS_OPTIONS],
+        [sys.executable, "-m", "fakesite", "--port", "0", "--rows", "3", *HTTPS_OPTIONS],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -1681,7 +1681,7 @@ def test_cli_serves_https_behind_the_bot_wall() -> None:
         assert process.wait(timeout=10) == 0
     assert not ca_file.exists()  # the temporary folder went with the site
     refused = subprocess.run(
-        [sys.executable, "-m", "tests.fakesite", "--port", "0", "--bot-wall"],
+        [sys.executable, "-m", "fakesite", "--port", "0", "--bot-wall"],
         cwd=ROOT,
         capture_output=True,
         text=True,

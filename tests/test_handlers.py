@@ -38,12 +38,12 @@ from scrapy.utils.test import get_crawler
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 
+from fakesite.coding import gzip_bomb
 from flsync import settings as flsync_settings
 from flsync import signals as flsync_signals
 from flsync.bodies import StreamedResponse
 from flsync.handlers import FIRST_BYTES_META, STREAM_TO_META, CurlDownloadHandler
 from flsync.stopping import SyncStopped
-from tests.fakesite.coding import gzip_bomb
 from tests.proxy import ForwardProxy
 
 if TYPE_CHECKING:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, Run, SiteOptions
 from flsync.bodies import FileBody
 from flsync.config import load_config
 from flsync.storage.local import LocalStore
 from tests.conftest import SHORT_WAITS, Sync, SyncResult, assert_full_tree, data_files
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, Run, SiteOptions
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
 # Peak memory of a sync of SMALL is about 100 MB (benchmarks: 104 MB for 40 runs); one

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import Sync
-from tests.fakesite import FakeSite, SiteOptions
 
 UPDATE_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)

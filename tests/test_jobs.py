@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.storage import LocalStore
 from tests.conftest import Sync
-from tests.fakesite import FakeSite, SiteOptions
 
 TWO = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
 

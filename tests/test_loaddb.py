@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
+from fakesite import FakeSite, SiteOptions
 from flsync.sql.csvfiles import (
     CsvFile,
     Kind,
@@ -35,7 +36,6 @@ from flsync.sql.csvfiles import (
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore, S3Store
 from tests.conftest import REPO, Sync
-from tests.fakesite import FakeSite, SiteOptions
 from tests.test_s3 import bucket, endpoint, s3  # noqa: F401 - fixtures
 
 DATABASES = ["sqlite", "postgresql", "mysql"]

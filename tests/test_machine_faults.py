@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from tests.conftest import Sync
-from tests.fakesite import FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=2, courses=1, runs=1, rows=3, tricky=False)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.measures.compute import CURRENT_HEADERS, MEASURES, MeasuresEngine, StepCompletion
 from flsync.measures.dashboard import DASHBOARD_FILE
@@ -24,7 +25,6 @@ from flsync.measures.runs import COMMENTS, ENROLMENTS, STEP_ACTIVITY, run_folder
 from flsync.measures.update import lock_name, update_organisation
 from flsync.storage import LocalStore, StoreLockedError
 from tests.conftest import REPO, Sync
-from tests.fakesite import FakeSite, SiteOptions
 
 ORG = "Org"
 RUN = "Org/A Course/1-2021-01-04-2021-02-01"

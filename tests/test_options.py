@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from scrapy.settings import Settings
 
+from fakesite import FakeSite, SiteOptions
 from flsync import settings as defaults
 from flsync.options import LOADED_OPTIONS, SyncOptions, options_of
 from tests.conftest import Sync
-from tests.fakesite import FakeSite, SiteOptions
 
 
 def test_defaults_come_from_the_projects_settings():

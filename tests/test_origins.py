@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
 from flsync import tree
 from flsync.origins import credential_refusal, origin, parse_origins, refusal
 from tests.conftest import Sync
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=2, courses=1, runs=1, rows=3, tricky=False)
 BASE = "https://www.futurelearn.com"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from tests.conftest import Sync, assert_full_tree
-from tests.fakesite import FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
 

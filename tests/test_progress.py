@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from tests.conftest import REPO, Sync
-from tests.fakesite import FakeSite, SiteOptions
 
 CLEAR_LINE = "\r\x1b[K"
 PROGRESS = re.compile(

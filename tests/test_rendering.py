@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from tests.conftest import Sync, assert_full_tree, data_files
-from tests.fakesite import FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
 BROWSER = ("-s", "FLSYNC_BROWSER=1")

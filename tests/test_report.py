@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.report import human_bytes
 from tests.conftest import Sync, expected_tree
-from tests.fakesite import FakeSite, SiteOptions
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
 ORGANISATION = "University of Exampleton"

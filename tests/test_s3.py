@@ -24,6 +24,7 @@ import pytest_twisted
 from moto.server import ThreadedMotoServer
 from scrapy.settings import Settings
 
+from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.measures.dashboard import DASHBOARD_FILE
 from flsync.measures.record import MEASURES_FILE, RECORD_FILE, STEPS_FILE
@@ -38,7 +39,6 @@ from flsync.storage import (
     store_class,
 )
 from tests.conftest import REPO, Sync, SyncResult, data_files, expected_tree
-from tests.fakesite import FakeSite, SiteOptions
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # The sync must find its keys in the environment only, never in this host's ~/.aws or an

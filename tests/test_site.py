@@ -9,10 +9,10 @@ from urllib.parse import parse_qs
 import pytest
 from scrapy.http import HtmlResponse, Response
 
+from fakesite.data import UNKNOWN_DATASET
+from fakesite.datasets import HEADERS, OLD_HEADERS
+from fakesite.wall import CHALLENGE_PAGE
 from flsync import site
-from tests.fakesite.data import UNKNOWN_DATASET
-from tests.fakesite.datasets import HEADERS, OLD_HEADERS
-from tests.fakesite.wall import CHALLENGE_PAGE
 
 PAGES = Path(__file__).parent / "pages"
 BASE = "https://www.futurelearn.com"

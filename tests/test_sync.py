@@ -10,12 +10,12 @@ from datetime import date
 
 import pytest
 
+from fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, FakeSite, SiteOptions
+from fakesite.control import SESSION_COOKIE_MODES
 from flsync import tree
 from flsync.measures.dashboard import DASHBOARD_FILE
 from flsync.storage import TEMP_SUFFIX
 from tests.conftest import SHORT_WAITS, Sync, assert_full_tree, data_files, expected_tree
-from tests.fakesite import LEARNER_EMAIL, LEARNER_PASSWORD, FakeSite, SiteOptions
-from tests.fakesite.control import SESSION_COOKIE_MODES
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
 UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from fakesite import FakeSite, SiteOptions
 from tests.conftest import SHORT_WAITS, Sync, assert_full_tree, data_files, expected_tree
-from tests.fakesite import FakeSite, SiteOptions
 from tests.test_incremental import file_ids
 
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)

@@ -1,6 +1,6 @@
 """An imitation of FutureLearn's admin site, per docs/site-model.md (the site's description).
 
-``FakeSite`` serves it over real HTTP on 127.0.0.1 for tests; ``python -m tests.fakesite``
+``FakeSite`` serves it over real HTTP on 127.0.0.1 for tests; ``python -m fakesite``
 serves it from a process of its own. See server.py for the control endpoints and
 ``Faults`` (control.py) for the faults it can be told to show. ``FakeSite(https=True)``
 serves it over TLS with a CA made for the run (tls.py), optionally behind Cloudflare's bot
@@ -11,8 +11,8 @@ challenge in front of the site (challenge.py).
 
 from __future__ import annotations
 
-from tests.fakesite.control import Faults
-from tests.fakesite.data import (
+from fakesite.control import Faults
+from fakesite.data import (
     ACCOUNTS,
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -26,8 +26,8 @@ from tests.fakesite.data import (
     SiteData,
     SiteOptions,
 )
-from tests.fakesite.datasets import DatasetFile
-from tests.fakesite.server import FakeSite
+from fakesite.datasets import DatasetFile
+from fakesite.server import FakeSite
 
 __all__ = [
     "ACCOUNTS",

@@ -24,8 +24,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from tests.fakesite.data import Organisation, Run
-from tests.fakesite.pages import dataset_label, format_date, status_flags
+from fakesite.data import Organisation, Run
+from fakesite.pages import dataset_label, format_date, status_flags
 
 
 def runs_source(organisation_slug: str, page: int) -> str:

@@ -15,10 +15,10 @@ from datetime import date
 from email.message import Message
 from email.utils import format_datetime, parsedate_to_datetime
 
-from tests.fakesite import api, coding, pages
-from tests.fakesite.control import DATASET_KINDS, Faults
-from tests.fakesite.data import ACCOUNTS, SUBDIVISIONS, Organisation, Run, SiteData
-from tests.fakesite.datasets import DatasetFile, DatasetStore
+from fakesite import api, coding, pages
+from fakesite.control import DATASET_KINDS, Faults
+from fakesite.data import ACCOUNTS, SUBDIVISIONS, Organisation, Run, SiteData
+from fakesite.datasets import DatasetFile, DatasetStore
 
 SESSION_COOKIE = "_future_learn_session"
 SIGN_IN_PATH = "/sign-in"

@@ -45,14 +45,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakesite import coding
-from tests.fakesite.app import SESSION_COOKIE, App, Reply, Request, extra_dataset_file, route
-from tests.fakesite.challenge import CLEARANCE_COOKIE, SOLVE_PATH, Challenges
-from tests.fakesite.control import DATASET_KINDS, Faults, Stats
-from tests.fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
-from tests.fakesite.datasets import DatasetFile
-from tests.fakesite.tls import CERTIFICATES, TestPKI, make_pki
-from tests.fakesite.wall import ClientHello, challenge_reply, read_client_hello
+from fakesite import coding
+from fakesite.app import SESSION_COOKIE, App, Reply, Request, extra_dataset_file, route
+from fakesite.challenge import CLEARANCE_COOKIE, SOLVE_PATH, Challenges
+from fakesite.control import DATASET_KINDS, Faults, Stats
+from fakesite.data import SUBDIVISIONS, SiteData, SiteOptions, build_site_data
+from fakesite.datasets import DatasetFile
+from fakesite.tls import CERTIFICATES, TestPKI, make_pki
+from fakesite.wall import ClientHello, challenge_reply, read_client_hello
 
 logger = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_fakesite/"

@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from tests.fakesite.app import Reply
+from fakesite.app import Reply
 
 # Both bytes equal, low nibble 0xA: the 16 values RFC 8701 reserves for cipher suites.
 GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))

@@ -20,8 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from tests.fakesite.app import Reply
-from tests.fakesite.wall import CHALLENGE_HEADERS, CHALLENGE_PAGE
+from fakesite.app import Reply
+from fakesite.wall import CHALLENGE_HEADERS, CHALLENGE_PAGE
 
 CLEARANCE_COOKIE = "cf_clearance"
 SOLVE_PATH = "/cdn-cgi/challenge-platform/solve"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property, lru_cache
 
-from tests.fakesite.data import SUBDIVISIONS, UNKNOWN_DATASET, Run, SiteData
+from fakesite.data import SUBDIVISIONS, UNKNOWN_DATASET, Run, SiteData
 
 MIB = 1024 * 1024
 _BIG_BLOCK_BYTES = 64 * 1024

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 
-from tests.fakesite.data import RUNS_PER_PAGE, Organisation, Run
+from fakesite.data import RUNS_PER_PAGE, Organisation, Run
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _STATUS_LABELS = {"upcoming": "Upcoming", "in-progress": "In progress", "finished": "Finished"}

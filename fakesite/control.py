@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tests.fakesite import coding
-from tests.fakesite.datasets import HEADERS
+from fakesite import coding
+from fakesite.datasets import HEADERS
 
 KINDS = (
     "sign_in_get",

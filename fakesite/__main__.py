@@ -1,4 +1,4 @@
-"""Serve the imitation site until SIGINT or SIGTERM: ``python -m tests.fakesite --port 0``.
+"""Serve the imitation site until SIGINT or SIGTERM: ``python -m fakesite --port 0``.
 
 With ``--https`` a second line gives the CA file that clients must trust.
 """
@@ -9,14 +9,14 @@ import argparse
 import signal
 import threading
 
-from tests.fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
-from tests.fakesite.control import (
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
+from fakesite.control import (
     COMPRESS_MODES,
     DATASET_TRANSFERS,
     MARKUP_CHANGES,
     SESSION_COOKIE_MODES,
 )
-from tests.fakesite.tls import CERTIFICATES
+from fakesite.tls import CERTIFICATES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakesite", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fakesite", description=__doc__)
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--organisations", type=int, default=2)
