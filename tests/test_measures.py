@@ -18,12 +18,20 @@ import pytest
 
 from fakesite import FakeSite, SiteOptions
 from flsync import tree
-from flsync.measures.compute import CURRENT_HEADERS, MEASURES, MeasuresEngine, StepCompletion
+from flsync.measures.compute import (
+    BATCH_BYTES,
+    BATCH_RUNS,
+    CURRENT_HEADERS,
+    MEASURES,
+    MeasuresEngine,
+    StepCompletion,
+    batches,
+)
 from flsync.measures.dashboard import DASHBOARD_FILE
-from flsync.measures.record import MEASURES_FILE, RECORD_FILE, STEPS_FILE
-from flsync.measures.runs import COMMENTS, ENROLMENTS, STEP_ACTIVITY, run_folders
+from flsync.measures.record import MEASURES_FILE, RECORD_FILE, STEPS_FILE, load_record
+from flsync.measures.runs import COMMENTS, ENROLMENTS, STEP_ACTIVITY, RunFolder, run_folders
 from flsync.measures.update import lock_name, update_organisation
-from flsync.storage import LocalStore, StoreLockedError
+from flsync.storage import FileStat, LocalStore, StoreLockedError
 from tests.conftest import REPO, Sync
 
 ORG = "Org"
@@ -79,6 +87,17 @@ ACTIVITY_CSV = csv_text(
 )
 COMMENTS_CSV = csv_text(
     CO, comment(1, "a"), comment(2, "a"), comment(3, "d"), comment(4, "s"), comment(5, "x")
+)
+# The same run in the older header versions: enrolments of 13 columns, step activity of 4 (the
+# week is the step's part before the dot), comments of 8.
+OLDER_ENROLMENTS_CSV = csv_text(*(line.rsplit(",", 2)[0] for line in ENROLMENTS_CSV.splitlines()))
+OLDER_ACTIVITY_CSV = csv_text(
+    "learner_id,step,first_visited_at,last_completed_at",
+    *(",".join(row[:2] + row[4:]) for row in csv.reader(ACTIVITY_CSV.splitlines()[1:])),
+)
+OLDER_COMMENTS_CSV = csv_text(
+    "id,author_id,parent_id,step,text,timestamp,moderated,likes",
+    *(f'{i},{a},,1.1,"Hi, all",{T},,0' for i, a in enumerate("aadsx")),
 )
 EXPECTED = {
     "joiners": 5,
@@ -144,20 +163,11 @@ def test_each_measure_by_its_definition(tmp_path):
 
 
 def test_older_header_versions_give_the_same_measures(tmp_path):
-    # Enrolments of 13 columns, step activity of 4 (the week is the step's part before the
-    # dot), comments of 8: the versions FutureLearn's older runs have.
-    enrolments = "\n".join(line.rsplit(",", 2)[0] for line in ENROLMENTS_CSV.splitlines()) + "\n"
-    activity = csv_text(
-        "learner_id,step,first_visited_at,last_completed_at",
-        *(",".join(row[:2] + row[4:]) for row in csv.reader(ACTIVITY_CSV.splitlines()[1:])),
-    )
-    comments = csv_text(
-        "id,author_id,parent_id,step,text,timestamp,moderated,likes",
-        *(f'{i},{a},,1.1,"Hi, all",{T},,0' for i, a in enumerate("aadsx")),
-    )
-    make_run(tmp_path, enrolments=enrolments, step_activity=activity, comments=comments)
+    # The versions FutureLearn's older runs have.
+    make_run(tmp_path, enrolments=OLDER_ENROLMENTS_CSV, step_activity=OLDER_ACTIVITY_CSV,
+             comments=OLDER_COMMENTS_CSV)  # fmt: skip
     result = compute(tmp_path)
-    assert enrolments.splitlines()[0].count(",") == 12
+    assert OLDER_ENROLMENTS_CSV.splitlines()[0].count(",") == 12
     assert result.values == EXPECTED
     assert result.steps == EXPECTED_STEPS
 
@@ -304,6 +314,67 @@ def test_the_sync_gives_duckdb_the_memory_of_its_setting(tmp_path):
     assert len(warnings) == 2 and all("Measures (failed): " in w for w in warnings)
     assert all("Out of Memory Error" in w for w in warnings)
     assert "0 computed (2 files read), 0 unchanged, 0 gone, 0 left empty, 2 failed" in result.output
+
+
+# Runs computed together.
+
+
+def test_runs_computed_together_get_the_measures_each_gets_alone(tmp_path, caplog):
+    # One batch: runs of both header versions, runs without a file, an empty file, and two
+    # malformed files that fail a query they share with other runs' files.
+    files = {"enrolments": ENROLMENTS_CSV, "step_activity": ACTIVITY_CSV, "comments": COMMENTS_CSV}
+    bad_comments = csv_text(CO, comment(1, "a"), "2,b,,1.1,1")
+    bad_activity = csv_text(SA, visit("a", "1.1"), visit("b", "1.1") + ",extra")
+    runs = [
+        files,
+        {"enrolments": OLDER_ENROLMENTS_CSV, "step_activity": OLDER_ACTIVITY_CSV,
+         "comments": OLDER_COMMENTS_CSV},
+        {**files, "comments": bad_comments},
+        {**files, "step_activity": bad_activity},
+        {"step_activity": ACTIVITY_CSV, "comments": COMMENTS_CSV},
+        {"enrolments": csv_text("learner_id,enrolled_at,unenrolled_at", f"a,{T},", f"s,{T},{T}"),
+         "step_activity": b""},
+        {"enrolments": ENROLMENTS_CSV, "comments": COMMENTS_CSV},
+        {**files, "enrolments": ENROLMENTS_CSV + enrolment("x") + "\n"},
+    ]  # fmt: skip
+    for number, run_files in enumerate(runs, 1):
+        make_run(tmp_path, f"Org/A Course/{number}-2021-01-04-2021-02-01", **run_files)
+    store = LocalStore(str(tmp_path))
+    folders = run_folders(store, ORG)
+    assert len(list(batches(folders))) == 1
+    caplog.set_level(logging.INFO)
+    result = update(tmp_path)
+    together = load_record(store, ORG)
+    for run in folders:
+        with MeasuresEngine(store, 256) as engine:
+            assert together[run.key].measures == engine.compute(run), run.key
+    assert together["A Course/1-2021-01-04-2021-02-01"].measures.values == EXPECTED
+    assert together["A Course/2-2021-01-04-2021-02-01"].measures.values == EXPECTED
+    assert together["A Course/8-2021-01-04-2021-02-01"].measures.values["learners"] == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sorted(warnings) == [
+        f"Measures (left empty): Org/A Course/{n}-2021-01-04-2021-02-01:"
+        f" Org/A Course/{n}-2021-01-04-2021-02-01/{where}"
+        for n, where in [
+            (3, "comments.csv, line 3: 5 fields where the header has 10"),
+            (4, "step-activity.csv, line 3: 7 fields where the header has 6"),
+        ]
+    ]
+    assert (result.computed, len(result.empty), result.failed) == (8, 2, [])
+
+
+def test_runs_are_batched_from_the_smallest_within_the_bounds():
+    def run(number: int, size: int) -> RunFolder:
+        # metadata.csv is not DuckDB's to read: its size does not count.
+        stats = {ENROLMENTS: FileStat(size, 0.0), tree.METADATA_FILE: FileStat(BATCH_BYTES, 0.0)}
+        return RunFolder(ORG, "A Course", f"{number}-2021-01-04-2021-02-01", stats)
+
+    half = BATCH_BYTES // 2
+    sizes = {1: BATCH_BYTES + 1, 2: half, 3: 2, 4: half, 5: 1}
+    found = batches([run(number, size) for number, size in sizes.items()])
+    assert [[r.numbers()[0] for r in batch] for batch in found] == [[5, 3, 2], [4], [1]]
+    many = batches([run(number, 1) for number in range(BATCH_RUNS + 1)])
+    assert [len(batch) for batch in many] == [BATCH_RUNS, 1]
 
 
 # The record: only what changed is read.

@@ -94,9 +94,10 @@ def update_organisation(
                 changed.append(run)
         if changed:
             with MeasuresEngine(store, memory_mb) as engine:
-                for run in changed:
-                    records[run.key] = _compute(store, engine, run, result)
+                computed = {run.key: found for run, found in engine.compute_all(changed)}
                 result.files_read = engine.files_read
+            for run in changed:
+                records[run.key] = _record(store, run, computed[run.key], result)
         result.runs = len(folders)
         result.computed = len(changed) - len(result.failed)
         result.unchanged = len(folders) - len(changed)
@@ -122,20 +123,24 @@ def update_organisation(
     return result
 
 
-def _compute(
-    store: DataStore, engine: MeasuresEngine, run: RunFolder, result: OrganisationMeasures
+def _record(
+    store: DataStore,
+    run: RunFolder,
+    computed: RunMeasures | MeasuresError,
+    result: OrganisationMeasures,
 ) -> RunRecord:
+    """The run's record, its problem said in the log."""
     number, start, end = run.numbers()
     fingerprint = run.fingerprint
-    try:
-        measures = engine.compute(run)
-    except MeasuresError as exc:
-        line = f"{run.folder}: {exc}"
+    if isinstance(computed, MeasuresError):
+        line = f"{run.folder}: {computed}"
         result.failed.append(line)
         logger.warning(
             "Measures (failed): %(line)s; tried again at the next computation", {"line": line}
         )
-        measures, fingerprint = RunMeasures.unknown(str(exc)), ""
+        measures, fingerprint = RunMeasures.unknown(str(computed)), ""
+    else:
+        measures = computed
     if measures.problem and fingerprint:
         result.empty.append(run.folder)
         logger.warning(
