@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from scrapy.crawler import Crawler
+    from twisted.internet.defer import Deferred
 
     from flsync.site import Organisation
     from flsync.storage import DataStore
@@ -107,8 +108,9 @@ class Mirror:
             self._states[slug] = load_state(self.store, self.folder(slug))
         return self._states[slug]
 
-    def save_state(self, slug: str) -> None:
-        save_state(self.store, self.folder(slug), self.state(slug))
+    def save_state(self, slug: str) -> Deferred[Any] | None:
+        """Write the organisation's state (await the answer: see flsync.storage.DataStore)."""
+        return save_state(self.store, self.folder(slug), self.state(slug))
 
     def course_folder(self, slug: str, course_slug: str, title: str) -> str:
         """The folder of a course of the organisation ``slug``, relative to data_dir: the one

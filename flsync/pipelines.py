@@ -7,12 +7,15 @@ whole or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import functools
+import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from scrapy import Request, signals
 from scrapy.exceptions import DropItem
@@ -45,7 +48,6 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from scrapy.pipelines.media import MediaPipeline
-    from scrapy.settings import BaseSettings
     from twisted.python.failure import Failure
 
     from flsync.storage import DataStore, FileStat
@@ -76,23 +78,26 @@ class DatasetFilesPipeline(FilesPipeline):
     """
 
     store: DataStore
-    STORE_SCHEMES: ClassVar[dict[str, Any]] = {
-        **FilesPipeline.STORE_SCHEMES,
-        **storage.STORE_SCHEMES,
-    }
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        # Not FilesPipeline's, which hands settings to its store classes as class attributes,
+        # shared by every crawler of the process: the store reads its own (see __init__).
+        return cls(crawler.settings["FILES_STORE"], crawler=crawler)
+
+    def __init__(self, store_uri: str, *, crawler: Crawler) -> None:
+        # FilesPipeline opens its store as STORE_SCHEMES[scheme](uri): this pipeline's table
+        # opens flsync's stores, each set up by this crawler's settings.
+        openers = {
+            scheme: functools.partial(store, settings=crawler.settings)
+            for scheme, store in storage.STORE_SCHEMES.items()
+        }
+        self.STORE_SCHEMES = openers  # type: ignore[assignment,misc]
+        super().__init__(store_uri, crawler=crawler)
         # Why a download failed, by URL, until its item completes.
         self._failures: dict[str, str] = {}
         # Datasets whose changed header was warned about in this sync (once per name).
         self._drift_said: set[str] = set()
-
-    @classmethod
-    def _update_stores(cls, settings: BaseSettings) -> None:
-        super()._update_stores(settings)
-        # The way Scrapy passes its AWS_* settings to the S3 store: class attributes.
-        cls.STORE_SCHEMES["s3"].LOCK_STALE_AFTER = settings.getfloat("FLSYNC_LOCK_STALE_AFTER")
 
     def media_to_download(
         self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
@@ -266,15 +271,16 @@ class RunMetadataPipeline:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
-    def process_item(self, item: Any) -> Any:
+    async def process_item(self, item: Any) -> Any:
         if isinstance(item, RunItem):
             store = mirror_of(self.crawler).store
             path = f"{item.folder}/{tree.METADATA_FILE}"
             content = _metadata_csv(item, self.HEADER)
             # Unchanged content is not rewritten, so the file's mtime says when it last changed.
             try:
-                if store.read_file(path) != content:
-                    store.persist_file(path, io.BytesIO(content), None)
+                stored = await ensure_awaitable(store.stat_file(path, None))
+                if stored.get("checksum") != hashlib.sha256(content).hexdigest():
+                    await ensure_awaitable(store.persist_file(path, io.BytesIO(content), None))
             except storage.StoreError as exc:
                 self.crawler.stats.inc_value("flsync/store/failed")
                 logger.error("Run (failed): %(url)s: %(error)s", {"url": item.url, "error": exc})
@@ -293,6 +299,7 @@ class _OrganisationSync:
     ledger: OrganisationLedger = field(default_factory=OrganisationLedger)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    closing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class SyncStatePipeline:
@@ -318,7 +325,7 @@ class SyncStatePipeline:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
-    def process_item(self, item: Any) -> Any:
+    async def process_item(self, item: Any) -> Any:
         sync = self._sync(item.organisation)
         ledger = sync.ledger
         if isinstance(item, OrganisationItem):
@@ -354,16 +361,16 @@ class SyncStatePipeline:
         elif isinstance(item, RunFailure):
             ledger.failed(item.run_key, item.url, item.reason)
             sync.figures.pages_failed += 1
-        self._close_if_complete(item.organisation, sync)
+        await self._close_if_complete(item.organisation, sync)
         return item
 
-    def _close_if_complete(self, slug: str, sync: _OrganisationSync) -> None:
+    async def _close_if_complete(self, slug: str, sync: _OrganisationSync) -> None:
         """An organisation all of whose runs closed is closed now, not when the whole crawl
         ends: its update.txt, state and report are written while the disk still takes them
         and whatever later befalls the other organisations."""
         sync.closed = False  # news of it: closed again at the end if not now
         if sync.ledger.complete:
-            self._close_safely(slug, sync, None)
+            await self._close_safely(slug, sync, None)
 
     def item_dropped(self, item: Any, response: Any, exception: Exception) -> None:
         """A dataset that could not be fetched, or a metadata.csv that could not be written:
@@ -384,31 +391,35 @@ class SyncStatePipeline:
         sync.ledger.failed(key, url, reason)
         sync.closed = False
 
-    def spider_closed(self, reason: str) -> None:
-        for slug, sync in self.syncs.items():
+    async def spider_closed(self, reason: str) -> None:
+        for slug, sync in list(self.syncs.items()):
             if not sync.closed:
-                self._close_safely(slug, sync, reason)
+                await self._close_safely(slug, sync, reason)
         for outcome in (True, False):
             count = sum(s.figures.complete is outcome for s in self.syncs.values())
             key = "complete" if outcome else "incomplete"
             self.crawler.stats.set_value(f"flsync/organisations/{key}", count)
 
-    def _close_safely(self, slug: str, sync: _OrganisationSync, reason: str | None) -> None:
-        try:
-            self._close(slug, sync, reason)
-        except (storage.StoreError, OSError) as exc:
-            # The state, update.txt or the report could not be written (or the tree read):
-            # one line and a failed sync, not a traceback Scrapy only logs; the other
-            # organisations are closed all the same.
-            sync.figures.complete = False
-            self.crawler.stats.inc_value("flsync/store/failed")
-            logger.error(
-                "Organisation (failed): %(organisation)s: %(error)s",
-                {"organisation": sync.figures.organisation, "error": exc},
-            )
-        sync.closed = True
+    async def _close_safely(self, slug: str, sync: _OrganisationSync, reason: str | None) -> None:
+        # One close of an organisation at a time. News of it that comes while its files are
+        # being written sets `closed` back: it is closed again after, its writes never mixed
+        # in with these.
+        async with sync.closing:
+            sync.closed = True
+            try:
+                await self._close(slug, sync, reason)
+            except (storage.StoreError, OSError) as exc:
+                # The state, update.txt or the report could not be written (or the tree
+                # read): one line and a failed sync, not a traceback Scrapy only logs; the
+                # other organisations are closed all the same.
+                sync.figures.complete = False
+                self.crawler.stats.inc_value("flsync/store/failed")
+                logger.error(
+                    "Organisation (failed): %(organisation)s: %(error)s",
+                    {"organisation": sync.figures.organisation, "error": exc},
+                )
 
-    def _close(self, slug: str, sync: _OrganisationSync, reason: str | None) -> None:
+    async def _close(self, slug: str, sync: _OrganisationSync, reason: str | None) -> None:
         """Save the organisation's state, write update.txt if it is complete, and report
         (``reason``: why the crawl ended; None while it goes on)."""
         mirror = mirror_of(self.crawler)
@@ -439,7 +450,7 @@ class SyncStatePipeline:
             for key, account in ledger.runs.items():
                 if not account.closed:  # never frozen: the next sync asks for it again
                     state.runs.pop(key, None)
-        mirror.save_state(slug)
+        await ensure_awaitable(mirror.save_state(slug))
         self._figures(figures, ledger)
         spider_exceptions = any(
             key.startswith("spider_exceptions/") for key in self.crawler.stats.get_stats()
@@ -450,11 +461,13 @@ class SyncStatePipeline:
             and not layout_changed
             and not spider_exceptions
         )
+        store = mirror.store
         if figures.complete:
-            mirror.store.persist_file(
-                f"{figures.folder}/{tree.UPDATE_FILE}", io.BytesIO(self._update_text(sync)), None
+            update = io.BytesIO(self._update_text(sync))
+            await ensure_awaitable(
+                store.persist_file(f"{figures.folder}/{tree.UPDATE_FILE}", update)
             )
-        mirror.store.persist_file(figures.path, io.BytesIO(figures.to_json()), None)
+        await ensure_awaitable(store.persist_file(figures.path, io.BytesIO(figures.to_json())))
         if figures.complete:
             logger.info("%(report)s", {"report": figures.log_line()})
         else:

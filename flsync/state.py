@@ -21,6 +21,8 @@ from flsync.tree import STATE_FILE
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from twisted.internet.defer import Deferred
+
     from flsync.storage import DataStore, FileStat
 
 logger = logging.getLogger(__name__)
@@ -146,5 +148,6 @@ def _optional_text(value: Any) -> str | None:
     raise TypeError(f"{value!r} is not a name")
 
 
-def save_state(store: DataStore, organisation_dir: str, state: SyncState) -> None:
-    store.persist_file(state_path(organisation_dir), BytesIO(state.to_bytes()), None)
+def save_state(store: DataStore, organisation_dir: str, state: SyncState) -> Deferred[Any] | None:
+    """Write the state as it is now (the caller awaits the store's answer)."""
+    return store.persist_file(state_path(organisation_dir), BytesIO(state.to_bytes()), None)

@@ -36,7 +36,7 @@ from flsync.sql.csvfiles import (
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore, S3Store
 from tests.conftest import REPO, Sync
-from tests.test_s3 import bucket, endpoint, s3  # noqa: F401 - fixtures
+from tests.test_s3 import bucket, endpoint, s3, s3_server, store_settings  # noqa: F401 - fixtures
 
 DATABASES = ["sqlite", "postgresql", "mysql"]
 TOKYO = {"TZ": "Asia/Tokyo", "PGTZ": "Asia/Tokyo"}
@@ -473,7 +473,7 @@ def test_a_crawl_with_flsync_database_url_loads_what_changed(sync, tmp_path):
     assert "database/failed: 1" in result.error_lines()[-1]
 
 
-def test_a_tree_in_s3_is_read_through_the_store(s3, bucket, tmp_path):  # noqa: F811
+def test_a_tree_in_s3_is_read_through_the_store(s3, bucket, endpoint, tmp_path):  # noqa: F811
     folder = "Org/Course/1-2020-01-06-2020-02-03"
     s3.put_object(
         Bucket=bucket,
@@ -484,7 +484,8 @@ def test_a_tree_in_s3_is_read_through_the_store(s3, bucket, tmp_path):  # noqa: 
     body = "id,text\n" + "".join(f'{n},"line {n}\nnext, ""q"""\n' for n in range(20000))
     s3.put_object(Bucket=bucket, Key=f"t/{folder}/comments.csv", Body=body.encode())
     engine = open_database(f"sqlite:///{tmp_path / 's3.sqlite3'}")
-    result = Loader(engine, S3Store(f"s3://{bucket}/t")).load(["Org"])
+    store = S3Store(f"s3://{bucket}/t", store_settings(endpoint))
+    result = Loader(engine, store).load(["Org"])
     assert result.ok and result.loaded == 1 and result.rows == 20000
     with engine.connect() as connection:
         assert connection.execute(text("SELECT text FROM comments WHERE id = 19999")).scalar() == (

@@ -24,7 +24,7 @@ from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
 from flsync.sql.extension import DATABASE_ENV
-from flsync.storage import StoreError, StoreLocationError, store_class
+from flsync.storage import StoreError, StoreLocationError, open_store
 
 if TYPE_CHECKING:
     import argparse
@@ -90,12 +90,7 @@ class Command(ScrapyCommand):
         if local and not os.path.isdir(data_dir.removeprefix("file://")):
             raise ConfigError(f"data_dir {data_dir} does not exist: nothing to load (sync first)")
         url = opts.database or os.environ.get(DATABASE_ENV) or self._default_url(data_dir)
-        # The S3 store takes its AWS_* settings as the files pipeline hands them over.
-        from flsync.pipelines import DatasetFilesPipeline  # noqa: PLC0415
-
-        DatasetFilesPipeline._update_stores(self.settings)
-        store_cls = store_class(data_dir)
-        store = store_cls(data_dir)
+        store = open_store(data_dir, self.settings)
         chosen = choose_organisations(store, opts.organisation)
         engine = open_database(url)
         try:

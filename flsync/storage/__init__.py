@@ -14,6 +14,7 @@ bucket (``s3://bucket/prefix``), where every object is whole or absent by S3's o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flsync.storage.base import (
@@ -30,6 +31,9 @@ from flsync.storage.base import (
 from flsync.storage.local import LocalStore
 from flsync.storage.s3 import S3_PART_SIZE, S3Store
 
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
 __all__ = [
     "LOCK_PREFIX",
     "S3_PART_SIZE",
@@ -44,6 +48,7 @@ __all__ = [
     "StoreLocationError",
     "StoreLockedError",
     "StoreWriteError",
+    "open_store",
     "store_class",
 ]
 
@@ -63,3 +68,9 @@ def store_class(uri: str) -> type[DataStore]:
         raise StoreLocationError(
             f"data_dir {uri!r}: unsupported scheme {scheme!r} (use a local folder or s3://bucket/prefix)"
         ) from None
+
+
+def open_store(uri: str, settings: BaseSettings) -> DataStore:
+    """The store of a data_dir, set up by ``settings`` (an S3 store reads its ``AWS_*``
+    settings and ``FLSYNC_LOCK_STALE_AFTER`` there)."""
+    return store_class(uri)(uri, settings)

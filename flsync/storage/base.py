@@ -52,7 +52,19 @@ class FileStat:
 
 
 class DataStore(FilesStoreProtocol, Protocol):
-    """A FilesPipeline store, with what a mirror needs besides."""
+    """A FilesPipeline store, with what a mirror needs besides.
+
+    What a crawl asks of the store while it runs (``persist_file``, ``stat_file``,
+    ``persist_local_file``) may return a Deferred, as Scrapy's own stores do: a store that
+    goes over the network does it in a worker thread, so that the reactor goes on meanwhile.
+    A caller awaits the answer either way (``scrapy.utils.defer.ensure_awaitable``), and never
+    asks which store it has. The other methods answer at once; the crawl calls them at the
+    start of each organisation (the lock, the sweep, the state), and ``stat`` and ``exists``
+    from what the store already knows.
+    """
+
+    def __init__(self, uri: str, settings: BaseSettings) -> None:
+        """Open the tree at ``uri``, set up by ``settings`` (each store reads its own)."""
 
     @classmethod
     def check_location(cls, uri: str, settings: BaseSettings) -> None:
@@ -65,7 +77,8 @@ class DataStore(FilesStoreProtocol, Protocol):
         info: MediaPipeline.SpiderInfo | None = None,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> Deferred[Any] | None: ...
+    ) -> Deferred[Any] | None:
+        """Write the small file ``path`` whole, from ``buf``."""
 
     def stat_file(
         self, path: str, info: MediaPipeline.SpiderInfo | None = None

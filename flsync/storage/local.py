@@ -74,7 +74,8 @@ class LocalStore:
                 " or point data_dir elsewhere"
             )
 
-    def __init__(self, basedir: str):
+    def __init__(self, basedir: str, settings: BaseSettings | None = None):
+        # A local tree needs no settings.
         self.basedir = _local_path(basedir)
         Path(self.basedir).mkdir(parents=True, exist_ok=True)
 

@@ -1,8 +1,13 @@
 """A data tree in an S3 bucket (``s3://bucket/prefix``), or on any server that speaks S3.
 
-Settings: Scrapy's ``AWS_ENDPOINT_URL``, ``AWS_REGION_NAME``, ``AWS_USE_SSL``, ``AWS_VERIFY``,
+Settings (read by the store from the settings it is opened with): Scrapy's
+``AWS_ENDPOINT_URL``, ``AWS_REGION_NAME``, ``AWS_USE_SSL``, ``AWS_VERIFY``,
 ``AWS_MAX_POOL_CONNECTIONS``, and ``FLSYNC_LOCK_STALE_AFTER``. The keys come from the
 environment or ~/.aws, never from settings (Scrapy logs those).
+
+Every request is blocking (boto3): what the crawl asks of the store while it runs (writes,
+checksums) goes to a worker thread and comes back as a Deferred, so that the reactor goes on
+downloading meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from scrapy.pipelines.files import S3FilesStore
 from scrapy.settings import SETTINGS_PRIORITIES
 from twisted.internet import threads
 
@@ -55,7 +59,7 @@ S3_UPLOAD_THREADS = 4
 S3_READ_SIZE = 1 << 20
 # Connections to S3 kept open: Scrapy's worker threads (REACTOR_THREADPOOL_MAXSIZE, 10) may
 # each upload with S3_UPLOAD_THREADS at once. botocore's 10 would make urllib3 warn, "pool is
-# full", at every part. AWS_MAX_POOL_CONNECTIONS overrides it.
+# full", at every part. AWS_MAX_POOL_CONNECTIONS, when set, overrides it.
 S3_POOL_CONNECTIONS = 50
 # Error codes of a conditional request whose condition failed: 412, or (AWS) 409 when another
 # conditional write of the same key was under way.
@@ -63,22 +67,18 @@ _CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict")
 _MISSING = ("404", "NoSuchKey")
 
 
-class S3Store(S3FilesStore):
+class S3Store:
     """A data tree in an S3 bucket, or on any server that speaks S3 (``AWS_ENDPOINT_URL``).
 
-    ``s3://bucket/prefix`` (a trailing ``/`` or not), or ``s3://bucket``. Scrapy's S3 store,
-    configured as Scrapy configures it (FilesPipeline._update_stores sets the ``AWS_*`` class
-    attributes), with what a mirror needs besides. A download goes to a local temporary file
-    (in a folder of the store's own), then is uploaded, in parts if large (a failed upload is
-    aborted, so no object is left), with its SHA-256 as the object's ``sha256`` metadata.
-    Small files are written by one request that the caller waits for. ``stat`` answers from
-    one listing per organisation folder, kept up to date by the store's own writes. Any
-    failed request is a StoreError (a StoreWriteError for a write), one line for the user.
+    ``s3://bucket/prefix`` (a trailing ``/`` or not), or ``s3://bucket``. A Scrapy files
+    store (``persist_file``/``stat_file`` in a worker thread, as Scrapy's S3 store does them)
+    with what a mirror needs besides. A download goes to a local temporary file (in a folder
+    of the store's own), then is uploaded, in parts if large (a failed upload is aborted, so
+    no object is left), with its SHA-256 as the object's ``sha256`` metadata, as is every
+    small file. ``stat`` answers from one listing per organisation folder, kept up to date by
+    the store's own writes. Any failed request is a StoreError (a StoreWriteError for a
+    write), one line for the user.
     """
-
-    # Seconds after its last refresh that a lock is a killed sync's (FLSYNC_LOCK_STALE_AFTER,
-    # set by DatasetFilesPipeline._update_stores with the AWS_* attributes).
-    LOCK_STALE_AFTER: float = 900.0
 
     @classmethod
     def check_location(cls, uri: str, settings: BaseSettings) -> None:
@@ -96,9 +96,7 @@ class S3Store(S3FilesStore):
         bucket, _ = _bucket_and_prefix(uri)
         endpoint = settings["AWS_ENDPOINT_URL"]
         where = f"bucket {bucket!r}" + (f" at {endpoint}" if endpoint else "")
-        client = _s3_client(
-            endpoint, settings["AWS_REGION_NAME"], settings["AWS_USE_SSL"], settings["AWS_VERIFY"]
-        )
+        client = _s3_client(settings)
         try:
             client.head_bucket(Bucket=bucket)
         except NoCredentialsError:
@@ -124,38 +122,35 @@ class S3Store(S3FilesStore):
                 " network"
             ) from None
 
-    def __init__(self, uri: str):
-        bucket, prefix = _bucket_and_prefix(uri)
-        # Scrapy's store wants a "/" after the bucket, and joins prefix and path as they are.
-        super().__init__(f"s3://{bucket}/{prefix}")
-        # A boto3 client (its transfer manager uploads a file in parts), for every request,
-        # Scrapy's methods' included.
-        self.s3_client = _s3_client(
-            self.AWS_ENDPOINT_URL,
-            self.AWS_REGION_NAME,
-            self.AWS_USE_SSL,
-            self.AWS_VERIFY,
-            self.AWS_MAX_POOL_CONNECTIONS or S3_POOL_CONNECTIONS,
-        )
+    def __init__(self, uri: str, settings: BaseSettings):
+        self.bucket, self.prefix = _bucket_and_prefix(uri)
+        # A boto3 client: its transfer manager uploads a file in parts. Thread-safe, so one
+        # serves every worker thread.
+        self.s3_client = _s3_client(settings)
+        # Seconds after its last refresh that a lock is a killed sync's.
+        self.lock_stale_after = settings.getfloat("FLSYNC_LOCK_STALE_AFTER")
         self.listings: dict[str, dict[str, FileStat]] = {}  # organisation folder -> its files
         self._downloads = tempfile.TemporaryDirectory(prefix="flsync-")
 
     def url(self, path: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{path}"
 
-    def persist_file(  # type: ignore[override]
+    def persist_file(
         self,
         path: str,
         buf: BytesIO,
         info: MediaPipeline.SpiderInfo | None = None,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> None:
-        """Write a small file (metadata.csv, the state, update.txt, the report) before
-        returning: its writer goes on knowing whether it is stored."""
+    ) -> Deferred[None]:
+        """Write a small file (metadata.csv, the state, update.txt, the report) in a worker
+        thread; the Deferred fires once it is stored, or fails with a StoreWriteError."""
+        written = threads.deferToThread(self._put, path, buf.getvalue())
+        return written.addCallback(lambda stat: self._remember(path, stat))
+
+    def _put(self, path: str, body: bytes) -> FileStat:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-        body = buf.getvalue()
         try:
             self.s3_client.put_object(
                 Bucket=self.bucket,
@@ -165,7 +160,7 @@ class S3Store(S3FilesStore):
             )
         except (BotoCoreError, ClientError) as exc:
             raise StoreWriteError(f"cannot write {self.url(path)}: {_reason(exc)}") from None
-        self._remember(path, self._written(path))
+        return self._written(path)
 
     def stat_file(
         self, path: str, info: MediaPipeline.SpiderInfo | None = None
@@ -291,8 +286,8 @@ class S3Store(S3FilesStore):
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Hold the lock ``name``: the object ``{prefix}.flsync-lock-{name}``, created only if
-        absent (If-None-Match: *) and refreshed every LOCK_STALE_AFTER/3 seconds while held.
-        One not refreshed for LOCK_STALE_AFTER seconds is a killed sync's, and is taken over
+        absent (If-None-Match: *) and refreshed every FLSYNC_LOCK_STALE_AFTER/3 seconds while
+        held. One not refreshed for FLSYNC_LOCK_STALE_AFTER seconds is a killed sync's, taken over
         on condition of its ETag, so that of two takers only one wins."""
         lock = _S3Lock(self, LOCK_PREFIX + name)
         if not lock.acquire():
@@ -395,7 +390,7 @@ class _S3Lock:
             logger.warning(
                 "Took over the lock %(url)s, not refreshed for FLSYNC_LOCK_STALE_AFTER"
                 " (%(stale)g s): the sync that held it was stopped",
-                {"url": self.store.url(self.path), "stale": self.store.LOCK_STALE_AFTER},
+                {"url": self.store.url(self.path), "stale": self.store.lock_stale_after},
             )
         self.etag = etag
         self._refresher.start()
@@ -424,7 +419,7 @@ class _S3Lock:
             {
                 "url": self.store.url(self.path),
                 "reason": _reason(exc),
-                "stale": self.store.LOCK_STALE_AFTER,
+                "stale": self.store.lock_stale_after,
             },
         )
 
@@ -462,10 +457,10 @@ class _S3Lock:
             return None
         answered = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
         age = (answered - head["LastModified"]).total_seconds()
-        return str(head["ETag"]) if age > self.store.LOCK_STALE_AFTER else None
+        return str(head["ETag"]) if age > self.store.lock_stale_after else None
 
     def _refresh(self) -> None:
-        while not self._stop.wait(self.store.LOCK_STALE_AFTER / 3):
+        while not self._stop.wait(self.store.lock_stale_after / 3):
             try:
                 etag = self._put(IfMatch=self.etag)
             except StoreWriteError as exc:
@@ -475,32 +470,25 @@ class _S3Lock:
                 logger.error(
                     "Lost the lock %(url)s to another sync: it was not refreshed for"
                     " FLSYNC_LOCK_STALE_AFTER (%(stale)g s)",
-                    {"url": self.store.url(self.path), "stale": self.store.LOCK_STALE_AFTER},
+                    {"url": self.store.url(self.path), "stale": self.store.lock_stale_after},
                 )
                 return
             self.etag = etag
 
 
-def _s3_client(
-    endpoint_url: str | None,
-    region_name: str | None,
-    use_ssl: bool | None,
-    verify: bool | str | None,
-    max_pool_connections: int | None = None,
-) -> Any:
+def _s3_client(settings: BaseSettings) -> Any:
     """A boto3 S3 client as Scrapy's AWS_* settings describe it; the keys are found by boto3
     (the environment, ~/.aws, an instance role). boto3 is imported only for an S3 data_dir."""
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
+    pool = settings.getint("AWS_MAX_POOL_CONNECTIONS") or S3_POOL_CONNECTIONS
     options = {
-        "endpoint_url": endpoint_url,
-        "region_name": region_name,
-        "use_ssl": use_ssl,
-        "verify": verify,
-        "config": Config(max_pool_connections=max_pool_connections)
-        if max_pool_connections
-        else None,
+        "endpoint_url": settings["AWS_ENDPOINT_URL"],
+        "region_name": settings["AWS_REGION_NAME"],
+        "use_ssl": settings["AWS_USE_SSL"],
+        "verify": settings["AWS_VERIFY"],
+        "config": Config(max_pool_connections=pool),
     }
     return boto3.session.Session().client(
         "s3", **{name: value for name, value in options.items() if value is not None}
