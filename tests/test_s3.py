@@ -49,6 +49,7 @@ from flsync.storage import (
     StoreWriteError,
     store_class,
 )
+from flsync.storage.s3 import S3_POOL_CONNECTIONS
 from tests.conftest import REPO, Sync, SyncResult, data_files, expected_tree
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -192,11 +193,9 @@ def endpoint(s3_server):
 
 
 def store_settings(endpoint: str, **values: Any) -> Settings:
-    """flsync's settings, with ``endpoint`` as a sync's ``-s AWS_ENDPOINT_URL=`` gives it."""
-    settings = Settings()
-    settings.setmodule("flsync.settings")
-    settings.update({"AWS_ENDPOINT_URL": endpoint, **values})
-    return settings
+    """Settings that point a store at ``endpoint``, as ``-s AWS_ENDPOINT_URL=`` does a sync's
+    (the FLSYNC_* ones it lacks have their defaults)."""
+    return Settings({"AWS_ENDPOINT_URL": endpoint, **values})
 
 
 @pytest.fixture
@@ -357,6 +356,16 @@ async def test_stat_lists_each_organisation_once_and_follows_own_writes(s3, buck
     assert store.stat("Other/b.csv") is None
 
 
+def test_write_file_writes_before_it_returns(s3, bucket, settings):
+    store = S3Store(f"s3://{bucket}/m", settings)
+    assert store.stat("Org/a.csv") is None
+    store.write_file("Org/a.csv", b"12")  # as a command, or a worker thread, writes
+    assert contents(s3, bucket, "m/") == {"Org/a.csv": b"12"}
+    head = s3.head_object(Bucket=bucket, Key="m/Org/a.csv")
+    assert head["Metadata"] == {"sha256": hashlib.sha256(b"12").hexdigest()}
+    assert store.stat("Org/a.csv").size == 2
+
+
 @pytest_twisted.ensureDeferred
 async def test_upload_keeps_the_checksum_and_consumes_the_local_file(s3, bucket, settings):
     store = S3Store(f"s3://{bucket}/m", settings)
@@ -489,6 +498,18 @@ def test_a_lock_taken_over_meanwhile_is_not_deleted(s3, bucket, settings):
     with S3Store(f"s3://{bucket}/m", settings).lock("org"):
         s3.put_object(Bucket=bucket, Key=key, Body=b'{"pid": 2}')  # another sync's now
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b'{"pid": 2}'
+
+
+def test_each_store_reads_its_own_settings(endpoint):
+    default = S3Store("s3://b/m", store_settings(endpoint))
+    tuned = S3Store(
+        "s3://b/m",
+        store_settings(endpoint, AWS_MAX_POOL_CONNECTIONS=7, FLSYNC_LOCK_STALE_AFTER=60),
+    )
+    assert default.s3_client.meta.config.max_pool_connections == S3_POOL_CONNECTIONS
+    assert tuned.s3_client.meta.config.max_pool_connections == 7
+    assert (default.lock_stale_after, tuned.lock_stale_after) == (900, 60)
+    assert default.s3_client.meta.endpoint_url == endpoint
 
 
 def test_check_location_refuses_keys_given_as_settings(s3, bucket, settings):

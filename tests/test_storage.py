@@ -15,6 +15,7 @@ from flsync.storage import (
     StoreLocationError,
     StoreLockedError,
     StoreWriteError,
+    open_store,
     store_class,
 )
 
@@ -61,6 +62,8 @@ def test_reads(tmp_path):
     store = LocalStore(str(tmp_path))
     store.persist_file("Org/C/1/a.csv", BytesIO(b"1"))
     assert store.read_file("Org/C/1/a.csv") == b"1"
+    store.write_file("Org/C/1/b.csv", b"2")  # bytes, as a command writes
+    assert store.read_file("Org/C/1/b.csv") == b"2"
     assert store.read_file("Org/C/1/missing.csv") is None
     assert store.exists("Org/C/1/a.csv")
     assert not store.exists("Org/C/1")
@@ -86,7 +89,7 @@ def test_a_lock_is_per_organisation(tmp_path):
 
 def test_store_class_by_scheme(tmp_path):
     assert store_class(str(tmp_path)) is LocalStore
-    assert store_class(f"file://{tmp_path}")(f"file://{tmp_path}").basedir == str(tmp_path)
+    assert open_store(f"file://{tmp_path}", Settings()).basedir == str(tmp_path)
     with pytest.raises(
         StoreLocationError, match=r"unsupported scheme 'gopher' \(use a local folder or s3://"
     ):

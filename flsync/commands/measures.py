@@ -24,7 +24,7 @@ from scrapy.utils.log import configure_logging
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
-from flsync.storage import StoreError, StoreLocationError, StoreLockedError, store_class
+from flsync.storage import StoreError, StoreLocationError, StoreLockedError, open_store
 
 if TYPE_CHECKING:
     import argparse
@@ -90,11 +90,7 @@ class Command(ScrapyCommand):
             raise ConfigError(
                 f"data_dir {data_dir} does not exist: nothing to compute (sync first)"
             )
-        # The S3 store takes its AWS_* settings as the files pipeline hands them over.
-        from flsync.pipelines import DatasetFilesPipeline  # noqa: PLC0415
-
-        DatasetFilesPipeline._update_stores(self.settings)
-        return store_class(data_dir)(data_dir)
+        return open_store(data_dir, self.settings)
 
     def _update(self, store: DataStore, organisation: str, memory_mb: int) -> bool:
         """Compute one organisation anew; whether every run of it was computed."""

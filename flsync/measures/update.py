@@ -11,7 +11,6 @@ sync's locks), so that a sync's and ``scrapy measures`` never write over each ot
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import time
@@ -163,4 +162,4 @@ def _report(store: DataStore, organisation: str) -> dict[str, Any] | None:
 
 
 def _write(store: DataStore, path: str, content: bytes) -> None:
-    store.persist_file(path, io.BytesIO(content), None)
+    store.write_file(path, content)

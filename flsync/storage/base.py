@@ -58,9 +58,10 @@ class DataStore(FilesStoreProtocol, Protocol):
     ``persist_local_file``) may return a Deferred, as Scrapy's own stores do: a store that
     goes over the network does it in a worker thread, so that the reactor goes on meanwhile.
     A caller awaits the answer either way (``scrapy.utils.defer.ensure_awaitable``), and never
-    asks which store it has. The other methods answer at once; the crawl calls them at the
-    start of each organisation (the lock, the sweep, the state), and ``stat`` and ``exists``
-    from what the store already knows.
+    asks which store it has. The other methods answer before they return: outside the
+    reactor's thread (a command, a worker thread) every call, writes with ``write_file``;
+    in it, the crawl's start of each organisation (its lock, sweep and state), and ``stat``
+    and ``exists``, which answer from what the store already knows.
     """
 
     def __init__(self, uri: str, settings: BaseSettings) -> None:
@@ -78,7 +79,11 @@ class DataStore(FilesStoreProtocol, Protocol):
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Deferred[Any] | None:
-        """Write the small file ``path`` whole, from ``buf``."""
+        """Write the small file ``path`` whole, from ``buf`` (from the reactor's thread)."""
+
+    def write_file(self, path: str, content: bytes) -> None:
+        """Write the small file ``path`` whole, before returning (outside the reactor's
+        thread: a command, a worker thread)."""
 
     def stat_file(
         self, path: str, info: MediaPipeline.SpiderInfo | None = None

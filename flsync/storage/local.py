@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import secrets
 from pathlib import Path
@@ -90,6 +91,9 @@ class LocalStore:
         with _write_errors(path), self._temp_file(path) as (tmp, f):
             f.write(buf.getvalue())
         self.persist_local_file(path, tmp)
+
+    def write_file(self, path: str, content: bytes) -> None:
+        self.persist_file(path, io.BytesIO(content))
 
     def stat_file(
         self, path: str, info: MediaPipeline.SpiderInfo | None = None

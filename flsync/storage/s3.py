@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
     from twisted.internet.defer import Deferred
 
+from flsync.options import options_of
 from flsync.storage.base import (
     LOCK_PREFIX,
     TEMP_PREFIX,
@@ -128,7 +129,7 @@ class S3Store:
         # serves every worker thread.
         self.s3_client = _s3_client(settings)
         # Seconds after its last refresh that a lock is a killed sync's.
-        self.lock_stale_after = settings.getfloat("FLSYNC_LOCK_STALE_AFTER")
+        self.lock_stale_after = options_of(settings).lock_stale_after
         self.listings: dict[str, dict[str, FileStat]] = {}  # organisation folder -> its files
         self._downloads = tempfile.TemporaryDirectory(prefix="flsync-")
 
@@ -147,6 +148,9 @@ class S3Store:
         thread; the Deferred fires once it is stored, or fails with a StoreWriteError."""
         written = threads.deferToThread(self._put, path, buf.getvalue())
         return written.addCallback(lambda stat: self._remember(path, stat))
+
+    def write_file(self, path: str, content: bytes) -> None:
+        self._remember(path, self._put(path, content))
 
     def _put(self, path: str, body: bytes) -> FileStat:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
@@ -323,7 +327,8 @@ class S3Store:
         return FileStat(head["ContentLength"], _mtime(head["LastModified"]))
 
     def _remember(self, path: str, stat: FileStat) -> None:
-        """Keep the listing true after a write (called in the reactor thread only)."""
+        """Keep the listing true after a write. Called in the thread that reads the listings
+        (the reactor's, for a crawl), so that no listing under way can miss the write."""
         listing = self.listings.get(path.split("/", 1)[0])
         if listing is not None:
             listing[path] = stat
