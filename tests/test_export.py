@@ -40,6 +40,7 @@ from tests.test_s3 import (  # noqa: F401 - fixtures
     endpoint,
     iam_keys,
     s3,
+    s3_server,
     versions,
 )
 

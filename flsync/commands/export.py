@@ -34,7 +34,7 @@ from flsync.export.exporter import LOCK_NAME, Exporter, SelectionError, choose, 
 from flsync.export.manifest import DestinationError
 from flsync.export.pseudonyms import KeyFileError, fingerprint, load_key, new_key
 from flsync.options import options_of
-from flsync.storage import StoreError, StoreLocationError, StoreLockedError, store_class
+from flsync.storage import StoreError, StoreLocationError, StoreLockedError, open_store
 
 if TYPE_CHECKING:
     import argparse
@@ -171,11 +171,7 @@ def _key_file(settings: BaseSettings) -> str:
 
 def _open_store(uri: str, settings: BaseSettings) -> DataStore:
     """The store of a tree (data_dir or DEST), as loaddb opens its own."""
-    # The S3 store takes its AWS_* settings as the files pipeline hands them over.
-    from flsync.pipelines import DatasetFilesPipeline  # noqa: PLC0415
-
-    DatasetFilesPipeline._update_stores(settings)
-    return store_class(uri)(uri)
+    return open_store(uri, settings)
 
 
 def _report(
