@@ -139,6 +139,8 @@ class S3Server:
 
     @contextlib.contextmanager
     def holding(self, matches: Callable[[S3Call], bool]) -> Iterator[Hold]:
+        """Hold the matching calls until the test releases them (HeldTooLong after
+        HOLD_BOUND seconds); all are let through at the end."""
         hold = Hold(matches)
         self.holds.append(hold)
         try:

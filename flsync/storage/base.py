@@ -58,10 +58,10 @@ class DataStore(FilesStoreProtocol, Protocol):
     ``persist_local_file``) may return a Deferred, as Scrapy's own stores do: a store that
     goes over the network does it in a worker thread, so that the reactor goes on meanwhile.
     A caller awaits the answer either way (``scrapy.utils.defer.ensure_awaitable``), and never
-    asks which store it has. The other methods answer before they return: outside the
-    reactor's thread (a command, a worker thread) every call, writes with ``write_file``;
-    in it, the crawl's start of each organisation (its lock, sweep and state), and ``stat``
-    and ``exists``, which answer from what the store already knows.
+    asks which store it has. The other methods answer before they return. They serve the
+    callers outside the reactor's thread (a command, a worker thread: writes go through
+    ``write_file``) and, in it, the start of each organisation's sync (its lock, sweep and
+    state) and ``stat``/``exists``, which answer from one listing per organisation.
     """
 
     def __init__(self, uri: str, settings: BaseSettings) -> None:
