@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -70,6 +71,25 @@ class Mirror:
                 raise NotConfigured("Mirror needs DatasetFilesPipeline in ITEM_PIPELINES")
             self._store = pipeline.store  # type: ignore[assignment]
         return self._store  # type: ignore[return-value]
+
+    def open(self, listed: Sequence[Organisation], chosen: Sequence[Organisation]) -> Opened:
+        """Claim the chosen organisations, place every listed one, and ready the folders of
+        those claimed: temporary files swept, state read, the store's listing of the folder
+        made. It waits on the store: call it in a thread, not on the reactor."""
+        claimed = [o for o in chosen if self.claim(o.slug)]
+        self.place(listed, {o.slug for o in claimed})
+        opened = Opened(claimed=bool(claimed))
+        for organisation in claimed:
+            folder = self.folder(organisation.slug)
+            try:
+                self.sweep(organisation.slug)
+                self.state(organisation.slug)
+                self.store.stat(f"{folder}/{tree.STATE_FILE}")
+            except StoreError as exc:
+                opened.unreadable.append((organisation, exc))
+            else:
+                opened.ready.append(organisation)
+        return opened
 
     def place(self, listed: Sequence[Organisation], claimed: Collection[str]) -> None:
         """Give every listed organisation its folder (see the module's docstring); those of
@@ -176,6 +196,15 @@ class Mirror:
             return load_state(self.store, folder).slug
         except StoreError:
             return None
+
+
+@dataclass
+class Opened:
+    """What :meth:`Mirror.open` made of the chosen organisations."""
+
+    claimed: bool  # any of them (none: every one is another job's)
+    ready: list[Organisation] = field(default_factory=list)
+    unreadable: list[tuple[Organisation, StoreError]] = field(default_factory=list)
 
 
 def _warn_if_moved(kind: str, name: str, slug: str, folder: str) -> None:

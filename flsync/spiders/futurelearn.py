@@ -17,6 +17,8 @@ import scrapy
 from scrapy import signals
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import CloseSpider
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet import threads
 
 from flsync import site, tree
 from flsync.config import config_from_settings
@@ -40,7 +42,7 @@ from flsync.spiders.common import (
     wanted_dataset,
 )
 from flsync.stopping import SyncStopped, stopper
-from flsync.storage import StoreError, store_class
+from flsync.storage import store_class
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -111,7 +113,7 @@ class FuturelearnSpider(scrapy.Spider):
             meta={"handle_httpstatus_list": [403]},
         )
 
-    def parse_organisations(self, response: Response) -> Iterator[Any]:
+    async def parse_organisations(self, response: Response) -> AsyncIterator[Any]:
         if response.status == 403:
             self.crawler.stats.inc_value("flsync/signin/not_admin")
             self.logger.error("%(error)s", {"error": not_admin_error(self.config.username)})
@@ -134,21 +136,19 @@ class FuturelearnSpider(scrapy.Spider):
                 {"url": response.url},
             )
         chosen = list({o.slug: o for o in found if o.slug in wanted}.values())
-        claimed = [o for o in chosen if self.mirror.claim(o.slug)]
-        if chosen and not claimed:
+        # The store is asked for locks, states and listings: in a thread, off the reactor.
+        opened = await maybe_deferred_to_future(
+            threads.deferToThread(self.mirror.open, found, chosen)
+        )
+        if chosen and not opened.claimed:
             raise CloseSpider("flsync_locked")  # every one is another job's: nothing done
-        self.mirror.place(found, {o.slug for o in claimed})
-        for organisation in claimed:
-            try:
-                self.mirror.sweep(organisation.slug)
-                self.mirror.state(organisation.slug)  # read now: a refusal is said here, once
-            except StoreError as exc:
-                self.crawler.stats.inc_value("flsync/store/failed")
-                self.logger.error(
-                    "Organisation (failed): %(organisation)s: its folder cannot be read: %(error)s",
-                    {"organisation": organisation.name, "error": exc},
-                )
-                continue
+        for organisation, error in opened.unreadable:
+            self.crawler.stats.inc_value("flsync/store/failed")
+            self.logger.error(
+                "Organisation (failed): %(organisation)s: its folder cannot be read: %(error)s",
+                {"organisation": organisation.name, "error": error},
+            )
+        for organisation in opened.ready:
             self.crawler.stats.inc_value("flsync/organisations/synced")
             folder = self.mirror.folder(organisation.slug)
             yield OrganisationItem(
