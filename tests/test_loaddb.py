@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from flsync.sql.csvfiles import (
     CsvFile,
+    DataFiles,
     Kind,
     MalformedFile,
     RowChecker,
@@ -531,7 +532,7 @@ def test_value_kind():
 
 def _scan(tmp_path: Path, content: bytes) -> tuple[list[str], list[Kind]]:
     (tmp_path / "f.csv").write_bytes(content)
-    with CsvFile(LocalStore(str(tmp_path)), "f.csv") as file:
+    with CsvFile(DataFiles(LocalStore(str(tmp_path))), "f.csv") as file:
         return file.header, scan(file)
 
 
@@ -592,8 +593,19 @@ def _load(tmp_path: Path, database: str) -> None:
         ("I", b"n\nNULL\n", False),
         ("T", b"at\n2016-05-09 24:00:00 UTC\n", False),
         ("T", b"at\n2019-02-30 10:00:00 UTC\n", False),
-        ("E", b"e\n\n\n", True),
-        ("E", b"e\n\n5\n", False),
+        ("E", b"e\n,\n", False),  # a field too many
+        ("EE", b"e,f\n,\n,\n", True),
+        ("EE", b"e,f\n,\n5,\n", False),
+        ("X", b"e\n\n", False),  # a blank line: no field, as the csv module reads it
+        ("X", b'e\n""\n', True),  # one empty field
+        ("X", b"e\n\\.\n", False),  # PostgreSQL's end of data, unless quoted
+        ("X", b'e\n"\\."\nx\n', True),
+        ("XX", b'e,f\n"\n\\.\n",x\n', True),  # inside quotes, it is text
+        ("XI", b"e,n\n\x00,1\n", False),  # NUL: PostgreSQL's text has none
+        ("XI", b"e,n\r\nx,1\r\n", True),
+        ("XI", b"e,n\nx,1\r\ny,2\n", False),  # a line end other than the header's
+        ("XI", b"e,n\r\nx,1\ny,2\r\n", False),
+        ("XI", b"e,n\nx,1\ry,2\n", False),
         ("XX", b"a,b\n1,2,3\n", False),  # a field too many
         ("XX", b"a,b\n1\n", False),  # one too few
         ("X", b'a\n"never closed\n', False),
@@ -604,21 +616,26 @@ def _load(tmp_path: Path, database: str) -> None:
 def test_the_row_checker_passes_only_values_their_column_holds(kinds, content, fits):
     by_letter = {"I": Kind.INTEGER, "T": Kind.TIMESTAMP, "X": Kind.TEXT, "E": Kind.EMPTY}
     column_kinds = [by_letter[letter] for letter in kinds]
-    whole = RowChecker(column_kinds)
-    assert (whole.feed(content) and whole.close()) is fits
+    line_end = b"\r\n" if b"\r\n" in content else b"\n"
+    whole = RowChecker(column_kinds, line_end)
+    passed = [whole.feed(content), whole.close()]
+    assert (None not in passed) is fits
+    if fits:  # the bytes passed on are the file's (the last line end added if it lacks one)
+        assert b"".join(passed) in (content, content + line_end)
     # Chunks end anywhere: inside a field, a quoted line break or a CRLF.
-    bytewise = RowChecker(column_kinds)
-    assert (
-        all(bytewise.feed(content[i : i + 1]) for i in range(len(content))) and bytewise.close()
-    ) is fits
+    bytewise = RowChecker(column_kinds, line_end)
+    passed = [bytewise.feed(content[i : i + 1]) for i in range(len(content))]
+    passed.append(bytewise.close())
+    assert (None not in passed) is fits
+    if fits:
+        assert b"".join(passed) in (content, content + line_end)
 
 
-def test_a_record_longer_than_the_limit_does_not_fit(monkeypatch):
-    monkeypatch.setattr(RowChecker, "RECORD_LIMIT", 100)
-    checker = RowChecker([Kind.TEXT])
-    assert checker.feed(b'a\n"' + b"x" * 99)
-    assert not checker.feed(b"x")  # still open after 100 bytes: memory stays bounded
-    assert not checker.close()
+def test_a_record_longer_than_the_limit_does_not_fit():
+    checker = RowChecker([Kind.TEXT], b"\n", 100)
+    assert checker.feed(b'a\n"' + b"x" * 99) == b"a\n"
+    assert checker.feed(b"x") is None  # still open after 100 bytes: memory stays bounded
+    assert checker.close() is None
 
 
 def test_a_run_whose_values_fit_goes_straight_into_its_tables(tmp_path, database, caplog):

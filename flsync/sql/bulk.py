@@ -11,21 +11,33 @@ rolls the run back and stages it. The file is parsed once:
   while the server works on the previous chunk.
 - MariaDB/MySQL: ``LOAD DATA LOCAL INFILE`` of a named pipe that a thread fills with the file's
   bytes, checked as they pass; each field through a variable (``SET`` gives the leading
-  columns, NULL for empty fields); any warning counts as not fitting.
+  columns, NULL for empty fields); any warning counts as not fitting. The server is sent only
+  that pipe, whatever file it asks for (GuardedConnection).
 - SQLite: the csv module (flsync.sql.csvfiles), each block's columns checked, and multi-row
   ``INSERT`` statements of up to 999 parameters by ``executemany``.
+The check passes only bytes that the server reads exactly as the csv module does (every
+record ending as the header line does, no line PostgreSQL takes for its end of data): any
+other file is staged.
 
 Staged (``stage`` then ``move``), when the direct path met a value that did not fit: the
 file's rows go, as text, into a temporary table of columns ``c1 … cn``, and each column's
 kind is found over the whole file (PostgreSQL: casts that must print back as the value,
 else regular expressions; MariaDB: regular expressions; SQLite: the csv module's blocks).
-Then, once the tables fit those kinds, one ``INSERT … SELECT`` moves the rows into the
-dataset's table inside the run's transaction, empty text as NULL and each value cast to its
-column's type.
+PostgreSQL and MariaDB are sent the rows as the csv module read them, written again in one
+plain form (flsync.sql.csvfiles.canonical), so that their parse is the csv module's whatever
+the file's line ends or quoting. Then, once the tables fit those kinds, one ``INSERT …
+SELECT`` moves the rows into the dataset's table inside the run's transaction, empty text as
+NULL and each value cast to its column's type. Staging tables are temporary and named
+``flsync-stage-N``: no dataset's table can be so named (a file's ``-`` becomes ``_``).
 
 When the server refuses a file's text, the file is read again by the csv module (the error
 path only), so that the error names the line as a text editor counts it (from 1, line breaks
 inside quoted fields included) and says why, as the csv module's reading would.
+
+Names: every identifier is quoted by SQLAlchemy's preparer, which doubles a ``%`` for the
+drivers that read ``%s`` (psycopg, PyMySQL); so every statement holding one is sent with
+parameters (the driver then reads ``%%`` as ``%``), and psycopg's ``COPY``, sent without,
+is composed by psycopg.sql.
 """
 
 from __future__ import annotations
@@ -37,35 +49,39 @@ import re
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import pymysql
+from pymysql.constants import CR
+from pymysql.protocol import MysqlPacket
 from sqlalchemy.exc import DataError
 
 from flsync.sql.csvfiles import (
+    CHUNK,
     DATE_PATTERN,
     INTEGER_PATTERN,
     TIMESTAMP_PATTERN,
     CsvFile,
+    DataFiles,
     Kind,
     MalformedFile,
     RowChecker,
+    canonical,
     column_kind,
     widen,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from sqlalchemy import Connection
-
-    from flsync.storage import DataStore
 
 # The columns every dataset row starts with (the run's, from its metadata.csv).
 LEADING = ("uni_name", "course_name", "run")
 # Parameters in one SQLite statement: SQLite's smallest limit (999 before 3.32).
 SQLITE_PARAMETERS = 999
-# What is read from the store (and sent to the server) at a time.
-CHUNK = 1 << 20
+# Staging tables' names: with a "-", which no dataset table's name has.
+STAGING = "flsync-stage-"
 # A value of each kind, as a regular expression (see flsync.sql.csvfiles)…
 _PATTERNS = {
     Kind.INTEGER: INTEGER_PATTERN,
@@ -110,10 +126,10 @@ class Staged(Planned):
     table: str
 
 
-def guess(store: DataStore, path: str, current: Sequence[Kind]) -> list[Kind]:
+def guess(files: DataFiles, path: str, current: Sequence[Kind]) -> list[Kind]:
     """Each column's kind in the file's first rows (read by the csv module), widened with its
     kind in the table (``current``): the kind the direct path loads it as."""
-    with CsvFile(store, path) as file:
+    with CsvFile(files, path) as file:
         block = next(file.blocks(), [])
     if not block:
         return list(current)
@@ -123,7 +139,7 @@ def guess(store: DataStore, path: str, current: Sequence[Kind]) -> list[Kind]:
 
 def load_direct(
     connection: Connection,
-    store: DataStore,
+    files: DataFiles,
     planned: Planned,
     prefix: Sequence[str | int],
     kinds: Sequence[Kind],
@@ -135,17 +151,24 @@ def load_direct(
     stages it."""
     name = connection.dialect.name
     if name == "postgresql":
-        return _copy_direct_postgresql(connection, store, planned, prefix, kinds)
+        return _copy_direct_postgresql(connection, files, planned, prefix, kinds)
     if name in ("mysql", "mariadb"):
-        return _load_direct_mysql(connection, store, planned, prefix, kinds)
+        return _load_direct_mysql(connection, files, planned, prefix, kinds)
     if name == "sqlite":
-        return _insert_direct_sqlite(connection, store, planned, prefix, kinds)
+        return _insert_direct_sqlite(connection, files, planned, prefix, kinds)
     raise LoadError(f"no bulk path for {name}: use PostgreSQL, MariaDB/MySQL or SQLite")
+
+
+def staging_table(connection: Connection, name: str) -> str:
+    """The staging table ``name`` as statements name it: quoted, in the temporary schema."""
+    quoted = connection.dialect.identifier_preparer.quote(name)
+    schema = {"postgresql": "pg_temp.", "sqlite": "temp."}.get(connection.dialect.name, "")
+    return schema + quoted
 
 
 def stage(
     connection: Connection,
-    store: DataStore,
+    files: DataFiles,
     path: str,
     header: Sequence[str],
     *,
@@ -158,30 +181,32 @@ def stage(
     (EMPTY when new): a column that is text already is not tested."""
     name = connection.dialect.name
     columns = [f"c{n}" for n in range(1, len(header) + 1)]
+    created = connection.dialect.identifier_preparer.quote(table)
+    staged = staging_table(connection, table)
     dbapi = _dbapi(connection)
     if name == "postgresql":
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {staged}")
         connection.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE {table} ({', '.join(f'{c} text' for c in columns)})"
+            f"CREATE TEMPORARY TABLE {created} ({', '.join(f'{c} text' for c in columns)})"
         )
-        _copy_postgresql(dbapi, store, path, table, columns)
+        _copy_postgresql(dbapi, files, path, table, columns)
     elif name in ("mysql", "mariadb"):
-        connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table}")
+        connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {staged}")
         # MariaDB's Aria loads a temporary table twice as fast as InnoDB (no undo log).
         aria = " ENGINE=Aria" if getattr(connection.dialect, "is_mariadb", False) else ""
         connection.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE {table} ({', '.join(f'{c} LONGTEXT' for c in columns)})"
+            f"CREATE TEMPORARY TABLE {created} ({', '.join(f'{c} LONGTEXT' for c in columns)})"
             f" CHARACTER SET utf8mb4 COLLATE utf8mb4_bin{aria}"
         )
-        _load_data_mysql(dbapi, store, path, table, columns)
+        _load_data_mysql(dbapi, files, path, staged, columns)
     elif name == "sqlite":
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
-        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {table} ({', '.join(columns)})")
-        kinds = _insert_sqlite(dbapi, store, path, table, columns=columns, current=current)
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {staged}")
+        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {created} ({', '.join(columns)})")
+        kinds = _insert_sqlite(dbapi, files, path, staged, columns=columns, current=current)
         return Staged(target=target, path=path, header=header, kinds=kinds, table=table)
     else:
         raise LoadError(f"no bulk path for {name}: use PostgreSQL, MariaDB/MySQL or SQLite")
-    kinds = _kinds(connection, table, columns, guess(store, path, current))
+    kinds = _kinds(connection, staged, columns, guess(files, path, current))
     return Staged(target=target, path=path, header=header, kinds=kinds, table=table)
 
 
@@ -193,11 +218,7 @@ def move(
     number of rows."""
     name = connection.dialect.name
     q = connection.dialect.identifier_preparer.quote
-    # The drivers but SQLite's fill in each %s: a name's % is doubled.
     names = [q(c) for c in (*LEADING[: len(prefix)], *staged.header)]
-    if name != "sqlite":
-        names = [n.replace("%", "%%") for n in names]
-    target = q(staged.target).replace("%", "%%" if name != "sqlite" else "%")
     values = ["%s" if name != "sqlite" else "?"] * len(prefix)
     for n, kind in enumerate(kinds, 1):
         value = f"NULLIF(c{n}, '')"
@@ -209,7 +230,8 @@ def move(
             value = f"substr({value}, 1, 19)"
         values.append(value)
     sql = (
-        f"INSERT INTO {target} ({', '.join(names)}) SELECT {', '.join(values)} FROM {staged.table}"
+        f"INSERT INTO {q(staged.target)} ({', '.join(names)}) SELECT {', '.join(values)}"
+        f" FROM {staging_table(connection, staged.table)}"
     )
     inserted = connection.exec_driver_sql(sql, tuple(prefix)).rowcount
     if name in ("mysql", "mariadb"):
@@ -226,7 +248,9 @@ def drop(connection: Connection, tables: Sequence[str]) -> None:
     """Drop the staging tables, if they are."""
     temporary = " TEMPORARY" if connection.dialect.name in ("mysql", "mariadb") else ""
     for table in tables:
-        connection.exec_driver_sql(f"DROP{temporary} TABLE IF EXISTS {table}")
+        connection.exec_driver_sql(
+            f"DROP{temporary} TABLE IF EXISTS {staging_table(connection, table)}"
+        )
 
 
 # Kinds, on the server.
@@ -306,26 +330,34 @@ def _matching(
 
 
 def _copy_postgresql(
-    dbapi: Any, store: DataStore, path: str, table: str, columns: Sequence[str]
+    dbapi: Any, files: DataFiles, path: str, table: str, columns: Sequence[str]
 ) -> None:
+    """COPY the rows, as the csv module reads them, into the staging table ``table``."""
     import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
 
-    sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv, HEADER true)"
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
+        sql.Identifier("pg_temp", table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
     try:
-        with store.open_read(path) as stream, dbapi.cursor() as cursor, cursor.copy(sql) as copy:
-            while chunk := stream.read(CHUNK):
+        with (
+            CsvFile(files, path) as file,
+            dbapi.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for chunk in canonical(file):
                 copy.write(chunk)
     except psycopg.errors.DataError as exc:
         # "COPY s1, line 5, column c2: …": the header is its line 1; lines are records.
         found = re.search(r", line ([0-9]+)", exc.diag.context or "")
         record = int(found[1]) - 1 if found else None
         reason = (exc.diag.message_primary or str(exc)).strip()
-        raise _malformed(store, path, record, reason) from None
+        raise _malformed(files, path, record, reason) from None
 
 
 def _copy_direct_postgresql(
     connection: Connection,
-    store: DataStore,
+    files: DataFiles,
     planned: Planned,
     prefix: Sequence[str | int],
     kinds: Sequence[Kind],
@@ -333,26 +365,24 @@ def _copy_direct_postgresql(
     """COPY into the table itself: the leading columns take their defaults, which read the
     run's values from this transaction's settings (see flsync.sql.loader)."""
     import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
 
-    q = connection.dialect.identifier_preparer.quote
-    columns = ", ".join(q(c) for c in planned.header)
-    sql = (
-        f"COPY {q(planned.target)} ({columns}) FROM STDIN"
-        f" (FORMAT csv, HEADER true, FORCE_NULL ({columns}))"
-    )
-    checker = RowChecker(kinds)
+    columns = sql.SQL(", ").join(map(sql.Identifier, planned.header))
+    statement = sql.SQL(
+        "COPY {table} ({columns}) FROM STDIN (FORMAT csv, HEADER true, FORCE_NULL ({columns}))"
+    ).format(table=sql.Identifier(planned.target), columns=columns)
+    checker = RowChecker(kinds, files.line_end(planned.path), files.record_limit)
     dbapi = _dbapi(connection)
     with dbapi.cursor() as cursor:
         for name, value in zip(LEADING, prefix, strict=False):
             cursor.execute("SELECT set_config(%s, %s, true)", (f"flsync.{name}", str(value)))
         try:
-            with store.open_read(planned.path) as stream, cursor.copy(sql) as copy:
-                while chunk := stream.read(CHUNK):
-                    if not checker.feed(chunk):
+            with files.open(planned.path) as stream, cursor.copy(statement) as copy:
+                # Only checked bytes are sent: the server never refuses them itself.
+                for checked in _checked(stream, checker):
+                    if checked is None:
                         raise Misfit(planned.path)
-                    copy.write(chunk)
-                if not checker.close():
-                    raise Misfit(planned.path)
+                    copy.write(checked)
         except psycopg.errors.DataError as exc:
             # A value the check passed but the type does not hold (30 February), or a fault
             # in the file: the staged path tells which.
@@ -360,10 +390,17 @@ def _copy_direct_postgresql(
         return int(cursor.rowcount)
 
 
-def _malformed(store: DataStore, path: str, record: int | None, reason: str) -> MalformedFile:
+def _checked(stream: IO[bytes], checker: RowChecker) -> Iterator[bytes | None]:
+    """The stream's bytes that ``checker`` passes, a chunk at a time; None once it refuses."""
+    while chunk := stream.read(CHUNK):
+        yield checker.feed(chunk)
+    yield checker.close()
+
+
+def _malformed(files: DataFiles, path: str, record: int | None, reason: str) -> MalformedFile:
     """Why the server refused the file, as the csv module tells it (its line and reason),
     else as the server did."""
-    with CsvFile(store, path) as file:
+    with CsvFile(files, path) as file:
         try:
             for _block in file.blocks():
                 pass
@@ -376,20 +413,65 @@ def _malformed(store: DataStore, path: str, record: int | None, reason: str) -> 
 # MariaDB/MySQL.
 
 
+class GuardedConnection(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL's connection, but the server is sent a local file (``LOAD DATA LOCAL``) only
+    when it asks for the one that flsync's own statement names (``sending``) while that
+    statement runs: any other request is answered with no bytes, and fails its statement.
+
+    PyMySQL itself sends whatever file the server names, in reply to any statement: a
+    hostile or compromised server could read every file flsync can. PyMySQL has no hook for
+    this, so the first packet of each reply is looked at here, before PyMySQL acts on it.
+    """
+
+    sending: bytes | None = None  # the path that flsync's LOAD DATA statement names
+    _reply_starts = False  # the next packet read is the first of a reply
+
+    def _execute_command(self, command: int, sql: bytes | str) -> None:
+        super()._execute_command(command, sql)
+        self._reply_starts = True
+
+    def next_result(self, unbuffered: bool = False) -> int:
+        self._reply_starts = True
+        return int(super().next_result(unbuffered))
+
+    def _read_packet(self, packet_type: Any = MysqlPacket) -> Any:
+        packet = super()._read_packet(packet_type)
+        if self._reply_starts:
+            self._reply_starts = False
+            asked = packet.get_all_data()[1:]
+            if packet.is_load_local_packet() and asked != self.sending:
+                # The protocol's answer to a refused request: an empty file, then the
+                # server's reply (an error, most likely), before saying why.
+                self.write_packet(b"")
+                with contextlib.suppress(pymysql.err.MySQLError):
+                    super()._read_packet(packet_type)
+                name = asked.decode(errors="replace")
+                raise pymysql.err.OperationalError(
+                    CR.CR_LOAD_DATA_LOCAL_INFILE_REJECTED,
+                    f"the server asked for the local file {name!r}, which flsync does not"
+                    " send: refused (a server that is not what it should be?)",
+                )
+        return packet
+
+
 def _load_data_mysql(
-    dbapi: Any, store: DataStore, path: str, table: str, columns: Sequence[str]
+    dbapi: Any, files: DataFiles, path: str, table: str, columns: Sequence[str]
 ) -> None:
+    """LOAD DATA the rows, as the csv module reads them, into the staging table ``table``."""
     fields = [f"@{c}" for c in columns]
     assignments = [
         f"{c} = {_NULL_WORD.format(field=f)}" for c, f in zip(columns, fields, strict=True)
     ]
-    _load_data_local(dbapi, store, path, table=table, fields=fields, assignments=assignments)
-    _refuse_warnings(dbapi, path, store)
+    with CsvFile(files, path) as file:
+        _load_data_local(
+            dbapi, canonical(file), table=table, fields=fields, assignments=assignments
+        )
+    _refuse_warnings(dbapi, path, files)
 
 
 def _load_direct_mysql(
     connection: Connection,
-    store: DataStore,
+    files: DataFiles,
     planned: Planned,
     prefix: Sequence[str | int],
     kinds: Sequence[Kind],
@@ -402,21 +484,20 @@ def _load_direct_mysql(
     for name, field, kind in zip(planned.header, fields, kinds, strict=True):
         value = _NULL_WORD.format(field=field)
         value = f"LEFT({value}, 19)" if kind is Kind.TIMESTAMP else value
-        assignments.append(f"{q(name)} = NULLIF({value}, '')".replace("%", "%%"))
+        assignments.append(f"{q(name)} = NULLIF({value}, '')")
     dbapi = _dbapi(connection)
-    checker = RowChecker(kinds)
-    table = q(planned.target).replace("%", "%%")
-    params = [str(value) for value in prefix]
-    rows = _load_data_local(
-        dbapi,
-        store,
-        planned.path,
-        table=table,
-        fields=fields,
-        assignments=assignments,
-        params=params,
-        checker=checker,
-    )
+    line_end = files.line_end(planned.path)
+    checker = RowChecker(kinds, line_end, files.record_limit)
+    with files.open(planned.path) as stream:
+        rows = _load_data_local(
+            dbapi,
+            _checked(stream, checker),
+            table=q(planned.target),
+            fields=fields,
+            assignments=assignments,
+            params=[str(value) for value in prefix],
+            line_end=line_end,
+        )
     if not checker.fits or _first_warning(dbapi):
         # A value refused or changed by the server: the staged path says which.
         raise Misfit(planned.path)
@@ -425,22 +506,19 @@ def _load_direct_mysql(
 
 def _load_data_local(
     dbapi: Any,
-    store: DataStore,
-    path: str,
+    chunks: Iterator[bytes | None],
     *,
     table: str,
     fields: Sequence[str],
     assignments: Sequence[str],
     params: Sequence[str] = (),
-    checker: RowChecker | None = None,
+    line_end: bytes = b"\n",
 ) -> int:
-    """LOAD DATA LOCAL INFILE of the file into ``table``, each record's fields into
+    """LOAD DATA LOCAL INFILE of ``chunks`` (a CSV file's bytes, whose records end with
+    ``line_end``; None ends them early) into ``table``, each record's fields into
     ``fields`` (variables), then ``assignments`` (whose %s are ``params``), through a named
-    pipe that a thread fills with the file's bytes (``checker`` sees them on the way); the
-    number of rows."""
-    with store.open_read(path) as stream:
-        first = stream.readline()
-    ending = "\\r\\n" if first.endswith(b"\r\n") else "\\n"
+    pipe that a thread fills; the number of rows."""
+    ending = line_end.decode().replace("\r", "\\r").replace("\n", "\\n")
     sql = (
         f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4"
         " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY ''"
@@ -450,13 +528,15 @@ def _load_data_local(
     with tempfile.TemporaryDirectory(prefix="flsync-load-") as folder:
         pipe = os.path.join(folder, "rows")
         os.mkfifo(pipe, 0o600)
-        feeder = _PipeFeeder(pipe, store, path, checker)
+        feeder = _PipeFeeder(pipe, chunks)
         feeder.start()
+        dbapi.sending = pipe.encode()
         try:
             with dbapi.cursor() as cursor:
                 cursor.execute(sql, (pipe, *params))
                 rows = int(cursor.rowcount)
         finally:
+            dbapi.sending = None
             feeder.finish()
     if feeder.error is not None:
         raise feeder.error
@@ -468,17 +548,17 @@ def _load_data_local(
 _NULL_WORD = "COALESCE({field}, 'NULL')"
 
 
-def _refuse_warnings(dbapi: Any, path: str, store: DataStore | None = None) -> None:
+def _refuse_warnings(dbapi: Any, path: str, files: DataFiles | None = None) -> None:
     """LOAD DATA LOCAL turns refused rows and values into warnings (the server cannot stop
     the client's transfer): any warning fails the file."""
     warning = _first_warning(dbapi)
     if warning is None:
         return
-    if store is None:
+    if files is None:
         raise LoadError(f"{path}: the database refused a value: {warning}")
     # "Row 3 doesn't contain data for all columns": rows counted after the header.
     found = re.search(r"\brow ([0-9]+)", warning, re.IGNORECASE)
-    raise _malformed(store, path, int(found[1]) if found else None, warning)
+    raise _malformed(files, path, int(found[1]) if found else None, warning)
 
 
 def _first_warning(dbapi: Any) -> str | None:
@@ -490,28 +570,22 @@ def _first_warning(dbapi: Any) -> str | None:
 
 
 class _PipeFeeder(threading.Thread):
-    """Copies the file's bytes into the named pipe the server reads through the client."""
+    """Copies a file's bytes into the named pipe the server reads through the client."""
 
-    def __init__(
-        self, pipe: str, store: DataStore, path: str, checker: RowChecker | None = None
-    ) -> None:
+    def __init__(self, pipe: str, chunks: Iterator[bytes | None]) -> None:
         super().__init__(name="flsync-load-pipe", daemon=True)
         self.pipe = pipe
-        self.store = store
-        self.path = path
-        self.checker = checker
+        self.chunks = chunks
         self.error: BaseException | None = None
         self.stopped = False
 
     def run(self) -> None:
         try:
-            with self.store.open_read(self.path) as stream, open(self.pipe, "wb") as out:
-                while not self.stopped and (chunk := stream.read(CHUNK)):
-                    if self.checker is not None and not self.checker.feed(chunk):
+            with open(self.pipe, "wb") as out:
+                for chunk in self.chunks:
+                    if self.stopped or chunk is None:
                         return  # the rows so far are loaded, and then undone by the caller
                     out.write(chunk)
-                if self.checker is not None:
-                    self.checker.close()
         except BrokenPipeError:
             pass  # the client stopped reading: its statement failed, and says why
         except BaseException as exc:  # a failed read: raised by the caller
@@ -540,7 +614,7 @@ class _PipeFeeder(threading.Thread):
 
 def _insert_sqlite(
     dbapi: Any,
-    store: DataStore,
+    files: DataFiles,
     path: str,
     table: str,
     *,
@@ -556,14 +630,14 @@ def _insert_sqlite(
                 kinds[index] = column_kind(values, kinds[index])
         return block
 
-    with CsvFile(store, path) as file, contextlib.closing(dbapi.cursor()) as cursor:
+    with CsvFile(files, path) as file, contextlib.closing(dbapi.cursor()) as cursor:
         cursor.executemany(sql, itertools.chain.from_iterable(map(typed, file.blocks())))
     return kinds
 
 
 def _insert_direct_sqlite(
     connection: Connection,
-    store: DataStore,
+    files: DataFiles,
     planned: Planned,
     prefix: Sequence[str | int],
     kinds: Sequence[Kind],
@@ -587,7 +661,7 @@ def _insert_direct_sqlite(
     step = per * width
     inserted = 0
     dbapi = _dbapi(connection)
-    with CsvFile(store, planned.path) as file, contextlib.closing(dbapi.cursor()) as cursor:
+    with CsvFile(files, planned.path) as file, contextlib.closing(dbapi.cursor()) as cursor:
         for values in _sqlite_values(file, kinds):
             whole = len(values) - len(values) % step
             cursor.executemany(full, [values[i : i + step] for i in range(0, whole, step)])
@@ -597,7 +671,7 @@ def _insert_direct_sqlite(
     return inserted
 
 
-def _sqlite_values(file: CsvFile, kinds: Sequence[Kind]) -> Iterator[list[str | None]]:
+def _sqlite_values(file: CsvFile, kinds: Sequence[Kind]) -> Iterable[list[str | None]]:
     """Each block's values, row after row, each column checked for its kind: empty fields
     as None, timestamps without their " UTC"."""
     width = len(kinds)

@@ -1,11 +1,13 @@
 """A dataset file of the tree, read for the database: streamed in blocks of rows, checked and
 typed.
 
-Rows come in blocks (``BLOCK_ROWS``) so that the per-row work happens in C (the csv module,
-``zip``, ``str.join``, one regular expression over a whole column of a block): a 1 GB file is
-read with flat memory at close to the csv module's own speed. Any fault is a
-:class:`MalformedFile` naming the file, the line (as a text editor counts them, from 1) and
-the reason.
+Every byte read passes through a bound on the length of a CSV record (:class:`DataFiles`):
+a longer record is refused at once, so that memory stays flat whatever the file holds. Rows
+come in blocks (``BLOCK_ROWS``, at most about ``BLOCK_BYTES``) so that the per-row work happens
+in C (the csv module, ``zip``, ``str.join``, one regular expression over a whole column of a
+block): a 1 GB file is read with flat memory at close to the csv module's own speed. Any fault
+is a :class:`MalformedFile` naming the file, the line (as a text editor counts them, from 1)
+and the reason.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import codecs
 import csv
 import io
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -25,16 +28,21 @@ if TYPE_CHECKING:
     from flsync.storage import DataStore
 
 BLOCK_ROWS = 4096
-# A free-text field (a comment, a survey answer) may be long; the csv module's default limit
-# (128 KiB) would call a long comment malformed. Still bounded: memory stays flat.
-FIELD_SIZE_LIMIT = 64 << 20
-csv.field_size_limit(FIELD_SIZE_LIMIT)
+# A block ends early once about this many bytes of the file were read for it: long records
+# make short blocks.
+BLOCK_BYTES = 4 << 20
+# The longest record by default (FLSYNC_DATABASE_RECORD_MB).
+RECORD_LIMIT = 8 << 20
+# No field can be longer than its record, which the record bound limits already.
+csv.field_size_limit(2**31 - 1)
+# What is read from the store at a time (never more than the record limit).
+CHUNK = 1 << 20
 
 
 class Kind(StrEnum):
     """What a column holds. A column only ever widens, towards TEXT, which holds anything."""
 
-    EMPTY = "empty"  # no value seen yet (becomes a text column if it stays so)
+    EMPTY = "empty"  # no value seen yet: says nothing of the values to come
     INTEGER = "integer"
     TIMESTAMP = "timestamp"
     DATE = "date"
@@ -76,10 +84,10 @@ _COLUMN_PATTERNS = {
 }
 _SINGLE_PATTERNS = {kind: re.compile(value) for kind, value in _KIND_PATTERNS}
 # One field of a CSV record's bytes, by the kind its column has: a typed value unquoted or
-# empty; text as RFC 4180 has it.
+# empty; text as RFC 4180 has it, but for the character NUL (PostgreSQL's text has none).
 _FIELD_PATTERNS = {
     Kind.EMPTY: b"",
-    Kind.TEXT: rb'(?:[^,"\r\n]*+|"(?:[^"]++|"")*+")',
+    Kind.TEXT: rb'(?:[^,"\r\n\x00]*+|"(?:[^"\x00]++|"")*+")',
     **{kind: rb"(?:" + value.encode() + rb")?" for kind, value in _KIND_PATTERNS},
 }
 
@@ -114,58 +122,6 @@ def column_kind(values: Sequence[str], current: Kind = Kind.EMPTY) -> Kind:
     return result
 
 
-class RowChecker:
-    """Checks a CSV file's bytes as they stream past, without parsing them into rows: after
-    the header, each record has the header's number of fields, and each value of a typed
-    column is empty or written exactly as that kind's pattern says (unquoted).
-
-    Used where the database parses the file itself (PostgreSQL's COPY, MariaDB's LOAD DATA):
-    one regular expression per chunk, in C. It may refuse rows that would load (a quoted
-    number, a record longer than RECORD_LIMIT): the caller then takes its slower, exact path.
-    It never passes a value that its column's type would change.
-    """
-
-    # A record still open after this many bytes counts as not fitting: memory stays flat.
-    RECORD_LIMIT = 4 << 20
-
-    def __init__(self, kinds: Sequence[Kind]) -> None:
-        fields = [_FIELD_PATTERNS[kind] for kind in kinds]
-        record = b",".join(fields) + rb"\r?\n"
-        header = b",".join([_FIELD_PATTERNS[Kind.TEXT]] * len(kinds)) + rb"\r?\n"
-        self._header = re.compile(rb"(?:\xef\xbb\xbf)?" + header)
-        self._records = re.compile(rb"(?:" + record + rb")*+")
-        self._rest = b""
-        self._header_read = False
-        self.fits = True
-
-    def feed(self, chunk: bytes) -> bool:
-        """Check the next bytes; False once anything does not fit."""
-        if not self.fits:
-            return False
-        data = self._rest + chunk
-        start = 0
-        if not self._header_read:
-            found = self._header.match(data)
-            if found is None:
-                self._rest = data
-                self.fits = len(data) <= self.RECORD_LIMIT
-                return self.fits
-            self._header_read = True
-            start = found.end()
-        found = self._records.match(data, start)  # always matches: zero records at least
-        end = found.end() if found else start
-        self._rest = data[end:]
-        self.fits = len(self._rest) <= self.RECORD_LIMIT
-        return self.fits
-
-    def close(self) -> bool:
-        """The end of the file: True if every record fitted (the last may lack its line end)."""
-        if self._rest and not self._rest.endswith(b"\n"):
-            self.feed(b"\n")
-        self.fits = self.fits and self._header_read and not self._rest
-        return self.fits
-
-
 class MalformedFile(Exception):
     """A file that cannot be loaded; one line for the user."""
 
@@ -177,24 +133,208 @@ class MalformedFile(Exception):
         self.reason = reason
 
 
-class CsvFile:
-    """A CSV file of the store, open for reading: its header, then its rows in blocks.
+# Where a CSV record ends, as the csv module reads it: a field is quoted only when it starts
+# with a quote (and then may hold commas and line breaks); a quote later in a field is text.
+# After a closing quote the csv module wants a comma or a line end: anything else is let
+# through here, for the reader of the bytes to refuse. A quote never closed leaves the record
+# open, which the bound then refuses once it is too long.
+_FIELD = rb'(?:"(?:[^"]++|"")*+"[^,\r\n]*+|[^,"\r\n][^,\r\n]*+)?'
+_RECORD = _FIELD + rb"(?:," + _FIELD + rb")*+(?:\r\n|\r|\n)"
+_ONE_RECORD = re.compile(_RECORD)
+_RECORDS = re.compile(rb"(?:" + _RECORD + rb")*+")
 
-    RFC 4180 as the csv module reads it, strictly (a stray quote is an error); UTF-8 (a
-    leading byte-order mark is dropped); every row as many fields as the header.
+
+class _RecordBound(io.RawIOBase):
+    """The bytes of a stream, refused (MalformedFile) once a record runs longer than
+    ``limit`` bytes: whoever reads through it never holds a longer record.
+
+    Each chunk is checked in C: without quotes, records are lines (``find``); with quotes,
+    one regular expression finds where the last complete record ends. The record still open
+    (at most ``limit`` bytes) is kept to be checked again with the next chunk."""
+
+    def __init__(self, stream: IO[bytes], path: str, limit: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._path = path
+        self._limit = limit
+        self._open = b""  # the start of the record not yet ended
+        self._lines = 0  # line ends before it
+        self._cr_ended = False  # the bytes before it end with "\r" (maybe half of "\r\n")
+        self.consumed = 0  # bytes read so far
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._stream.read(min(len(buffer), self._limit))
+        if data:
+            self._check(data)
+        buffer[: len(data)] = data
+        self.consumed += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+    def _check(self, data: bytes) -> None:
+        window = self._open + data
+        first, last = _record_ends(window)
+        # Records begun and ended within ``data`` are shorter than it, at most the limit.
+        if self._open and first > self._limit:
+            self._refuse()
+        if last:
+            ended = window[:last]
+            lines = ended.count(b"\n") + ended.count(b"\r") - ended.count(b"\r\n")
+            self._lines += lines - (self._cr_ended and ended.startswith(b"\n"))
+            self._cr_ended = ended.endswith(b"\r")
+            self._open = window[last:]
+        else:
+            self._open = window
+        if len(self._open) > self._limit:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        mb = self._limit / (1 << 20)
+        raise MalformedFile(
+            self._path,
+            self._lines + 1,
+            f"a record longer than {mb:g} MB (FLSYNC_DATABASE_RECORD_MB): not loaded",
+        )
+
+
+def _record_ends(window: bytes) -> tuple[int, int]:
+    """Where the first and the last complete records of ``window`` end (0: none)."""
+    if b'"' in window:
+        found = _ONE_RECORD.match(window)
+        last = _RECORDS.match(window)
+        return (found.end() if found else 0), (last.end() if last else 0)
+    ends = [i for i in (window.find(b"\n"), window.find(b"\r")) if i >= 0]
+    if not ends:
+        return 0, 0
+    first = min(ends) + 1
+    first += window[first - 1 : first + 1] == b"\r\n"
+    return first, max(window.rfind(b"\n"), window.rfind(b"\r")) + 1
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The tree's files (read through ``store``), each record at most ``record_limit``
+    bytes: a longer one is refused as it is read."""
+
+    store: DataStore
+    record_limit: int = RECORD_LIMIT
+
+    def open(self, path: str) -> io.BufferedReader:
+        """The file's bytes, read through the record bound."""
+        bound = _RecordBound(self.store.open_read(path), path, self.record_limit)
+        return io.BufferedReader(bound, min(CHUNK, self.record_limit))
+
+    def line_end(self, path: str) -> bytes:
+        """The header line's end (``\\n``, ``\\r\\n`` or ``\\r``): the one every record must
+        end with where a database parses the file itself."""
+        with self.open(path) as stream:
+            head = b""
+            while chunk := stream.read1(CHUNK):
+                head += chunk
+                found = _LINE_END.search(head)
+                if found:
+                    return found[0]
+        return b"\r" if head.endswith(b"\r") else b"\n"
+
+
+# A "\r" is a line end of its own only when what follows is not "\n".
+_LINE_END = re.compile(rb"\r\n|\r(?=[^\n])|\n")
+
+
+class RowChecker:
+    """Checks a CSV file's bytes as they stream past, without parsing them into rows, and
+    passes on those of the records that fit: after the header, each record has the header's
+    number of fields and ends as the header line does, and each value of a typed column is
+    empty or written exactly as that kind's pattern says (unquoted).
+
+    Used where the database parses the file itself (PostgreSQL's COPY, MariaDB's LOAD DATA),
+    which gets only the bytes passed on: one regular expression per chunk, in C. It passes
+    only what those parsers read as the csv module does; it may refuse rows that would load
+    (a quoted number, a record longer than ``limit``): the caller then takes its slower,
+    exact path. It never passes a value that its column's type would change.
     """
 
-    def __init__(self, store: DataStore, path: str) -> None:
-        self.store = store
+    def __init__(
+        self, kinds: Sequence[Kind], line_end: bytes = b"\n", limit: int = RECORD_LIMIT
+    ) -> None:
+        end = re.escape(line_end)
+        fields = [_FIELD_PATTERNS[kind] for kind in kinds]
+        if len(fields) == 1:
+            # A lone field: an empty line is no record (the csv module reads no field there),
+            # and a line "\." would end PostgreSQL's COPY.
+            fields[0] = rb"(?!" + end + rb"|\\\." + end + rb")" + fields[0]
+        record = b",".join(fields) + end
+        header = b",".join([_FIELD_PATTERNS[Kind.TEXT]] * len(kinds)) + end
+        self._header = re.compile(rb"(?:\xef\xbb\xbf)?" + header)
+        self._records = re.compile(rb"(?:" + record + rb")*+")
+        self._line_end = line_end
+        self._limit = limit
+        self._rest = b""
+        self._header_read = False
+        self.fits = True
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """The next bytes: those of the records they complete, all fitting, to be passed on
+        (the rest is held back); None once anything does not fit."""
+        if not self.fits:
+            return None
+        data = self._rest + chunk
+        start = 0
+        if not self._header_read:
+            found = self._header.match(data)
+            if found is None:
+                return self._hold(data, 0)
+            self._header_read = True
+            start = found.end()
+        found = self._records.match(data, start)  # always matches: zero records at least
+        return self._hold(data, found.end() if found else start)
+
+    def _hold(self, data: bytes, end: int) -> bytes | None:
+        """Pass on ``data[:end]``, hold the rest: a record not yet ended, or one that does
+        not fit, and then (once it has ended, or is too long) nothing fits."""
+        self._rest = data[end:]
+        ended = _ONE_RECORD.match(self._rest)
+        # A record followed by more bytes has ended (a final "\r" may begin "\r\n").
+        misfit = ended is not None and ended.end() < len(self._rest)
+        self.fits = not misfit and len(self._rest) <= self._limit
+        return data[:end] if self.fits else None
+
+    def close(self) -> bytes | None:
+        """The end of the file: its last bytes to pass on (the last record may lack its line
+        end), or None if anything did not fit."""
+        last = b""
+        if self.fits and self._rest and not self._rest.endswith(self._line_end):
+            last = self.feed(self._line_end) or b""
+        self.fits = self.fits and self._header_read and not self._rest
+        return last if self.fits else None
+
+
+class CsvFile:
+    """A CSV file of the tree, open for reading: its header, then its rows in blocks.
+
+    RFC 4180 as the csv module reads it, strictly (a stray quote is an error), with "\\n",
+    "\\r\\n" or "\\r" line ends; UTF-8 (a leading byte-order mark is dropped); every row as
+    many fields as the header.
+    """
+
+    def __init__(self, files: DataFiles, path: str) -> None:
+        self.files = files
         self.path = path
         self.header: list[str] = []
         self.rows = 0  # read so far
         self._stream: io.TextIOWrapper | None = None
 
     def __enter__(self) -> CsvFile:
-        self._stream = io.TextIOWrapper(
-            self.store.open_read(self.path), encoding="utf-8-sig", newline=""
+        self._bound = _RecordBound(
+            self.files.store.open_read(self.path), self.path, self.files.record_limit
         )
+        self._stream = _text(self._bound, self.files.record_limit)
         try:
             self._reader = csv.reader(self._stream, strict=True)
             self.header = self._read_header()
@@ -225,7 +365,8 @@ class CsvFile:
         return header
 
     def blocks(self) -> Iterator[list[list[str]]]:
-        """The rows after the header, BLOCK_ROWS at a time, each checked for its field count."""
+        """The rows after the header, BLOCK_ROWS (or BLOCK_BYTES) at a time, each checked for
+        its field count."""
         width = len(self.header)
         while True:
             block = self._next_block(BLOCK_ROWS)
@@ -243,8 +384,14 @@ class CsvFile:
             yield block
 
     def _next_block(self, size: int) -> list[list[str]]:
+        block: list[list[str]] = []
+        append = block.append
+        budget = self._bound.consumed + BLOCK_BYTES
         try:
-            return list(islice(self._reader, size))
+            for row in islice(self._reader, size):
+                append(row)
+                if self._bound.consumed > budget:
+                    break
         except csv.Error as exc:
             raise MalformedFile(self.path, self._reader.line_num, f"bad CSV: {exc}") from None
         except UnicodeDecodeError:
@@ -252,13 +399,15 @@ class CsvFile:
             raise MalformedFile(
                 self.path, line, f"not UTF-8 text (byte {offset} of the file)"
             ) from None
+        return block
 
     def record_line(self, record: int) -> int:
         """The line the ``record``-th record (the header is record 0) starts on: read again
         from the start, on the error path only."""
-        with io.TextIOWrapper(
-            self.store.open_read(self.path), encoding="utf-8-sig", newline=""
-        ) as stream:
+        with (
+            self.files.open(self.path) as raw,
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as stream,
+        ):
             reader = csv.reader(stream, strict=True)
             line = 0
             for _ in islice(reader, record):
@@ -269,9 +418,9 @@ class CsvFile:
         """Line and byte offset of the first byte that is not UTF-8 (error path only)."""
         decoder = codecs.getincrementaldecoder("utf-8")()
         offset = line = 0
-        with self.store.open_read(self.path) as stream:
+        with self.files.store.open_read(self.path) as stream:
             while True:
-                chunk = stream.read(1 << 16)
+                chunk = stream.read(CHUNK)
                 # Bytes of a sequence begun in the last chunk, which the decoder holds back.
                 held = len(decoder.getstate()[0])
                 try:
@@ -285,6 +434,11 @@ class CsvFile:
                 offset += len(chunk)
 
 
+def _text(bound: _RecordBound, limit: int) -> io.TextIOWrapper:
+    buffered = io.BufferedReader(bound, min(CHUNK, limit))
+    return io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+
+
 def scan(file: CsvFile) -> list[Kind]:
     """Read a whole open file: every row checked, each column's kind."""
     kinds = [Kind.EMPTY] * len(file.header)
@@ -294,3 +448,20 @@ def scan(file: CsvFile) -> list[Kind]:
             if kind is not Kind.TEXT:
                 kinds[index] = column_kind(columns[index], kind)
     return kinds
+
+
+def canonical(file: CsvFile) -> Iterator[bytes]:
+    """An open file's header and rows as the csv module reads them, written again in the one
+    form that PostgreSQL's and MariaDB's CSV readers read exactly so: every field quoted (so
+    that no line is PostgreSQL's "\\." end of data, and no word NULL is MariaDB's NULL), "\\n"
+    after each record; a block of rows at a time."""
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow(file.header)
+    for block in file.blocks():
+        writer.writerows(block)
+        yield out.getvalue().encode()
+        out.seek(0)
+        out.truncate()
+    if out.tell():
+        yield out.getvalue().encode()

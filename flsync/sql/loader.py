@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
+    VARCHAR,
     BigInteger,
     Column,
     Date,
@@ -48,10 +49,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.sql import expression
 
 from flsync import tree
 from flsync.sql.bulk import (
     LEADING,
+    STAGING,
+    GuardedConnection,
     LoadError,
     Misfit,
     Planned,
@@ -62,7 +66,15 @@ from flsync.sql.bulk import (
     move,
     stage,
 )
-from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, value_kind, widen
+from flsync.sql.csvfiles import (
+    RECORD_LIMIT,
+    CsvFile,
+    DataFiles,
+    Kind,
+    MalformedFile,
+    value_kind,
+    widen,
+)
 from flsync.storage import StoreError
 
 if TYPE_CHECKING:
@@ -76,14 +88,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Part of every fingerprint: a new version (another way of typing or storing) reloads all.
-LOADER_VERSION = "1"
-STAGING = "flsync_staging_"
+LOADER_VERSION = "2"
 LOADS_TABLE = "flsync_loads"
 RUNS_TABLE = "runs"
 RESERVED_TABLES = (LOADS_TABLE, RUNS_TABLE)
 RUN_FOLDER = re.compile(r"[0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# Identifiers longer than this are cut or refused by PostgreSQL (63) and MySQL (64).
-MAX_NAME = 63
 # MariaDB/MySQL index at most 3072 bytes of a key: the names' first 191 characters.
 MYSQL_KEY_PREFIX = 191
 
@@ -132,6 +141,8 @@ def open_database(url: str) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         _sqlite_transactions(engine)
+    if engine.dialect.driver == "pymysql":
+        _guard_local_files(engine)
     try:
         with engine.connect():
             pass
@@ -141,6 +152,15 @@ def open_database(url: str) -> Engine:
             f"cannot connect to the database {shown}: {_reason(exc, parsed.password)}"
         ) from None
     return engine
+
+
+def _guard_local_files(engine: Engine) -> None:
+    """PyMySQL connections that send the server no local file but the one flsync's own
+    LOAD DATA statement names (flsync.sql.bulk.GuardedConnection)."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> GuardedConnection:
+        return GuardedConnection(*cargs, **cparams)
 
 
 def _sqlite_transactions(engine: Engine) -> None:
@@ -157,6 +177,20 @@ def _sqlite_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+def failure(exc: BaseException, url: str) -> str:
+    """What stopped a whole load (not one run), in one line, never with the password."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    reason = _reason(exc, password)
+    if isinstance(exc, SQLAlchemyError):
+        return f"{masked(url)}: {reason}"
+    if isinstance(exc, (StoreError, OSError)):
+        return reason
+    return f"an unexpected error ({type(exc).__name__}: {reason}); its traceback is logged at DEBUG"
 
 
 def _reason(exc: BaseException, password: str | None) -> str:
@@ -258,6 +292,9 @@ class ScannedRun:
 P = TypeVar("P", bound=Planned)
 # A file of a run: its table, path, header and stat (None for metadata.csv, read already).
 _File = tuple[str, str, list[str], "FileStat | None"]
+# Made for a run, to be undone if it does not fit: a table (column None), a column (kind
+# None), a column typed that was of that kind (EMPTY).
+_Made = tuple[str, "str | None", "Kind | None"]
 
 
 @dataclass
@@ -285,11 +322,13 @@ class LoadResult:
 
 
 class Loader:
-    """Loads runs of a data tree (read through ``store``) into the database of ``engine``."""
+    """Loads runs of a data tree (read through ``store``) into the database of ``engine``;
+    a CSV record longer than ``record_limit`` bytes fails its run."""
 
-    def __init__(self, engine: Engine, store: DataStore) -> None:
+    def __init__(self, engine: Engine, store: DataStore, record_limit: int = RECORD_LIMIT) -> None:
         self.engine = engine
         self.store = store
+        self.files = DataFiles(store, record_limit)
         self.dialect = engine.dialect.name
         # Each table's columns and their kinds (None: no such table), as reflected once.
         self._columns: dict[str, dict[str, Kind] | None] = {}
@@ -407,20 +446,42 @@ class Loader:
                 continue
             path = f"{run.folder}/{name}"
             table = name.removesuffix(".csv").replace("-", "_")
-            if table in RESERVED_TABLES or len(table) > MAX_NAME:
-                raise MalformedFile(path, None, f"a dataset cannot be named {table!r}")
-            with CsvFile(self.store, path) as file:
-                for column in file.header:
-                    if column in LEADING or len(column) > MAX_NAME:
-                        raise MalformedFile(path, 1, f"a column cannot be named {column!r}")
+            problem = "flsync's own" if table in RESERVED_TABLES else self._name_problem(table)
+            if problem:
+                raise MalformedFile(path, None, f"a table cannot be named {table!r}: {problem}")
+            with CsvFile(self.files, path) as file:
+                self._check_columns(path, file.header)
             ready.files.append(DatasetFile(path, table, file.header, run.files[name]))
         return ready
+
+    def _check_columns(self, path: str, header: Sequence[str]) -> None:
+        for column in header:
+            leading = column.lower() in LEADING
+            problem = "flsync's own" if leading else self._name_problem(column)
+            if problem:
+                raise MalformedFile(path, 1, f"a column cannot be named {column!r}: {problem}")
+
+    def _name_problem(self, name: str) -> str | None:
+        """Why the database cannot take ``name`` as a table's or column's name exactly as it
+        is (None if it can): it would cut it, change it or refuse it."""
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            return "a name cannot hold control characters"
+        if self.dialect == "postgresql" and len(name.encode()) > 63:
+            return f"PostgreSQL's names hold 63 bytes at most, this one {len(name.encode())}"
+        if self.dialect in ("mysql", "mariadb"):
+            if len(name) > 64:
+                return f"MariaDB/MySQL's names hold 64 characters at most, this one {len(name)}"
+            if max(map(ord, name)) > 0xFFFF:
+                return "MariaDB/MySQL's names cannot hold characters beyond U+FFFF (emoji)"
+            if name.endswith(" "):
+                return "MariaDB/MySQL's names cannot end with a space"
+        return None
 
     def _metadata(self, run: RunFolder) -> tuple[list[str], list[str]]:
         path = f"{run.folder}/{tree.METADATA_FILE}"
         if tree.METADATA_FILE not in run.files:
             raise MalformedFile(path, None, "missing (the next sync writes it)")
-        with CsvFile(self.store, path) as file:
+        with CsvFile(self.files, path) as file:
             rows = [row for block in file.blocks() for row in block]
         if list(file.header[:3]) != list(LEADING) or len(rows) != 1:
             raise MalformedFile(
@@ -428,18 +489,17 @@ class Loader:
             )
         if value_kind(rows[0][2]) is not Kind.INTEGER:
             raise MalformedFile(path, 2, f"run {rows[0][2]!r} is not a number")
+        self._check_columns(path, file.header[3:])
         return file.header, rows[0]
 
     # The tables.
 
-    def _prepare_tables(
-        self, connection: Connection, planned: Sequence[Planned]
-    ) -> list[tuple[str, str | None]]:
-        """Create the tables and columns the files need, and widen the columns whose new
-        values their type cannot hold (before the run's transaction: MariaDB commits DDL at
-        once; every change here keeps the rows as they are). The tables (column None) and
-        columns made."""
-        made: list[tuple[str, str | None]] = []
+    def _prepare_tables(self, connection: Connection, planned: Sequence[Planned]) -> list[_Made]:
+        """Create the tables and columns the files need, type the columns that held no value
+        yet and now get some, and widen the columns whose new values their type cannot hold
+        (before the run's transaction: MariaDB commits DDL at once; every change here keeps
+        the rows as they are). What was made or typed, to be undone if the load does not fit."""
+        made: list[_Made] = []
         wanted: dict[str, dict[str, Kind]] = {}
         for item in planned:
             columns = wanted.setdefault(item.target, {})
@@ -451,7 +511,7 @@ class Loader:
             with connection.begin():
                 if current is None:
                     self._create_table(connection, name, columns)
-                    made.append((name, None))
+                    made.append((name, None, None))
                     current = {}
                 elif self.dialect == "postgresql" and name not in self._defaults_set:
                     self._set_leading_defaults(connection, name)
@@ -462,26 +522,41 @@ class Loader:
                         continue
                     if have is None:
                         self._add_column(connection, name, column, kind)
-                        made.append((name, column))
-                        changed = True
-                    elif widen(have, kind) != have:
-                        self._widen(connection, name, column, have, current)
-                        current[column] = Kind.TEXT
-                        changed = True
+                        made.append((name, column, None))
+                    elif widen(have, kind) == have:
+                        continue
+                    elif have is Kind.EMPTY:
+                        self._retype(connection, name, column, kind=have, new=kind, columns=current)
+                        made.append((name, column, have))
+                    else:
+                        self._retype(
+                            connection, name, column, kind=have, new=Kind.TEXT, columns=current
+                        )
+                        logger.warning(
+                            "Column %(table)s.%(column)s widened from %(kind)s to text: new"
+                            " values are not all %(kind)s",
+                            {"table": name, "column": column, "kind": have},
+                        )
+                    changed = True
             if changed:
                 del self._columns[name]
         return made
 
-    def _unmake(self, connection: Connection, made: Sequence[tuple[str, str | None]]) -> None:
-        """Drop the tables and columns made for a direct load that did not fit: their types
-        were guessed from the first rows, and the staged load finds them from every row."""
+    def _unmake(self, connection: Connection, made: Sequence[_Made]) -> None:
+        """Undo what was made or typed for a direct load that did not fit: the types were
+        guessed from the first rows, and the staged load finds them from every row."""
         q = connection.dialect.identifier_preparer.quote
         with connection.begin():
-            for table, column in reversed(made):
+            for table, column, kind in reversed(made):
                 if column is None:
                     connection.exec_driver_sql(f"DROP TABLE {q(table)}")
-                else:
+                elif kind is None:
                     connection.exec_driver_sql(f"ALTER TABLE {q(table)} DROP COLUMN {q(column)}")
+                else:
+                    current = self._current(connection, table) or {}
+                    self._retype(
+                        connection, table, column, kind=current[column], new=kind, columns=current
+                    )
                 self._columns.pop(table, None)
 
     def _set_leading_defaults(self, connection: Connection, table: str) -> None:
@@ -494,7 +569,7 @@ class Loader:
         for column in LEADING:
             connection.exec_driver_sql(
                 f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
-                f" SET DEFAULT {_LEADING_DEFAULTS[column]}".replace("%", "%%")
+                f" SET DEFAULT {_LEADING_DEFAULTS[column]}"
             )
 
     def _current(self, connection: Connection, table: str) -> dict[str, Kind] | None:
@@ -522,7 +597,7 @@ class Loader:
         own = [Column(c, _sql_type(k)) for c, k in columns.items() if c not in LEADING]
         table = Table(name, MetaData(), *leading, *own, **_TABLE_OPTIONS)
         Index(
-            f"ix_{name}_run"[:MAX_NAME],
+            self._index_name(name),
             table.c.uni_name,
             table.c.course_name,
             table.c.run,
@@ -536,44 +611,56 @@ class Loader:
         table.create(connection)
         logger.info("Table %(table)s created", {"table": name})
 
+    def _index_name(self, table: str) -> str:
+        """The name of a table's run index: with a "-", as no table's name has (index and
+        table names share one namespace in PostgreSQL and SQLite); for a long table name, a
+        digest of it, within the database's limit."""
+        name = f"{table}-run"
+        if self._name_problem(name) is None:
+            return name
+        return f"flsync-run-{hashlib.sha256(table.encode()).hexdigest()[:16]}"
+
     def _add_column(self, connection: Connection, table: str, column: str, kind: Kind) -> None:
         q = connection.dialect.identifier_preparer.quote
         sql_type = _sql_type(kind).compile(dialect=connection.dialect)
         connection.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(column)} {sql_type}")
         logger.info("Column %(table)s.%(column)s added", {"table": table, "column": column})
 
-    def _widen(
+    def _retype(
         self,
         connection: Connection,
         table: str,
         column: str,
+        *,
         kind: Kind,
+        new: Kind,
         columns: dict[str, Kind],
     ) -> None:
-        """Make ``column`` text, its values written as the files had them."""
+        """Give ``column``, of ``kind``, the type of ``new``: a column that held no value
+        (EMPTY) any type, or to it back; any column text, its values written as the files
+        had them."""
         q = connection.dialect.identifier_preparer.quote
         t, c = q(table), q(column)
-        if self.dialect == "postgresql":
+        sql_type = _sql_type(new).compile(dialect=connection.dialect)
+        if self.dialect == "sqlite":
+            self._rebuild_sqlite(connection, table, column, kind, {**columns, column: new})
+        elif self.dialect in ("mysql", "mariadb"):
+            connection.exec_driver_sql(f"ALTER TABLE {t} MODIFY {c} {sql_type}")
+            if kind is Kind.TIMESTAMP and new is Kind.TEXT:
+                connection.exec_driver_sql(
+                    f"UPDATE {t} SET {c} = CONCAT(LEFT({c}, 19), ' UTC') WHERE {c} IS NOT NULL"
+                )
+        else:
             using = {
                 Kind.INTEGER: f"{c}::text",
                 Kind.DATE: f"to_char({c}, 'YYYY-MM-DD')",
                 Kind.TIMESTAMP: f"to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
                 " || ' UTC'",
-            }[kind]
-            connection.exec_driver_sql(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE text USING {using}")
-        elif self.dialect in ("mysql", "mariadb"):
-            connection.exec_driver_sql(f"ALTER TABLE {t} MODIFY {c} LONGTEXT")
-            if kind is Kind.TIMESTAMP:
-                connection.exec_driver_sql(
-                    f"UPDATE {t} SET {c} = CONCAT(LEFT({c}, 19), ' UTC') WHERE {c} IS NOT NULL"
-                )
-        else:
-            self._rebuild_sqlite(connection, table, column, kind, columns)
-        logger.warning(
-            "Column %(table)s.%(column)s widened from %(kind)s to text: new values are not"
-            " all %(kind)s",
-            {"table": table, "column": column, "kind": kind},
-        )
+            }.get(kind, c)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {t} ALTER COLUMN {c} TYPE {sql_type} USING ({using})::{sql_type}"
+            )
+        columns[column] = new
 
     def _rebuild_sqlite(
         self,
@@ -581,20 +668,23 @@ class Loader:
         table: str,
         column: str,
         kind: Kind,
-        columns: dict[str, Kind],
+        new: dict[str, Kind],
     ) -> None:
-        """SQLite cannot change a column's type: the table is made again, in one transaction."""
+        """SQLite cannot change a column's type: the table is made again with the columns
+        ``new``, in one transaction (``column``'s values, of ``kind``, as text if it becomes
+        text)."""
         q = connection.dialect.identifier_preparer.quote
-        new = {**columns, column: Kind.TEXT}
-        scratch = f"{table}__flsync_widen"
+        scratch = f"{table}-flsync-retype"
         connection.exec_driver_sql(f"DROP TABLE IF EXISTS {q(scratch)}")
         connection.exec_driver_sql(f"ALTER TABLE {q(table)} RENAME TO {q(scratch)}")
-        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {q(f'ix_{table}_run'[:MAX_NAME])}")
+        # Its index moved with it, under its name: made again for the new table.
+        for index in inspect(connection).get_indexes(scratch):
+            connection.exec_driver_sql(f"DROP INDEX {q(str(index['name']))}")
         self._create_table(connection, table, new)
         names = ", ".join(q(name) for name in new)
+        to_text = kind is Kind.TIMESTAMP and new[column] is Kind.TEXT
         values = ", ".join(
-            f"{q(name)} || ' UTC'" if name == column and kind is Kind.TIMESTAMP else q(name)
-            for name in new
+            f"{q(name)} || ' UTC'" if name == column and to_text else q(name) for name in new
         )
         connection.exec_driver_sql(
             f"INSERT INTO {q(table)} ({names}) SELECT {values} FROM {q(scratch)}"
@@ -635,12 +725,12 @@ class Loader:
                 for table, path, header, _stat in files:
                     columns = self._current(connection, table) or {}
                     current = [columns.get(c, Kind.EMPTY) for c in header]
-                    planned.append(Planned(table, path, header, guess(self.store, path, current)))
+                    planned.append(Planned(table, path, header, guess(self.files, path, current)))
             made = self._prepare_tables(connection, planned)
             stats = {path: stat for _table, path, _header, stat in files}
 
             def insert(item: Planned, prefix: Sequence[str | int], kinds: Sequence[Kind]) -> int:
-                inserted = load_direct(connection, self.store, item, prefix, kinds)
+                inserted = load_direct(connection, self.files, item, prefix, kinds)
                 self._unchanged(item.path, stats[item.path])
                 return inserted
 
@@ -667,7 +757,7 @@ class Loader:
                         staged.append(
                             stage(
                                 connection,
-                                self.store,
+                                self.files,
                                 path,
                                 header,
                                 current=kinds,
@@ -703,6 +793,13 @@ class Loader:
         rows = 0
         for item in items:
             columns = self._current(connection, item.target) or {}
+            missing = [c for c in item.header if c not in columns]
+            if missing:
+                # A name the database changed as it made the column (the checks of
+                # _name_problem should leave none).
+                raise LoadError(
+                    f"{item.path}: the table {item.target} has no column named {missing[0]!r}"
+                )
             kinds = [columns[c] for c in item.header]
             prefix = () if item.target == RUNS_TABLE else ready.key
             inserted = insert(item, prefix, kinds)
@@ -762,15 +859,10 @@ class Loader:
     def _exists(self, connection: Connection, table: str) -> bool:
         return inspect(connection).has_table(table)
 
-    def _delete(self, connection: Connection, table: str, key: tuple[str, str, int]) -> None:
-        q = connection.dialect.identifier_preparer.quote
-        connection.execute(
-            text(
-                f"DELETE FROM {q(table)} WHERE uni_name = :uni_name"
-                " AND course_name = :course_name AND run = :run"
-            ),
-            dict(zip(LEADING, key, strict=True)),
-        )
+    def _delete(self, connection: Connection, name: str, key: tuple[str, str, int]) -> None:
+        rows = expression.table(name, *map(expression.column, LEADING))
+        matching = [rows.c[c] == value for c, value in zip(LEADING, key, strict=True)]
+        connection.execute(rows.delete().where(*matching))
 
     def _remove(self, folder: str, recorded: dict[str, Any]) -> None:
         """Delete the rows of a run whose folder is gone from the tree."""
@@ -805,6 +897,12 @@ def _text() -> TypeEngine[str]:
     return Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
+def _no_value_yet() -> TypeEngine[str]:
+    """The type of a column that has held no value yet (EMPTY): text to anyone reading it,
+    and another type than text's, so that the table says its column's kind is not known."""
+    return String().with_variant(mysql.TINYTEXT(), "mysql", "mariadb")
+
+
 def _sql_type(kind: Kind) -> TypeEngine[Any]:
     if kind is Kind.INTEGER:
         return BigInteger()
@@ -813,6 +911,8 @@ def _sql_type(kind: Kind) -> TypeEngine[Any]:
         return DateTime(timezone=True)
     if kind is Kind.DATE:
         return Date()
+    if kind is Kind.EMPTY:
+        return _no_value_yet()
     return _text()
 
 
@@ -823,4 +923,6 @@ def _kind_of(sql_type: TypeEngine[Any]) -> Kind:
         return Kind.TIMESTAMP
     if isinstance(sql_type, Date):
         return Kind.DATE
+    if isinstance(sql_type, (VARCHAR, mysql.TINYTEXT)):
+        return Kind.EMPTY
     return Kind.TEXT
