@@ -7,6 +7,7 @@ TZ=Asia/Tokyo (and PGTZ), so that a timestamp read in the machine's zone would s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -17,7 +18,7 @@ import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
@@ -39,6 +40,9 @@ from tests.conftest import REPO, Sync
 from tests.fakesite import FakeSite, SiteOptions
 from tests.test_s3 import bucket, endpoint, s3  # noqa: F401 - fixtures
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 DATABASES = ["sqlite", "postgresql", "mysql"]
 TOKYO = {"TZ": "Asia/Tokyo", "PGTZ": "Asia/Tokyo"}
 OWN_TABLES = {"flsync_loads"}
@@ -55,13 +59,13 @@ def _server_url(kind: str) -> str:
     return url
 
 
-@pytest.fixture(params=DATABASES)
-def database(request, tmp_path) -> Any:
-    """The URL of a new, empty database of each kind."""
-    if request.param == "sqlite":
+@contextlib.contextmanager
+def new_database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new, empty database of ``kind`` (one of DATABASES), dropped at the end."""
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
         return
-    server = make_url(_server_url(request.param))
+    server = make_url(_server_url(kind))
     name = f"flsync_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -70,9 +74,16 @@ def database(request, tmp_path) -> Any:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
-            force = " WITH (FORCE)" if request.param == "postgresql" else ""
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
         admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database(request, tmp_path) -> Iterator[str]:
+    """The URL of a new, empty database of each kind."""
+    with new_database(request.param, tmp_path) as url:
+        yield url
 
 
 def tables(url: str) -> dict[str, list[dict[str, Any]]]:

@@ -148,30 +148,36 @@ class _RecordBound(io.RawIOBase):
     """The bytes of a stream, refused (MalformedFile) once a record runs longer than
     ``limit`` bytes: whoever reads through it never holds a longer record.
 
-    Each chunk is checked in C: without quotes, records are lines (``find``); with quotes,
-    one regular expression finds where the last complete record ends. The record still open
-    (at most ``limit`` bytes) is kept to be checked again with the next chunk."""
+    The store is read a chunk at a time (of at most ``limit`` bytes), each chunk checked in
+    C: without quotes, records are lines (``find``); with quotes, one regular expression
+    finds where the last complete record ends. The record still open (at most ``limit``
+    bytes) is kept to be checked again with the next chunk."""
 
     def __init__(self, stream: IO[bytes], path: str, limit: int) -> None:
         super().__init__()
         self._stream = stream
         self._path = path
         self._limit = limit
+        self._chunk = memoryview(b"")  # read and checked, not yet handed on
         self._open = b""  # the start of the record not yet ended
         self._lines = 0  # line ends before it
         self._cr_ended = False  # the bytes before it end with "\r" (maybe half of "\r\n")
-        self.consumed = 0  # bytes read so far
+        self.consumed = 0  # bytes handed on so far
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._stream.read(min(len(buffer), self._limit))
-        if data:
-            self._check(data)
-        buffer[: len(data)] = data
-        self.consumed += len(data)
-        return len(data)
+        if not self._chunk:
+            data = self._stream.read(min(CHUNK, self._limit))
+            if data:
+                self._check(data)
+            self._chunk = memoryview(data)
+        size = min(len(buffer), len(self._chunk))
+        buffer[:size] = self._chunk[:size]
+        self._chunk = self._chunk[size:]
+        self.consumed += size
+        return size
 
     def close(self) -> None:
         self._stream.close()
