@@ -281,6 +281,19 @@ def test_a_column_with_no_value_yet_takes_the_type_of_the_values_that_come(tmp_p
     assert_tables_match_tree(database, data)
 
 
+def test_a_column_added_before_one_widened_in_the_same_file_is_kept(tmp_path, database):
+    """SQLite makes a table again to widen a column: with the column just added too."""
+    data = tmp_path / "data"
+    write(run_folder(data, 1) / "notes.csv", b"n,note\n1,x\n")
+    assert load(data, database) == []
+    write(run_folder(data, 2) / "notes.csv", b"added,n,note\nnew,n/a,y\n")
+
+    assert load(data, database) == []
+
+    assert_tables_match_tree(database, data)
+    assert kind_of(database, "notes", "n") == "TEXT"
+
+
 # Memory.
 
 

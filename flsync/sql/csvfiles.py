@@ -13,16 +13,17 @@ and the reason.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import islice
-from typing import IO, TYPE_CHECKING
+from itertools import chain, islice
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Generator, Iterator, Sequence
     from types import TracebackType
 
     from flsync.storage import DataStore
@@ -144,83 +145,34 @@ _ONE_RECORD = re.compile(_RECORD)
 _RECORDS = re.compile(rb"(?:" + _RECORD + rb")*+")
 
 
-class _RecordBound(io.RawIOBase):
-    """The bytes of a stream, refused (MalformedFile) once a record runs longer than
-    ``limit`` bytes: whoever reads through it never holds a longer record.
-
-    The store is read a chunk at a time (of at most ``limit`` bytes), each chunk checked in
-    C: without quotes, records are lines (``find``); with quotes, one regular expression
-    finds where the last complete record ends. The record still open (at most ``limit``
-    bytes) is kept to be checked again with the next chunk."""
-
-    def __init__(self, stream: IO[bytes], path: str, limit: int) -> None:
-        super().__init__()
-        self._stream = stream
-        self._path = path
-        self._limit = limit
-        self._chunk = memoryview(b"")  # read and checked, not yet handed on
-        self._open = b""  # the start of the record not yet ended
-        self._lines = 0  # line ends before it
-        self._cr_ended = False  # the bytes before it end with "\r" (maybe half of "\r\n")
-        self.consumed = 0  # bytes handed on so far
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if not self._chunk:
-            data = self._stream.read(min(CHUNK, self._limit))
-            if data:
-                self._check(data)
-            self._chunk = memoryview(data)
-        size = min(len(buffer), len(self._chunk))
-        buffer[:size] = self._chunk[:size]
-        self._chunk = self._chunk[size:]
-        self.consumed += size
-        return size
-
-    def close(self) -> None:
-        self._stream.close()
-        super().close()
-
-    def _check(self, data: bytes) -> None:
-        window = self._open + data
-        first, last = _record_ends(window)
-        # Records begun and ended within ``data`` are shorter than it, at most the limit.
-        if self._open and first > self._limit:
-            self._refuse()
-        if last:
-            ended = window[:last]
-            lines = ended.count(b"\n") + ended.count(b"\r") - ended.count(b"\r\n")
-            self._lines += lines - (self._cr_ended and ended.startswith(b"\n"))
-            self._cr_ended = ended.endswith(b"\r")
-            self._open = window[last:]
-        else:
-            self._open = window
-        if len(self._open) > self._limit:
-            self._refuse()
-
-    def _refuse(self) -> None:
-        mb = self._limit / (1 << 20)
-        raise MalformedFile(
-            self._path,
-            self._lines + 1,
-            f"a record longer than {mb:g} MB (FLSYNC_DATABASE_RECORD_MB): not loaded",
-        )
+def _line_at(store: DataStore, path: str, offset: int) -> int:
+    """The line the byte at ``offset`` of the file begins, as an editor counts lines (from
+    1; "\\n", "\\r\\n" and "\\r" end one): read again, on the error path only."""
+    lines = 0
+    cr_ended = False  # the last chunk ended with "\\r", maybe half of a "\\r\\n"
+    with store.open_read(path) as stream:
+        while offset > 0 and (chunk := stream.read(min(CHUNK, offset))):
+            lines += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            lines -= cr_ended and chunk.startswith(b"\n")
+            cr_ended = chunk.endswith(b"\r")
+            offset -= len(chunk)
+    return lines + 1
 
 
 def _record_ends(window: bytes) -> tuple[int, int]:
-    """Where the first and the last complete records of ``window`` end (0: none)."""
-    if b'"' in window:
-        found = _ONE_RECORD.match(window)
-        last = _RECORDS.match(window)
+    """Where the first and the last complete records of ``window`` end (0: none). A final
+    "\\r" is not yet an end: it may be the first half of "\\r\\n"."""
+    end = len(window) - window.endswith(b"\r")
+    if window.find(b'"', 0, end) >= 0:
+        found = _ONE_RECORD.match(window, 0, end)
+        last = _RECORDS.match(window, 0, end)
         return (found.end() if found else 0), (last.end() if last else 0)
-    ends = [i for i in (window.find(b"\n"), window.find(b"\r")) if i >= 0]
+    ends = [i for i in (window.find(b"\n", 0, end), window.find(b"\r", 0, end)) if i >= 0]
     if not ends:
         return 0, 0
     first = min(ends) + 1
     first += window[first - 1 : first + 1] == b"\r\n"
-    return first, max(window.rfind(b"\n"), window.rfind(b"\r")) + 1
+    return first, max(window.rfind(b"\n", 0, end), window.rfind(b"\r", 0, end)) + 1
 
 
 @dataclass(frozen=True)
@@ -231,26 +183,51 @@ class DataFiles:
     store: DataStore
     record_limit: int = RECORD_LIMIT
 
-    def open(self, path: str) -> io.BufferedReader:
-        """The file's bytes, read through the record bound."""
-        bound = _RecordBound(self.store.open_read(path), path, self.record_limit)
-        return io.BufferedReader(bound, min(CHUNK, self.record_limit))
+    def chunks(self, path: str) -> Generator[bytes]:
+        """The file's bytes, a chunk at a time, each chunk ending where a record ends (the
+        last where the file does); MalformedFile as soon as a record runs longer than the
+        limit, so that no reader ever holds a longer one.
+
+        Each chunk read (of at most the limit) is checked in C: without quotes, records are
+        lines (``find``); with quotes, one regular expression finds where the last complete
+        record ends. The record still open (at most the limit) waits for the next chunk."""
+        limit = self.record_limit
+        rest = b""  # the start of the record not yet ended…
+        rest_at = 0  # … at this offset of the file
+        with self.store.open_read(path) as stream:
+            while data := stream.read(min(CHUNK, limit)):
+                window = rest + data if rest else data
+                first, last = _record_ends(window)
+                # Records begun and ended within ``data`` are shorter than it, within limit.
+                if (rest and first > limit) or len(window) - last > limit:
+                    at = rest_at if rest and first > limit else rest_at + last
+                    raise self._too_long(path, at)
+                rest, rest_at = window[last:], rest_at + last
+                if last:
+                    yield window[:last]
+        if rest:
+            yield rest
+
+    def _too_long(self, path: str, offset: int) -> MalformedFile:
+        mb = self.record_limit / (1 << 20)
+        return MalformedFile(
+            path,
+            _line_at(self.store, path, offset),
+            f"a record longer than {mb:g} MB (FLSYNC_DATABASE_RECORD_MB): not loaded",
+        )
 
     def line_end(self, path: str) -> bytes:
         """The header line's end (``\\n``, ``\\r\\n`` or ``\\r``): the one every record must
         end with where a database parses the file itself."""
-        with self.open(path) as stream:
-            head = b""
-            while chunk := stream.read1(CHUNK):
-                head += chunk
-                found = _LINE_END.search(head)
-                if found:
-                    return found[0]
-        return b"\r" if head.endswith(b"\r") else b"\n"
+        for chunk in self.chunks(path):
+            found = _LINE_END.search(chunk)
+            if found:
+                return found[0]
+        return b"\n"
 
 
-# A "\r" is a line end of its own only when what follows is not "\n".
-_LINE_END = re.compile(rb"\r\n|\r(?=[^\n])|\n")
+# A "\\r" is a line end of its own but as the first half of "\\r\\n" (or as the file's end).
+_LINE_END = re.compile(rb"\r\n|\r(?!\n)|\n")
 
 
 class RowChecker:
@@ -334,18 +311,16 @@ class CsvFile:
         self.path = path
         self.header: list[str] = []
         self.rows = 0  # read so far
-        self._stream: io.TextIOWrapper | None = None
+        self._chunks: Generator[bytes] | None = None
+        self._read = 0  # bytes read so far
 
     def __enter__(self) -> CsvFile:
-        self._bound = _RecordBound(
-            self.files.store.open_read(self.path), self.path, self.files.record_limit
-        )
-        self._stream = _text(self._bound, self.files.record_limit)
+        self._chunks = self.files.chunks(self.path)
+        self._reader = csv.reader(chain.from_iterable(self._lines(self._chunks)), strict=True)
         try:
-            self._reader = csv.reader(self._stream, strict=True)
             self.header = self._read_header()
         except BaseException:
-            self._stream.close()
+            self._chunks.close()
             raise
         return self
 
@@ -355,8 +330,17 @@ class CsvFile:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stream is not None:
-            self._stream.close()
+        if self._chunks is not None:
+            self._chunks.close()
+
+    def _lines(self, chunks: Iterator[bytes]) -> Iterator[io.TextIOWrapper]:
+        """Each chunk's text, to be read line by line (in C). A chunk ends where a record
+        does, so no character is cut in two; the first loses its byte-order mark."""
+        encoding = "utf-8-sig"
+        for chunk in chunks:
+            self._read += len(chunk)
+            yield io.TextIOWrapper(io.BytesIO(chunk), encoding=encoding, newline="")
+            encoding = "utf-8"
 
     def _read_header(self) -> list[str]:
         block = self._next_block(1)
@@ -392,11 +376,11 @@ class CsvFile:
     def _next_block(self, size: int) -> list[list[str]]:
         block: list[list[str]] = []
         append = block.append
-        budget = self._bound.consumed + BLOCK_BYTES
+        budget = self._read + BLOCK_BYTES
         try:
             for row in islice(self._reader, size):
                 append(row)
-                if self._bound.consumed > budget:
+                if self._read > budget:
                     break
         except csv.Error as exc:
             raise MalformedFile(self.path, self._reader.line_num, f"bad CSV: {exc}") from None
@@ -410,11 +394,8 @@ class CsvFile:
     def record_line(self, record: int) -> int:
         """The line the ``record``-th record (the header is record 0) starts on: read again
         from the start, on the error path only."""
-        with (
-            self.files.open(self.path) as raw,
-            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as stream,
-        ):
-            reader = csv.reader(stream, strict=True)
+        with contextlib.closing(self.files.chunks(self.path)) as chunks:
+            reader = csv.reader(chain.from_iterable(self._lines(chunks)), strict=True)
             line = 0
             for _ in islice(reader, record):
                 line = reader.line_num
@@ -438,11 +419,6 @@ class CsvFile:
                     return line + 1, offset
                 line += chunk.count(b"\n")
                 offset += len(chunk)
-
-
-def _text(bound: _RecordBound, limit: int) -> io.TextIOWrapper:
-    buffered = io.BufferedReader(bound, min(CHUNK, limit))
-    return io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
 
 
 def scan(file: CsvFile) -> list[Kind]:
