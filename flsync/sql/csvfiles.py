@@ -19,19 +19,17 @@ import io
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import chain, islice
+from itertools import islice
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from _csv import Reader
     from collections.abc import Generator, Iterator, Sequence
     from types import TracebackType
 
     from flsync.storage import DataStore
 
 BLOCK_ROWS = 4096
-# A block ends early once about this many bytes of the file were read for it: long records
-# make short blocks.
-BLOCK_BYTES = 4 << 20
 # The longest record by default (FLSYNC_DATABASE_RECORD_MB).
 RECORD_LIMIT = 8 << 20
 # No field can be longer than its record, which the record bound limits already.
@@ -303,7 +301,9 @@ class CsvFile:
 
     RFC 4180 as the csv module reads it, strictly (a stray quote is an error), with "\\n",
     "\\r\\n" or "\\r" line ends; UTF-8 (a leading byte-order mark is dropped); every row as
-    many fields as the header.
+    many fields as the header. The file is read in chunks that end where records do
+    (DataFiles.chunks), each parsed by a csv reader of its own: a block of rows never spans
+    two, so that it holds at most one chunk's records, however long they are.
     """
 
     def __init__(self, files: DataFiles, path: str) -> None:
@@ -312,11 +312,11 @@ class CsvFile:
         self.header: list[str] = []
         self.rows = 0  # read so far
         self._chunks: Generator[bytes] | None = None
-        self._read = 0  # bytes read so far
+        self._reader = csv.reader((), strict=True)  # the current chunk's
+        self._lines = 0  # in the chunks before it
 
     def __enter__(self) -> CsvFile:
         self._chunks = self.files.chunks(self.path)
-        self._reader = csv.reader(chain.from_iterable(self._lines(self._chunks)), strict=True)
         try:
             self.header = self._read_header()
         except BaseException:
@@ -333,15 +333,6 @@ class CsvFile:
         if self._chunks is not None:
             self._chunks.close()
 
-    def _lines(self, chunks: Iterator[bytes]) -> Iterator[io.TextIOWrapper]:
-        """Each chunk's text, to be read line by line (in C). A chunk ends where a record
-        does, so no character is cut in two; the first loses its byte-order mark."""
-        encoding = "utf-8-sig"
-        for chunk in chunks:
-            self._read += len(chunk)
-            yield io.TextIOWrapper(io.BytesIO(chunk), encoding=encoding, newline="")
-            encoding = "utf-8"
-
     def _read_header(self) -> list[str]:
         block = self._next_block(1)
         if not block:
@@ -355,8 +346,8 @@ class CsvFile:
         return header
 
     def blocks(self) -> Iterator[list[list[str]]]:
-        """The rows after the header, BLOCK_ROWS (or BLOCK_BYTES) at a time, each checked for
-        its field count."""
+        """The rows after the header, at most BLOCK_ROWS at a time, each checked for its
+        field count."""
         width = len(self.header)
         while True:
             block = self._next_block(BLOCK_ROWS)
@@ -374,16 +365,18 @@ class CsvFile:
             yield block
 
     def _next_block(self, size: int) -> list[list[str]]:
-        block: list[list[str]] = []
-        append = block.append
-        budget = self._read + BLOCK_BYTES
+        """The next rows, at most ``size``, of the current chunk (or the next one)."""
+        assert self._chunks is not None
         try:
-            for row in islice(self._reader, size):
-                append(row)
-                if self._read > budget:
-                    break
+            while not (block := list(islice(self._reader, size))):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    return []
+                self._lines += self._reader.line_num
+                self._reader = _reader(chunk, first=self._lines == 0)
         except csv.Error as exc:
-            raise MalformedFile(self.path, self._reader.line_num, f"bad CSV: {exc}") from None
+            line = self._lines + self._reader.line_num
+            raise MalformedFile(self.path, line, f"bad CSV: {exc}") from None
         except UnicodeDecodeError:
             line, offset = self._bad_utf8()
             raise MalformedFile(
@@ -394,12 +387,16 @@ class CsvFile:
     def record_line(self, record: int) -> int:
         """The line the ``record``-th record (the header is record 0) starts on: read again
         from the start, on the error path only."""
+        lines = 0
         with contextlib.closing(self.files.chunks(self.path)) as chunks:
-            reader = csv.reader(chain.from_iterable(self._lines(chunks)), strict=True)
-            line = 0
-            for _ in islice(reader, record):
-                line = reader.line_num
-            return line + 1
+            for chunk in chunks:
+                reader = _reader(chunk, first=lines == 0)
+                for _ in islice(reader, record):
+                    record -= 1
+                if record == 0:
+                    return lines + reader.line_num + 1
+                lines += reader.line_num
+        return lines + 1
 
     def _bad_utf8(self) -> tuple[int, int]:
         """Line and byte offset of the first byte that is not UTF-8 (error path only)."""
@@ -419,6 +416,14 @@ class CsvFile:
                     return line + 1, offset
                 line += chunk.count(b"\n")
                 offset += len(chunk)
+
+
+def _reader(chunk: bytes, *, first: bool) -> Reader:
+    """A csv reader of a chunk's text (which ends where a record does, so no character is
+    cut in two); the file's first chunk loses its byte-order mark."""
+    encoding = "utf-8-sig" if first else "utf-8"
+    text = io.TextIOWrapper(io.BytesIO(chunk), encoding=encoding, newline="")
+    return csv.reader(text, strict=True)
 
 
 def scan(file: CsvFile) -> list[Kind]:

@@ -72,13 +72,13 @@ class MariaDB(Dialect):
     def name_problem(self, name: str) -> str | None:
         if len(name) > MAX_NAME_CHARACTERS:
             return (
-                f"MariaDB/MySQL's names hold {MAX_NAME_CHARACTERS} characters at most,"
+                f"{self.title}'s names hold {MAX_NAME_CHARACTERS} characters at most,"
                 f" this one {len(name)}"
             )
         if max(map(ord, name)) > 0xFFFF:
-            return "MariaDB/MySQL's names cannot hold characters beyond U+FFFF (emoji)"
+            return f"{self.title}'s names cannot hold characters beyond U+FFFF (emoji)"
         if name.endswith(" "):
-            return "MariaDB/MySQL's names cannot end with a space"
+            return f"{self.title}'s names cannot end with a space"
         return super().name_problem(name)
 
     def text_type(self) -> TypeEngine[str]:

@@ -80,7 +80,7 @@ class PostgreSQL(Dialect):
     def name_problem(self, name: str) -> str | None:
         size = len(name.encode())
         if size > MAX_NAME_BYTES:
-            return f"PostgreSQL's names hold {MAX_NAME_BYTES} bytes at most, this one {size}"
+            return f"{self.title}'s names hold {MAX_NAME_BYTES} bytes at most, this one {size}"
         return super().name_problem(name)
 
     def leading_default(self, column: str) -> str | None:
