@@ -524,6 +524,20 @@ def test_a_load_that_fails_after_a_sync_is_error_lines_and_exit_status_1(sync, d
     assert "database/failed: 1" in result.error_lines()[-1]
 
 
+def test_a_bad_record_limit_fails_the_sync_in_one_line(sync, tmp_path):
+    """The sync goes on (the tree needs no database), and its exit status is 1."""
+    url = f"sqlite:///{tmp_path / 'unused.sqlite3'}"
+
+    result = sync("-s", "FLSYNC_DATABASE_RECORD_MB=0", env={"FLSYNC_DATABASE_URL": url})
+
+    assert result.returncode == 1, result.output
+    (line,) = [line for line in result.error_lines() if "[flsync.sql" in line]
+    assert "FLSYNC_DATABASE_RECORD_MB must be a whole number of MiB, at least 1" in line
+    assert "Traceback" not in result.output
+    assert "database/failed: 1" in result.error_lines()[-1]
+    assert not (tmp_path / "unused.sqlite3").exists()
+
+
 def test_runs_not_loaded_after_a_sync_are_one_error_line_each(sync, tmp_path):
     url = f"sqlite:///{tmp_path / 'after.sqlite3'}"
     engine = create_engine(url)

@@ -51,10 +51,10 @@ def record_limit(settings: BaseSettings) -> int:
 
 
 class LoadAfterSync:
-    def __init__(self, crawler: Crawler, url: str) -> None:
+    def __init__(self, crawler: Crawler, url: str, limit: int) -> None:
         self.crawler = crawler
         self.url = url
-        self.record_limit = record_limit(crawler.settings)
+        self.record_limit = limit
         self.organisations: set[str] = set()
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
@@ -64,7 +64,14 @@ class LoadAfterSync:
         url = os.environ.get(DATABASE_ENV)
         if not url:
             raise NotConfigured  # off, as asked: no warning in every sync's log
-        return cls(crawler, url)
+        try:
+            limit = record_limit(crawler.settings)
+        except ConfigError as exc:
+            # The sync goes on (the tree needs no database), and fails in the end.
+            crawler.stats.inc_value(FAILED_STAT)
+            logger.error("Database load FAILED: %(error)s", {"error": exc})
+            raise NotConfigured(str(exc)) from None
+        return cls(crawler, url, limit)
 
     def item_scraped(self, item: Any) -> None:
         organisation = getattr(item, "organisation", None)
