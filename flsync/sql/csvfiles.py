@@ -1,13 +1,13 @@
 """A dataset file of the tree, read for the database: streamed in blocks of rows, checked and
 typed.
 
-Every byte read passes through a bound on the length of a CSV record (:class:`DataFiles`):
-a longer record is refused at once, so that memory stays flat whatever the file holds. Rows
-come in blocks (``BLOCK_ROWS``, at most about ``BLOCK_BYTES``) so that the per-row work happens
-in C (the csv module, ``zip``, ``str.join``, one regular expression over a whole column of a
-block): a 1 GB file is read with flat memory at close to the csv module's own speed. Any fault
-is a :class:`MalformedFile` naming the file, the line (as a text editor counts them, from 1)
-and the reason.
+Every byte is read through a bound on the length of a CSV record (:class:`DataFiles`), in
+chunks that end where records do: a longer record is refused at once, so that memory stays
+flat whatever the file holds. Rows come in blocks (at most ``BLOCK_ROWS``, from few chunks)
+so that the per-row work happens in C (the csv module, ``zip``, ``str.join``, one regular
+expression over a whole column of a block): a 1 GB file is read with flat memory at close
+to the csv module's own speed. Any fault is a :class:`MalformedFile` naming the file,
+the line (as a text editor counts them, from 1) and the reason.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from flsync.storage import DataStore
 
 BLOCK_ROWS = 4096
+# A block takes the rows of further chunks of the file only while those hold this much.
+BLOCK_BYTES = 4 << 20
 # The longest record by default (FLSYNC_DATABASE_RECORD_MB).
 RECORD_LIMIT = 8 << 20
 # No field can be longer than its record, which the record bound limits already.
@@ -217,10 +219,11 @@ class DataFiles:
     def line_end(self, path: str) -> bytes:
         """The header line's end (``\\n``, ``\\r\\n`` or ``\\r``): the one every record must
         end with where a database parses the file itself."""
-        for chunk in self.chunks(path):
-            found = _LINE_END.search(chunk)
-            if found:
-                return found[0]
+        with contextlib.closing(self.chunks(path)) as chunks:
+            for chunk in chunks:
+                found = _LINE_END.search(chunk)
+                if found:
+                    return found[0]
         return b"\n"
 
 
@@ -302,8 +305,8 @@ class CsvFile:
     RFC 4180 as the csv module reads it, strictly (a stray quote is an error), with "\\n",
     "\\r\\n" or "\\r" line ends; UTF-8 (a leading byte-order mark is dropped); every row as
     many fields as the header. The file is read in chunks that end where records do
-    (DataFiles.chunks), each parsed by a csv reader of its own: a block of rows never spans
-    two, so that it holds at most one chunk's records, however long they are.
+    (DataFiles.chunks), each parsed by a csv reader of its own: a block of rows holds the
+    records of a few chunks at most, however long they are.
     """
 
     def __init__(self, files: DataFiles, path: str) -> None:
@@ -365,13 +368,20 @@ class CsvFile:
             yield block
 
     def _next_block(self, size: int) -> list[list[str]]:
-        """The next rows, at most ``size``, of the current chunk (or the next one)."""
+        """The next rows, at most ``size``: of the current chunk, then of the next ones until
+        those opened for this block reach BLOCK_BYTES (a block's memory stays bounded)."""
         assert self._chunks is not None
+        block: list[list[str]] = []
+        read = 0
         try:
-            while not (block := list(islice(self._reader, size))):
+            while len(block) < size:
+                block += islice(self._reader, size - len(block))
+                if len(block) == size or read >= BLOCK_BYTES:
+                    break
                 chunk = next(self._chunks, None)
                 if chunk is None:
-                    return []
+                    break
+                read += len(chunk)
                 self._lines += self._reader.line_num
                 self._reader = _reader(chunk, first=self._lines == 0)
         except csv.Error as exc:
