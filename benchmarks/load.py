@@ -6,9 +6,11 @@ it into a plain text table: each database's own floor here).
 The tree is one run whose step-activity.csv is built by the imitation site's generator (the
 big file of scenario B), written to disk once. Each command runs as a child process (peak
 RSS from os.wait4); each database is a new one, dropped at the end. The servers come from
-FLSYNC_TEST_POSTGRES_URL and FLSYNC_TEST_MYSQL_URL (defaults: the local ones). Alone:
-``.venv/bin/python -m benchmarks.load [--load-mb 1024]``; ``benchmarks.run`` runs it as
-scenario D unless ``--skip-load``.
+FLSYNC_TEST_POSTGRES_URL and FLSYNC_TEST_MYSQL_URL (defaults: the local ones). With
+``--baseline REV``, flsync as of git revision REV (a temporary worktree) loads the same file
+into each database too, taking turns with the current code (``--repeat`` times each; the
+median run is reported). Alone: ``.venv/bin/python -m benchmarks.load [--load-mb 1024]
+[--baseline REV]``; ``benchmarks.run`` runs it as scenario D unless ``--skip-load``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import MB, ROOT, Bench, Measured, print_table
+from benchmarks.run import MB, ROOT, Bench, Measured, median_run, print_table
 
 LOAD_RATIO_TARGET = 3.0
 LOAD_RSS_TARGET_MB = 200.0
@@ -120,23 +122,46 @@ def scenario_d(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             result["psql"] = measured
             print(f"  {measured.label}: {measured.wall_s:.2f} s", flush=True)
         result["own"] = own_plain_loads(bench, databases, big)
+        baseline: Path | None = getattr(args, "baseline_code", None)
+        result["baseline_loads"] = {}
         for kind in ("sqlite", "postgresql", "mysql"):
-            url = (
-                f"sqlite:///{bench.work / 'load.sqlite3'}"
-                if kind == "sqlite"
-                else (databases.new(kind))
+            runs: dict[Path, list[Measured]] = {ROOT: [], **({baseline: []} if baseline else {})}
+            for n in range(getattr(args, "load_repeat", 1)):
+                for code, measured_runs in runs.items():  # taking turns: the same machine
+                    name = "loaddb" if code == ROOT else "baseline-loaddb"
+                    measured = load_once(
+                        bench, databases, kind, config=config, code=code, name=f"{name}-{kind}-{n}"
+                    )
+                    print(
+                        f"  {name} ({kind}): {measured.wall_s:.2f} s, exit {measured.exit_status}"
+                    )
+                    measured_runs.append(measured)
+            result["loads"][kind] = median_run(
+                runs[ROOT], lambda m: -m.wall_s, f"scrapy loaddb ({kind})"
             )
-            cmd = [sys.executable, "-m", "scrapy", "loaddb", "--database", url]
-            cmd += ["-s", f"FLSYNC_CONFIG={config}"]
-            measured = bench.run(cmd, bench.logs / f"loaddb-{kind}.log")
-            measured.label = f"scrapy loaddb ({kind})"
-            result["loads"][kind] = measured
-            print(f"  {measured.label}: {measured.wall_s:.2f} s, exit {measured.exit_status}")
-            (bench.work / "load.sqlite3").unlink(missing_ok=True)
+            if baseline:
+                result["baseline_loads"][kind] = median_run(
+                    runs[baseline], lambda m: -m.wall_s, f"loaddb {args.baseline} ({kind})"
+                )
     finally:
         databases.drop()
         shutil.rmtree(data_dir, ignore_errors=True)
     return result
+
+
+def load_once(
+    bench: Bench, databases: Databases, kind: str, *, config: Path, code: Path, name: str
+) -> Measured:
+    """``scrapy loaddb`` of the tree into a new database of ``kind``, run from ``code`` (a
+    checkout of flsync)."""
+    sqlite = bench.work / "load.sqlite3"
+    url = f"sqlite:///{sqlite}" if kind == "sqlite" else databases.new(kind)
+    cmd = [sys.executable, "-m", "scrapy", "loaddb", "--database", url]
+    cmd += ["-s", f"FLSYNC_CONFIG={config}"]
+    try:
+        return bench.run(cmd, bench.logs / f"{name}.log", cwd=code)
+    finally:
+        sqlite.unlink(missing_ok=True)
 
 
 def own_plain_loads(bench: Bench, databases: Databases, big: Path) -> dict[str, Measured]:
@@ -187,6 +212,17 @@ def load_targets(d: dict[str, Any]) -> list[dict[str, str]]:
                 "result": "PASS" if ratio and ratio <= LOAD_RATIO_TARGET else "FAIL",
             }
         )
+        old: Measured | None = d.get("baseline_loads", {}).get(kind)
+        if old is not None:
+            ratio = m.wall_s / old.wall_s if m.ok and old.ok else None
+            targets.append(
+                {
+                    "target": f"D: loaddb ({kind}) wall / baseline's wall",
+                    "measured": f"{ratio:.2f}" if ratio else "n/a",
+                    "required": "<= 1",
+                    "result": "PASS" if ratio and ratio <= 1 else "FAIL",
+                }
+            )
         own: Measured | None = d.get("own", {}).get(kind)
         if own and own.ok and m.ok:
             targets.append(
@@ -212,7 +248,11 @@ def print_load_report(d: dict[str, Any], targets: list[dict[str, str]]) -> None:
     size = d["file_bytes"]
     rows = [("command", "wall s", "CPU s", "MB/s", "RSS MB", "exit")]
     measured = [*([d["psql"]] if d.get("psql") else []), *d.get("own", {}).values()]
-    measured += list(d["loads"].values())
+    for kind, m in d["loads"].items():
+        measured += [
+            m,
+            *([d["baseline_loads"][kind]] if kind in d.get("baseline_loads", {}) else []),
+        ]
     for m in measured:
         rate = m.mb_per_s(size)
         rows.append(
@@ -248,18 +288,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-mb", type=float, default=1024)
     parser.add_argument("--timeout", type=float, default=1800, help="per command, in seconds")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/load.json"))
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also load with flsync as of this git revision (a temporary worktree), taking turns",
+    )
+    parser.add_argument(
+        "--repeat", dest="load_repeat", type=int, default=1, help="loads per database and code"
+    )
     args = parser.parse_args(argv)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = (args.json.parent / "logs").resolve()
     logs.mkdir(exist_ok=True)
     print(f"Load average before: {os.getloadavg()[0]:.2f} (nproc {os.cpu_count()})", flush=True)
     work = Path(tempfile.mkdtemp(prefix="flsync-bench-"))
+    args.baseline_code = work / "baseline" if args.baseline else None
+    git = ["git", "-C", str(ROOT), "worktree"]
     try:
+        if args.baseline_code:
+            command = [*git, "add", "--detach", str(args.baseline_code), args.baseline]
+            subprocess.run(command, check=True)
         d = scenario_d(args, Bench(work, logs, args.timeout))
     finally:
+        if args.baseline_code:
+            subprocess.run([*git, "remove", "--force", str(args.baseline_code)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     targets = report(d)
-    document = {"options": {"load_mb": args.load_mb}, "machine": machine_info()}
+    options = {"load_mb": args.load_mb, "baseline": args.baseline, "repeat": args.load_repeat}
+    document = {"options": options, "machine": machine_info()}
     document |= {"scenario_d": d, "targets": targets}
     args.json.write_text(json.dumps(to_json(document), indent=2, ensure_ascii=False) + "\n")
     missed = [t["target"] for t in targets if t["result"] == "FAIL"]

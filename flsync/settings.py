@@ -144,6 +144,10 @@ FLSYNC_MEASURES = True
 # it, it spills to a temporary folder. Peak memory of the whole process stays about this much
 # above flsync's own, whatever a file's size.
 FLSYNC_MEASURES_MEMORY_MB = 512
+# The database load (`scrapy loaddb`, and FLSYNC_DATABASE_URL after a sync): the longest CSV
+# record it reads, in MiB (2^20 bytes); a file with a longer one fails its run, so that memory
+# stays flat whatever a file holds. A whole number, at least 1.
+FLSYNC_DATABASE_RECORD_MB = 8
 # A line on stderr showing runs found, files done and bytes received, redrawn as the sync
 # works; only ever when stderr is a terminal (never under cron or Scrapyd).
 FLSYNC_PROGRESS = True

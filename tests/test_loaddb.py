@@ -7,6 +7,7 @@ TZ=Asia/Tokyo (and PGTZ), so that a timestamp read in the machine's zone would s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -17,7 +18,7 @@ import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from fakesite import FakeSite, SiteOptions
 from flsync.sql.csvfiles import (
     CsvFile,
+    DataFiles,
     Kind,
     MalformedFile,
     RowChecker,
@@ -37,6 +39,9 @@ from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore, S3Store
 from tests.conftest import REPO, Sync
 from tests.test_s3 import bucket, endpoint, s3, s3_server, store_settings  # noqa: F401 - fixtures
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DATABASES = ["sqlite", "postgresql", "mysql"]
 TOKYO = {"TZ": "Asia/Tokyo", "PGTZ": "Asia/Tokyo"}
@@ -54,13 +59,13 @@ def _server_url(kind: str) -> str:
     return url
 
 
-@pytest.fixture(params=DATABASES)
-def database(request, tmp_path) -> Any:
-    """The URL of a new, empty database of each kind."""
-    if request.param == "sqlite":
+@contextlib.contextmanager
+def new_database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new, empty database of ``kind`` (one of DATABASES), dropped at the end."""
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
         return
-    server = make_url(_server_url(request.param))
+    server = make_url(_server_url(kind))
     name = f"flsync_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -69,9 +74,16 @@ def database(request, tmp_path) -> Any:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
-            force = " WITH (FORCE)" if request.param == "postgresql" else ""
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{force}")
         admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database(request, tmp_path) -> Iterator[str]:
+    """The URL of a new, empty database of each kind."""
+    with new_database(request.param, tmp_path) as url:
+        yield url
 
 
 def tables(url: str) -> dict[str, list[dict[str, Any]]]:
@@ -532,7 +544,7 @@ def test_value_kind():
 
 def _scan(tmp_path: Path, content: bytes) -> tuple[list[str], list[Kind]]:
     (tmp_path / "f.csv").write_bytes(content)
-    with CsvFile(LocalStore(str(tmp_path)), "f.csv") as file:
+    with CsvFile(DataFiles(LocalStore(str(tmp_path))), "f.csv") as file:
         return file.header, scan(file)
 
 
@@ -593,8 +605,19 @@ def _load(tmp_path: Path, database: str) -> None:
         ("I", b"n\nNULL\n", False),
         ("T", b"at\n2016-05-09 24:00:00 UTC\n", False),
         ("T", b"at\n2019-02-30 10:00:00 UTC\n", False),
-        ("E", b"e\n\n\n", True),
-        ("E", b"e\n\n5\n", False),
+        ("E", b"e\n,\n", False),  # a field too many
+        ("EE", b"e,f\n,\n,\n", True),
+        ("EE", b"e,f\n,\n5,\n", False),
+        ("X", b"e\n\n", False),  # a blank line: no field, as the csv module reads it
+        ("X", b'e\n""\n', True),  # one empty field
+        ("X", b"e\n\\.\n", False),  # PostgreSQL's end of data, unless quoted
+        ("X", b'e\n"\\."\nx\n', True),
+        ("XX", b'e,f\n"\n\\.\n",x\n', True),  # inside quotes, it is text
+        ("XI", b"e,n\n\x00,1\n", False),  # NUL: PostgreSQL's text has none
+        ("XI", b"e,n\r\nx,1\r\n", True),
+        ("XI", b"e,n\nx,1\r\ny,2\n", False),  # a line end other than the header's
+        ("XI", b"e,n\r\nx,1\ny,2\r\n", False),
+        ("XI", b"e,n\nx,1\ry,2\n", False),
         ("XX", b"a,b\n1,2,3\n", False),  # a field too many
         ("XX", b"a,b\n1\n", False),  # one too few
         ("X", b'a\n"never closed\n', False),
@@ -605,21 +628,26 @@ def _load(tmp_path: Path, database: str) -> None:
 def test_the_row_checker_passes_only_values_their_column_holds(kinds, content, fits):
     by_letter = {"I": Kind.INTEGER, "T": Kind.TIMESTAMP, "X": Kind.TEXT, "E": Kind.EMPTY}
     column_kinds = [by_letter[letter] for letter in kinds]
-    whole = RowChecker(column_kinds)
-    assert (whole.feed(content) and whole.close()) is fits
+    line_end = b"\r\n" if b"\r\n" in content else b"\n"
+    whole = RowChecker(column_kinds, line_end)
+    passed = [whole.feed(content), whole.close()]
+    assert (None not in passed) is fits
+    if fits:  # the bytes passed on are the file's (the last line end added if it lacks one)
+        assert b"".join(passed) in (content, content + line_end)
     # Chunks end anywhere: inside a field, a quoted line break or a CRLF.
-    bytewise = RowChecker(column_kinds)
-    assert (
-        all(bytewise.feed(content[i : i + 1]) for i in range(len(content))) and bytewise.close()
-    ) is fits
+    bytewise = RowChecker(column_kinds, line_end)
+    passed = [bytewise.feed(content[i : i + 1]) for i in range(len(content))]
+    passed.append(bytewise.close())
+    assert (None not in passed) is fits
+    if fits:
+        assert b"".join(passed) in (content, content + line_end)
 
 
-def test_a_record_longer_than_the_limit_does_not_fit(monkeypatch):
-    monkeypatch.setattr(RowChecker, "RECORD_LIMIT", 100)
-    checker = RowChecker([Kind.TEXT])
-    assert checker.feed(b'a\n"' + b"x" * 99)
-    assert not checker.feed(b"x")  # still open after 100 bytes: memory stays bounded
-    assert not checker.close()
+def test_a_record_longer_than_the_limit_does_not_fit():
+    checker = RowChecker([Kind.TEXT], b"\n", 100)
+    assert checker.feed(b'a\n"' + b"x" * 99) == b"a\n"
+    assert checker.feed(b"x") is None  # still open after 100 bytes: memory stays bounded
+    assert checker.close() is None
 
 
 def test_a_run_whose_values_fit_goes_straight_into_its_tables(tmp_path, database, caplog):

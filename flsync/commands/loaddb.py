@@ -23,7 +23,7 @@ from flsync import tree
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
-from flsync.sql.extension import DATABASE_ENV
+from flsync.sql.extension import DATABASE_ENV, record_limit
 from flsync.storage import StoreError, StoreLocationError, open_store
 
 if TYPE_CHECKING:
@@ -67,13 +67,19 @@ class Command(ScrapyCommand):
         configure_logging(self.settings)
         # Imported here, not with the module: Scrapy imports every command at the start of
         # every `scrapy` run, and SQLAlchemy would add about 0.3 s to each sync's start.
-        from flsync.sql.loader import ChooseError, DatabaseError  # noqa: PLC0415
+        from flsync.sql.loader import ChooseError, DatabaseError, failure  # noqa: PLC0415
 
         try:
             result = self._load(opts)
         except (ConfigError, StoreLocationError, StoreError, DatabaseError, ChooseError) as exc:
             logger.error("Database load FAILED: %(error)s", {"error": exc})
             self.exitcode = EXIT_USAGE
+            return
+        except Exception as exc:  # whatever stops the load is one line
+            logger.debug("Database load: the error in full", exc_info=True)
+            url = opts.database or os.environ.get(DATABASE_ENV) or ""
+            logger.error("Database load FAILED: %(error)s", {"error": failure(exc, url)})
+            self.exitcode = EXIT_FAILED
             return
         if result.ok:
             logger.info("Database load complete: %(summary)s", {"summary": result.summary()})
@@ -92,9 +98,10 @@ class Command(ScrapyCommand):
         url = opts.database or os.environ.get(DATABASE_ENV) or self._default_url(data_dir)
         store = open_store(data_dir, self.settings)
         chosen = choose_organisations(store, opts.organisation)
+        limit = record_limit(self.settings)
         engine = open_database(url)
         try:
-            return Loader(engine, store).load(chosen)
+            return Loader(engine, store, limit).load(chosen)
         finally:
             engine.dispose()
 

@@ -3,19 +3,19 @@
 A load walks the chosen organisations' run folders through the store, and reloads only the
 runs whose files changed since the last load: ``flsync_loads`` keeps, per run folder, a
 fingerprint of its files (names, sizes, modification times) and the key and tables its rows
-went to. Each changed run's files are read once, through the database's bulk path
-(flsync.sql.bulk): the tables are made to fit the kinds each file's first rows show, and, in
-one transaction per run, the run's rows are deleted from every table and its files loaded
-straight in, every value checked against its column on the way. When a value does not fit
-(its column must widen), the run is rolled back (tables and columns made for it dropped) and
-loaded through temporary staging tables, which tell each column's kind over the whole file,
-before the tables are made to fit and the rows moved in, in one transaction. A failure
-anywhere in a run (a malformed file included) leaves its previous rows as they were, and the
-other runs go on. Runs whose folders are gone from the tree are deleted.
+went to. Each changed run's files are read once, through the database's bulk path (its
+dialect, flsync.sql.dialects): the tables are made to fit the kinds each file's first rows
+show, and, in one transaction per run, the run's rows are deleted from every table and its
+files loaded straight in, every value checked against its column on the way. When a value
+does not fit (its column must widen), the run is rolled back (what was made or typed for it
+undone) and loaded through temporary staging tables, which tell each column's kind over the
+whole file, before the tables are made to fit and the rows moved in, in one transaction. A
+failure anywhere in a run (a malformed file included) leaves its previous rows as they were,
+and the other runs go on. Runs whose folders are gone from the tree are deleted.
 
-Tables only grow: a new dataset makes a new table, a new column a new column, and a column
-whose new values its type cannot hold is widened to text (its values written back exactly as
-the files had them).
+Tables only grow: a new dataset makes a new table, a new column a new column, a column that
+held no value yet takes the type of the values that come, and a column whose new values its
+type cannot hold is widened to text (its values written back exactly as the files had them).
 """
 
 from __future__ import annotations
@@ -32,60 +32,45 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import (
     BigInteger,
     Column,
-    Date,
-    DateTime,
-    Index,
-    Integer,
     MetaData,
     String,
     Table,
-    Text,
     create_engine,
-    event,
     inspect,
-    text,
 )
-from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.sql import expression
 
 from flsync import tree
-from flsync.sql.bulk import (
-    LEADING,
-    LoadError,
-    Misfit,
-    Planned,
-    Staged,
-    drop,
-    guess,
-    load_direct,
-    move,
-    stage,
+from flsync.sql.bulk import LEADING, STAGING, LoadError, Misfit, Planned, Staged, guess
+from flsync.sql.csvfiles import (
+    RECORD_LIMIT,
+    CsvFile,
+    DataFiles,
+    Kind,
+    MalformedFile,
+    value_kind,
+    widen,
 )
-from flsync.sql.csvfiles import CsvFile, Kind, MalformedFile, value_kind, widen
+from flsync.sql.dialects import dialect_class
 from flsync.storage import StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from sqlalchemy import Connection, Engine
-    from sqlalchemy.types import TypeEngine
 
     from flsync.storage import DataStore, FileStat
 
 logger = logging.getLogger(__name__)
 
 # Part of every fingerprint: a new version (another way of typing or storing) reloads all.
-LOADER_VERSION = "1"
-STAGING = "flsync_staging_"
+LOADER_VERSION = "2"
 LOADS_TABLE = "flsync_loads"
 RUNS_TABLE = "runs"
 RESERVED_TABLES = (LOADS_TABLE, RUNS_TABLE)
 RUN_FOLDER = re.compile(r"[0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# Identifiers longer than this are cut or refused by PostgreSQL (63) and MySQL (64).
-MAX_NAME = 63
-# MariaDB/MySQL index at most 3072 bytes of a key: the names' first 191 characters.
-MYSQL_KEY_PREFIX = 191
 
 
 class DatabaseError(Exception):
@@ -116,22 +101,15 @@ def open_database(url: str) -> Engine:
             "the database URL is not valid: use postgresql://USER:PASSWORD@HOST/DATABASE,"
             " mysql+pymysql://USER:PASSWORD@HOST/DATABASE or sqlite:///PATH"
         ) from None
-    options: dict[str, Any] = {}
-    if parsed.get_backend_name() in ("mysql", "mariadb"):
-        # LOAD DATA LOCAL INFILE is off in the client unless asked for; utf8mb4 for emoji.
-        options["connect_args"] = {"local_infile": True, "charset": "utf8mb4"}
-    if parsed.get_backend_name() == "sqlite":
-        # Another writer (a second load) is waited for, not failed at once.
-        options["connect_args"] = {"timeout": 300}
     try:
-        engine = create_engine(parsed, **options)
-    except (NoSuchModuleError, ImportError) as exc:
+        dialect = dialect_class(parsed)
+        engine = create_engine(parsed, **dialect.engine_options())
+    except (NoSuchModuleError, ImportError, LookupError) as exc:
         raise DatabaseError(
             f"database URL {shown}: unknown database or driver ({_reason(exc, parsed.password)}):"
             " use postgresql://…, mysql+pymysql://… or sqlite:///…"
         ) from None
-    if engine.dialect.name == "sqlite":
-        _sqlite_transactions(engine)
+    dialect.configure(engine)
     try:
         with engine.connect():
             pass
@@ -143,20 +121,18 @@ def open_database(url: str) -> Engine:
     return engine
 
 
-def _sqlite_transactions(engine: Engine) -> None:
-    """SQLite's Python driver would commit before DDL and begin late: SQLAlchemy's own
-    recipe hands transactions to SQLAlchemy, so that a table rebuilt (a column widened) is
-    rebuilt whole or not at all."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        # A bigger page cache for index upkeep during large inserts (64 MiB).
-        dbapi_connection.execute("PRAGMA cache_size = -65536")
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+def failure(exc: BaseException, url: str) -> str:
+    """What stopped a whole load (not one run), in one line, never with the password."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    reason = _reason(exc, password)
+    if isinstance(exc, SQLAlchemyError):
+        return f"{masked(url)}: {reason}"
+    if isinstance(exc, (StoreError, OSError)):
+        return reason
+    return f"an unexpected error ({type(exc).__name__}: {reason}); its traceback is logged at DEBUG"
 
 
 def _reason(exc: BaseException, password: str | None) -> str:
@@ -258,6 +234,9 @@ class ScannedRun:
 P = TypeVar("P", bound=Planned)
 # A file of a run: its table, path, header and stat (None for metadata.csv, read already).
 _File = tuple[str, str, list[str], "FileStat | None"]
+# Made for a run, to be undone if it does not fit: a table (column None), a column (kind
+# None), a column typed that was of that kind (EMPTY).
+_Made = tuple[str, "str | None", "Kind | None"]
 
 
 @dataclass
@@ -285,16 +264,16 @@ class LoadResult:
 
 
 class Loader:
-    """Loads runs of a data tree (read through ``store``) into the database of ``engine``."""
+    """Loads runs of a data tree (read through ``store``) into the database of ``engine``;
+    a CSV record longer than ``record_limit`` bytes fails its run."""
 
-    def __init__(self, engine: Engine, store: DataStore) -> None:
+    def __init__(self, engine: Engine, store: DataStore, record_limit: int = RECORD_LIMIT) -> None:
         self.engine = engine
         self.store = store
-        self.dialect = engine.dialect.name
+        self.files = DataFiles(store, record_limit)
+        self.dialect = dialect_class(engine.url)(engine)
         # Each table's columns and their kinds (None: no such table), as reflected once.
         self._columns: dict[str, dict[str, Kind] | None] = {}
-        # The tables whose leading columns' defaults are known to be set (PostgreSQL).
-        self._defaults_set: set[str] = set()
 
     def load(self, chosen: Sequence[str]) -> LoadResult:
         """Load the runs of the organisation folders ``chosen`` that changed since the last
@@ -369,13 +348,13 @@ class Loader:
             LOADS_TABLE,
             metadata,
             Column("folder", String(512), primary_key=True),
-            Column("uni_name", _text()),
-            Column("course_name", _text()),
+            Column("uni_name", self.dialect.text_type()),
+            Column("course_name", self.dialect.text_type()),
             Column("run", BigInteger),
-            Column("tables", _text()),  # the tables its rows went to, space-separated
+            Column("tables", self.dialect.text_type()),  # the tables its rows went to
             Column("fingerprint", String(64)),
             Column("loaded_at", String(32)),  # ISO 8601, UTC
-            **_TABLE_OPTIONS,
+            **self.dialect.table_options,
         )
 
     def _create_loads_table(self) -> None:
@@ -407,20 +386,27 @@ class Loader:
                 continue
             path = f"{run.folder}/{name}"
             table = name.removesuffix(".csv").replace("-", "_")
-            if table in RESERVED_TABLES or len(table) > MAX_NAME:
-                raise MalformedFile(path, None, f"a dataset cannot be named {table!r}")
-            with CsvFile(self.store, path) as file:
-                for column in file.header:
-                    if column in LEADING or len(column) > MAX_NAME:
-                        raise MalformedFile(path, 1, f"a column cannot be named {column!r}")
+            reserved = table in RESERVED_TABLES
+            problem = "flsync's own" if reserved else self.dialect.name_problem(table)
+            if problem:
+                raise MalformedFile(path, None, f"a table cannot be named {table!r}: {problem}")
+            with CsvFile(self.files, path) as file:
+                self._check_columns(path, file.header)
             ready.files.append(DatasetFile(path, table, file.header, run.files[name]))
         return ready
+
+    def _check_columns(self, path: str, header: Sequence[str]) -> None:
+        for column in header:
+            leading = column.lower() in LEADING
+            problem = "flsync's own" if leading else self.dialect.name_problem(column)
+            if problem:
+                raise MalformedFile(path, 1, f"a column cannot be named {column!r}: {problem}")
 
     def _metadata(self, run: RunFolder) -> tuple[list[str], list[str]]:
         path = f"{run.folder}/{tree.METADATA_FILE}"
         if tree.METADATA_FILE not in run.files:
             raise MalformedFile(path, None, "missing (the next sync writes it)")
-        with CsvFile(self.store, path) as file:
+        with CsvFile(self.files, path) as file:
             rows = [row for block in file.blocks() for row in block]
         if list(file.header[:3]) != list(LEADING) or len(rows) != 1:
             raise MalformedFile(
@@ -428,18 +414,17 @@ class Loader:
             )
         if value_kind(rows[0][2]) is not Kind.INTEGER:
             raise MalformedFile(path, 2, f"run {rows[0][2]!r} is not a number")
+        self._check_columns(path, file.header[3:])
         return file.header, rows[0]
 
     # The tables.
 
-    def _prepare_tables(
-        self, connection: Connection, planned: Sequence[Planned]
-    ) -> list[tuple[str, str | None]]:
-        """Create the tables and columns the files need, and widen the columns whose new
-        values their type cannot hold (before the run's transaction: MariaDB commits DDL at
-        once; every change here keeps the rows as they are). The tables (column None) and
-        columns made."""
-        made: list[tuple[str, str | None]] = []
+    def _prepare_tables(self, connection: Connection, planned: Sequence[Planned]) -> list[_Made]:
+        """Create the tables and columns the files need, type the columns that held no value
+        yet and now get some, and widen the columns whose new values their type cannot hold
+        (before the run's transaction: MariaDB commits DDL at once; every change here keeps
+        the rows as they are). What was made or typed, to be undone if the load does not fit."""
+        made: list[_Made] = []
         wanted: dict[str, dict[str, Kind]] = {}
         for item in planned:
             columns = wanted.setdefault(item.target, {})
@@ -450,156 +435,71 @@ class Loader:
             changed = current is None
             with connection.begin():
                 if current is None:
-                    self._create_table(connection, name, columns)
-                    made.append((name, None))
+                    self.dialect.create_table(connection, name, columns)
+                    logger.info("Table %(table)s created", {"table": name})
+                    made.append((name, None, None))
                     current = {}
-                elif self.dialect == "postgresql" and name not in self._defaults_set:
-                    self._set_leading_defaults(connection, name)
-                self._defaults_set.add(name)
+                else:
+                    self.dialect.adopt(connection, name)
                 for column, kind in columns.items():
                     have = current.get(column)
                     if column in LEADING or not current:
                         continue
                     if have is None:
-                        self._add_column(connection, name, column, kind)
-                        made.append((name, column))
-                        changed = True
-                    elif widen(have, kind) != have:
-                        self._widen(connection, name, column, have, current)
-                        current[column] = Kind.TEXT
-                        changed = True
+                        self.dialect.add_column(connection, name, column, kind)
+                        current[column] = kind  # SQLite's retype makes the table again
+                        logger.info(
+                            "Column %(table)s.%(column)s added", {"table": name, "column": column}
+                        )
+                        made.append((name, column, None))
+                    elif widen(have, kind) == have:
+                        continue
+                    elif have is Kind.EMPTY:
+                        self.dialect.retype(
+                            connection, name, column, kind=have, new=kind, columns=current
+                        )
+                        made.append((name, column, have))
+                    else:
+                        self.dialect.retype(
+                            connection, name, column, kind=have, new=Kind.TEXT, columns=current
+                        )
+                        logger.warning(
+                            "Column %(table)s.%(column)s widened from %(kind)s to text: new"
+                            " values are not all %(kind)s",
+                            {"table": name, "column": column, "kind": have},
+                        )
+                    changed = True
             if changed:
                 del self._columns[name]
         return made
 
-    def _unmake(self, connection: Connection, made: Sequence[tuple[str, str | None]]) -> None:
-        """Drop the tables and columns made for a direct load that did not fit: their types
-        were guessed from the first rows, and the staged load finds them from every row."""
-        q = connection.dialect.identifier_preparer.quote
+    def _unmake(self, connection: Connection, made: Sequence[_Made]) -> None:
+        """Undo what was made or typed for a direct load that did not fit: the types were
+        guessed from the first rows, and the staged load finds them from every row."""
+        q = self.dialect.quote
         with connection.begin():
-            for table, column in reversed(made):
+            for table, column, kind in reversed(made):
                 if column is None:
                     connection.exec_driver_sql(f"DROP TABLE {q(table)}")
-                else:
+                elif kind is None:
                     connection.exec_driver_sql(f"ALTER TABLE {q(table)} DROP COLUMN {q(column)}")
+                else:
+                    current = self._current(connection, table) or {}
+                    self.dialect.retype(
+                        connection, table, column, kind=current[column], new=kind, columns=current
+                    )
                 self._columns.pop(table, None)
-
-    def _set_leading_defaults(self, connection: Connection, table: str) -> None:
-        """The leading columns' defaults of a table made by an earlier version (PostgreSQL),
-        if it lacks them: an ALTER TABLE would wait for every query reading the table."""
-        reflected = {c["name"]: c["default"] for c in inspect(connection).get_columns(table)}
-        if all(reflected.get(column) for column in LEADING):
-            return
-        q = connection.dialect.identifier_preparer.quote
-        for column in LEADING:
-            connection.exec_driver_sql(
-                f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
-                f" SET DEFAULT {_LEADING_DEFAULTS[column]}".replace("%", "%%")
-            )
 
     def _current(self, connection: Connection, table: str) -> dict[str, Kind] | None:
         """The table's columns and their kinds; None if there is no such table."""
         if table not in self._columns:
             inspector = inspect(connection)
             self._columns[table] = (
-                {c["name"]: _kind_of(c["type"]) for c in inspector.get_columns(table)}
+                {c["name"]: self.dialect.kind_of(c["type"]) for c in inspector.get_columns(table)}
                 if inspector.has_table(table)
                 else None
             )
         return self._columns[table]
-
-    def _create_table(self, connection: Connection, name: str, columns: dict[str, Kind]) -> None:
-        postgres = self.dialect == "postgresql"
-        leading: list[Column[Any]] = [
-            Column(
-                column,
-                BigInteger() if column == "run" else _text(),
-                nullable=False,
-                server_default=text(_LEADING_DEFAULTS[column]) if postgres else None,
-            )
-            for column in LEADING
-        ]
-        own = [Column(c, _sql_type(k)) for c, k in columns.items() if c not in LEADING]
-        table = Table(name, MetaData(), *leading, *own, **_TABLE_OPTIONS)
-        Index(
-            f"ix_{name}_run"[:MAX_NAME],
-            table.c.uni_name,
-            table.c.course_name,
-            table.c.run,
-            mysql_length={"uni_name": MYSQL_KEY_PREFIX, "course_name": MYSQL_KEY_PREFIX},
-            # A run's rows go in together, so they lie together: a block-range index finds
-            # them (to delete them) at almost no cost to the load, where a B-tree over
-            # every row's (uni_name, course_name, run) doubles it.
-            postgresql_using="brin",
-            postgresql_with={"autosummarize": "on"},
-        )
-        table.create(connection)
-        logger.info("Table %(table)s created", {"table": name})
-
-    def _add_column(self, connection: Connection, table: str, column: str, kind: Kind) -> None:
-        q = connection.dialect.identifier_preparer.quote
-        sql_type = _sql_type(kind).compile(dialect=connection.dialect)
-        connection.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(column)} {sql_type}")
-        logger.info("Column %(table)s.%(column)s added", {"table": table, "column": column})
-
-    def _widen(
-        self,
-        connection: Connection,
-        table: str,
-        column: str,
-        kind: Kind,
-        columns: dict[str, Kind],
-    ) -> None:
-        """Make ``column`` text, its values written as the files had them."""
-        q = connection.dialect.identifier_preparer.quote
-        t, c = q(table), q(column)
-        if self.dialect == "postgresql":
-            using = {
-                Kind.INTEGER: f"{c}::text",
-                Kind.DATE: f"to_char({c}, 'YYYY-MM-DD')",
-                Kind.TIMESTAMP: f"to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-                " || ' UTC'",
-            }[kind]
-            connection.exec_driver_sql(f"ALTER TABLE {t} ALTER COLUMN {c} TYPE text USING {using}")
-        elif self.dialect in ("mysql", "mariadb"):
-            connection.exec_driver_sql(f"ALTER TABLE {t} MODIFY {c} LONGTEXT")
-            if kind is Kind.TIMESTAMP:
-                connection.exec_driver_sql(
-                    f"UPDATE {t} SET {c} = CONCAT(LEFT({c}, 19), ' UTC') WHERE {c} IS NOT NULL"
-                )
-        else:
-            self._rebuild_sqlite(connection, table, column, kind, columns)
-        logger.warning(
-            "Column %(table)s.%(column)s widened from %(kind)s to text: new values are not"
-            " all %(kind)s",
-            {"table": table, "column": column, "kind": kind},
-        )
-
-    def _rebuild_sqlite(
-        self,
-        connection: Connection,
-        table: str,
-        column: str,
-        kind: Kind,
-        columns: dict[str, Kind],
-    ) -> None:
-        """SQLite cannot change a column's type: the table is made again, in one transaction."""
-        q = connection.dialect.identifier_preparer.quote
-        new = {**columns, column: Kind.TEXT}
-        scratch = f"{table}__flsync_widen"
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {q(scratch)}")
-        connection.exec_driver_sql(f"ALTER TABLE {q(table)} RENAME TO {q(scratch)}")
-        connection.exec_driver_sql(f"DROP INDEX IF EXISTS {q(f'ix_{table}_run'[:MAX_NAME])}")
-        self._create_table(connection, table, new)
-        names = ", ".join(q(name) for name in new)
-        values = ", ".join(
-            f"{q(name)} || ' UTC'" if name == column and kind is Kind.TIMESTAMP else q(name)
-            for name in new
-        )
-        connection.exec_driver_sql(
-            f"INSERT INTO {q(table)} ({names}) SELECT {values} FROM {q(scratch)}"
-        )
-        connection.exec_driver_sql(f"DROP TABLE {q(scratch)}")
 
     # Loading a run.
 
@@ -635,12 +535,12 @@ class Loader:
                 for table, path, header, _stat in files:
                     columns = self._current(connection, table) or {}
                     current = [columns.get(c, Kind.EMPTY) for c in header]
-                    planned.append(Planned(table, path, header, guess(self.store, path, current)))
+                    planned.append(Planned(table, path, header, guess(self.files, path, current)))
             made = self._prepare_tables(connection, planned)
             stats = {path: stat for _table, path, _header, stat in files}
 
             def insert(item: Planned, prefix: Sequence[str | int], kinds: Sequence[Kind]) -> int:
-                inserted = load_direct(connection, self.store, item, prefix, kinds)
+                inserted = self.dialect.load_direct(connection, self.files, item, prefix, kinds)
                 self._unchanged(item.path, stats[item.path])
                 return inserted
 
@@ -665,9 +565,9 @@ class Loader:
                         columns = self._current(connection, table) or {}
                         kinds = [columns.get(c, Kind.EMPTY) for c in header]
                         staged.append(
-                            stage(
+                            self.dialect.stage(
                                 connection,
-                                self.store,
+                                self.files,
                                 path,
                                 header,
                                 current=kinds,
@@ -679,7 +579,7 @@ class Loader:
                 self._prepare_tables(connection, staged)
 
                 def insert(item: Staged, prefix: Sequence[str | int], kinds: Sequence[Kind]) -> int:
-                    return move(connection, item, prefix, kinds)
+                    return self.dialect.move(connection, item, prefix, kinds)
 
                 with connection.begin():
                     rows = self._replace_rows(connection, ready, recorded, staged, insert)
@@ -703,6 +603,13 @@ class Loader:
         rows = 0
         for item in items:
             columns = self._current(connection, item.target) or {}
+            missing = [c for c in item.header if c not in columns]
+            if missing:
+                # A name the database changed as it made the column (the checks of
+                # _name_problem should leave none).
+                raise LoadError(
+                    f"{item.path}: the table {item.target} has no column named {missing[0]!r}"
+                )
             kinds = [columns[c] for c in item.header]
             prefix = () if item.target == RUNS_TABLE else ready.key
             inserted = insert(item, prefix, kinds)
@@ -755,22 +662,17 @@ class Loader:
             if connection.in_transaction():
                 connection.rollback()
             with connection.begin():
-                drop(connection, names)
+                self.dialect.drop_staging(connection, names)
         except (DBAPIError, self.engine.dialect.loaded_dbapi.Error):
             connection.invalidate()
 
     def _exists(self, connection: Connection, table: str) -> bool:
         return inspect(connection).has_table(table)
 
-    def _delete(self, connection: Connection, table: str, key: tuple[str, str, int]) -> None:
-        q = connection.dialect.identifier_preparer.quote
-        connection.execute(
-            text(
-                f"DELETE FROM {q(table)} WHERE uni_name = :uni_name"
-                " AND course_name = :course_name AND run = :run"
-            ),
-            dict(zip(LEADING, key, strict=True)),
-        )
+    def _delete(self, connection: Connection, name: str, key: tuple[str, str, int]) -> None:
+        rows = expression.table(name, *map(expression.column, LEADING))
+        matching = [rows.c[c] == value for c, value in zip(LEADING, key, strict=True)]
+        connection.execute(rows.delete().where(*matching))
 
     def _remove(self, folder: str, recorded: dict[str, Any]) -> None:
         """Delete the rows of a run whose folder is gone from the tree."""
@@ -783,44 +685,3 @@ class Loader:
         logger.info(
             "Run removed from the database (its folder is gone): %(folder)s", {"folder": folder}
         )
-
-
-# On PostgreSQL, the leading columns' values while a run is copied straight into its tables
-# (flsync.sql.bulk): the run's, set for the transaction; outside a load there are none.
-_LEADING_DEFAULTS = {
-    "uni_name": "current_setting('flsync.uni_name')",
-    "course_name": "current_setting('flsync.course_name')",
-    "run": "current_setting('flsync.run')::bigint",
-}
-# MariaDB/MySQL: InnoDB (transactions), every character (emoji), exact comparisons.
-_TABLE_OPTIONS: dict[str, Any] = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_bin",
-}
-
-
-def _text() -> TypeEngine[str]:
-    # MySQL's TEXT holds 64 KiB; a comment may be longer.
-    return Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-
-def _sql_type(kind: Kind) -> TypeEngine[Any]:
-    if kind is Kind.INTEGER:
-        return BigInteger()
-    if kind is Kind.TIMESTAMP:
-        # PostgreSQL: timestamptz; MariaDB/MySQL: DATETIME (UTC); SQLite: DATETIME, as text.
-        return DateTime(timezone=True)
-    if kind is Kind.DATE:
-        return Date()
-    return _text()
-
-
-def _kind_of(sql_type: TypeEngine[Any]) -> Kind:
-    if isinstance(sql_type, Integer):
-        return Kind.INTEGER
-    if isinstance(sql_type, DateTime):
-        return Kind.TIMESTAMP
-    if isinstance(sql_type, Date):
-        return Kind.DATE
-    return Kind.TEXT
