@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flsync.measures.runs import COMMENTS, DATASETS, ENROLMENTS, STEP_ACTIVITY
-from flsync.sql.csvfiles import CsvFile, MalformedFile
+from flsync.sql.csvfiles import CsvFile, DataFiles, MalformedFile
 from flsync.storage import StoreError
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ class MeasuresEngine:
         counts lines) and the reason, found by reading the file again (this path only)."""
         self.files_read += 1
         try:
-            with CsvFile(self.store, source.path) as file:
+            with CsvFile(DataFiles(self.store), source.path) as file:
                 for _ in file.blocks():
                     pass
         except MalformedFile as found:
