@@ -7,13 +7,17 @@ exit 1. Never a traceback."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fakesite import SUBDIVISIONS, FakeSite, SiteOptions
 from flsync import tree
-from tests.conftest import Sync, SyncResult, assert_full_tree, data_files
+from tests.conftest import REPO, Sync, SyncResult, assert_full_tree, data_files
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=4, tricky=False)
 EXAMPLETON = "University of Exampleton"
@@ -327,3 +331,74 @@ def test_a_listing_past_its_page_bound_fails_its_organisation(tmp_path):
         ' nav.pagination a[rel~="next"]: more than FLSYNC_LISTING_MAX_PAGES (1) pages of runs'
     )
     assert report(result, organisation.name)["complete"] is False
+
+
+# --- the database load keys runs by what flsync knows ---------------------------------------
+
+
+def runs_rows(database: Path) -> list[tuple[str, str, int]]:
+    """The runs table's keys (none when no run was loaded, and so no table made)."""
+    with sqlite3.connect(database) as connection:
+        made = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchall()
+        if not made:
+            return []
+        return connection.execute("SELECT uni_name, course_name, run FROM runs").fetchall()
+
+
+def test_a_metadata_shaped_dataset_cannot_move_rows_to_another_organisations_run(tmp_path):
+    database = tmp_path / "mirror.sqlite3"
+    with FakeSite(SMALL) as site:
+        site.faults.update({"extra_datasets": ["metadata"]})
+        result = Sync(site.base_url, tmp_path)(env={"FLSYNC_DATABASE_URL": f"sqlite:///{database}"})
+        runs = {
+            (o.name, r.course_title, r.number)
+            for o in site.data.organisations
+            for r in o.runs
+            if r.started_on(site.data.today)
+        }
+    # The tree is complete; the load refuses each run holding a dataset whose columns are
+    # the load's own key, in one line each, and moves no row anywhere.
+    assert "Organisation INCOMPLETE" not in result.output
+    assert result.returncode == 1
+    errors = [e for e in result.error_lines() if "Sync FAILED" not in e]
+    assert len(errors) == len(runs)
+    assert all(
+        "/metadata (metadata).csv, line 1: a column cannot be named 'uni_name': flsync's own;"
+        in line
+        for line in errors
+    )
+    assert "Traceback" not in result.output
+    assert not any(row[0] == "Another University" for row in runs_rows(database))
+
+
+def test_a_tree_without_state_whose_metadata_names_another_run_is_refused(tmp_path):
+    with FakeSite(SMALL) as site:
+        result = Sync(site.base_url, tmp_path)()
+    assert result.returncode == 0, result.output
+    data_dir = tmp_path / "data"
+    for state in data_dir.glob(f"*/{tree.STATE_FILE}"):
+        state.unlink()  # a tree from before flsync kept its runs, or copied without dot files
+    [poisoned, *_] = sorted(data_dir.glob(f"{EXAMPLETON}/*/*/{tree.METADATA_FILE}"))
+    poisoned.write_text(
+        "uni_name,course_name,run,start_date,end_date,duration_weeks\n"
+        f"{TRICKY},Someone Else's Course,1,2020-01-06,2020-02-03,4\n"
+    )
+    database = tmp_path / "mirror.sqlite3"
+    process = subprocess.run(
+        [sys.executable, "-m", "scrapy", "loaddb", "--database", f"sqlite:///{database}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "SCRAPY_SETTINGS_MODULE": "flsync.settings"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert process.returncode == 1
+    [line] = [
+        x for x in process.stderr.splitlines() if "] ERROR: " in x and "Run (not loaded)" in x
+    ]
+    assert (
+        f'{tree.METADATA_FILE}, line 2: names {TRICKY!r}, "Someone Else\'s Course", run 1,' in line
+    )
+    assert line.rstrip().endswith("its rows in the database were left as they were")
+    assert all(row[0] != TRICKY or row[1] != "Someone Else's Course" for row in runs_rows(database))
+    assert len(runs_rows(database)) > 0  # the other runs are loaded

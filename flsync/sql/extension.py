@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet import threads
 
 from flsync.config import ConfigError
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from twisted.internet.defer import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,9 @@ class LoadAfterSync:
         if isinstance(item, OrganisationItem):
             self.organisations.add(item.folder)
 
-    def engine_stopped(self) -> Deferred[None] | None:
-        if not self.organisations:
-            return None
-        return threads.deferToThread(self._load)
+    async def engine_stopped(self) -> None:
+        if self.organisations:
+            await maybe_deferred_to_future(threads.deferToThread(self._load))
 
     def _load(self) -> None:
         # Imported only when a load runs: every crawl builds this extension, and SQLAlchemy

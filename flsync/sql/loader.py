@@ -54,6 +54,7 @@ from flsync.sql.csvfiles import (
     widen,
 )
 from flsync.sql.dialects import dialect_class
+from flsync.state import SyncState, load_state
 from flsync.storage import StoreError
 
 if TYPE_CHECKING:
@@ -272,6 +273,8 @@ class Loader:
         self.store = store
         self.files = DataFiles(store, record_limit)
         self.dialect = dialect_class(engine.url)(engine)
+        # Each organisation folder's sync state, read once (what flsync knows of its runs).
+        self._states: dict[str, SyncState] = {}
         # Each table's columns and their kinds (None: no such table), as reflected once.
         self._columns: dict[str, dict[str, Kind] | None] = {}
 
@@ -379,7 +382,7 @@ class Loader:
 
     def _scan(self, run: RunFolder) -> ScannedRun:
         header, row = self._metadata(run)
-        key = (row[0], row[1], int(row[2]))
+        key = self._run_key(run, row)
         ready = ScannedRun(run, key, header, row)
         for name in sorted(run.files):
             if name == tree.METADATA_FILE:
@@ -401,6 +404,34 @@ class Loader:
             problem = "flsync's own" if leading else self.dialect.name_problem(column)
             if problem:
                 raise MalformedFile(path, 1, f"a column cannot be named {column!r}: {problem}")
+
+    def _run_key(self, run: RunFolder, row: list[str]) -> tuple[str, str, int]:
+        """The run's (uni_name, course_name, run), by what flsync knows of the folder: the
+        organisation's state, which the sync wrote from the site's listing. A folder the state
+        does not know (a tree from before it kept them) takes metadata.csv's, but only if it
+        names this very folder: a dataset shaped as metadata.csv, stored there by an older
+        flsync, must not move the rows to another organisation's run."""
+        organisation = run.folder.split("/", 1)[0]
+        state = self._states.get(organisation)
+        if state is None:
+            state = self._states[organisation] = load_state(self.store, organisation)
+        record = next((r for r in state.runs.values() if r.get("folder") == run.folder), None)
+        if state.name and record and "course" in record and "run" in record:
+            return state.name, str(record["course"]), int(record["run"])
+        key = (row[0], row[1], int(row[2]))
+        _, course, folder = run.folder.split("/")
+        names_this_folder = (
+            tree.safe_name(key[0]) == organisation
+            and tree.safe_name(key[1]) == course
+            and folder.startswith(f"{key[2]}-")
+        )
+        if not names_this_folder:
+            raise MalformedFile(
+                f"{run.folder}/{tree.METADATA_FILE}",
+                2,
+                f"names {key[0]!r}, {key[1]!r}, run {key[2]}, not the run of this folder",
+            )
+        return key
 
     def _metadata(self, run: RunFolder) -> tuple[list[str], list[str]]:
         path = f"{run.folder}/{tree.METADATA_FILE}"
