@@ -34,7 +34,14 @@ from flsync.export.exporter import LOCK_NAME, Exporter, SelectionError, choose, 
 from flsync.export.manifest import DestinationError
 from flsync.export.pseudonyms import KeyFileError, fingerprint, load_key, new_key
 from flsync.options import options_of
-from flsync.storage import StoreError, StoreLocationError, StoreLockedError, open_store
+from flsync.storage import (
+    StoreError,
+    StoreLocationError,
+    StoreLockedError,
+    existing_tree,
+    open_store,
+    store_class,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -44,7 +51,6 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
     from flsync.export.exporter import Call
-    from flsync.storage import DataStore
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +137,11 @@ class Command(ScrapyCommand):
         started = time.monotonic()
         key = load_key(_key_file(self.settings))
         data_dir = load_data_dir(options_of(self.settings).config_path)
-        if _is_local(data_dir) and not os.path.isdir(_local_path(data_dir)):
-            raise ConfigError(f"data_dir {data_dir} does not exist: nothing to export (sync first)")
         _check_apart(request.dest, data_dir)
         try:
-            source = _open_store(data_dir, self.settings)
+            source = existing_tree(data_dir, self.settings, "export")
             organisations, courses = choose(source, request.organisations, request.courses)
-            dest = _open_store(request.dest, self.settings)
+            dest = open_store(request.dest, self.settings)
             open_manifest(dest, request.dest, fingerprint(key), request.keep_free_text)
         except StoreError as exc:
             raise StoreLocationError(str(exc)) from None
@@ -167,11 +171,6 @@ def _key_file(settings: BaseSettings) -> str:
             " the institution's key file; make one with: scrapy export --new-key FILE"
         )
     return str(path)
-
-
-def _open_store(uri: str, settings: BaseSettings) -> DataStore:
-    """The store of a tree (data_dir or DEST), as loaddb opens its own."""
-    return open_store(uri, settings)
 
 
 def _report(
@@ -241,14 +240,15 @@ def _check_apart(dest: str, data_dir: str) -> None:
     """UsageProblem unless DEST and data_dir are apart: neither inside the other (nor the
     same), and a local DEST's parent folder exists (never made: it may be a disk not
     mounted)."""
-    if _is_local(dest):
-        folder = os.path.abspath(_local_path(dest))
+    dest_folder = store_class(dest).local_folder(dest)
+    if dest_folder is not None:
+        folder = os.path.abspath(dest_folder)
         parent = os.path.dirname(folder)
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise UsageProblem(f"DEST {dest} is a file, not a folder")
         if not os.path.isdir(parent):
             raise UsageProblem(f"DEST {dest}: its parent folder {parent} does not exist")
-    if _is_local(dest) != _is_local(data_dir):
+    if (dest_folder is None) != (store_class(data_dir).local_folder(data_dir) is None):
         return
     here, there = _place(dest), _place(data_dir)
     if here == there or _inside(here, there) or _inside(there, here):
@@ -261,8 +261,9 @@ def _check_apart(dest: str, data_dir: str) -> None:
 def _place(uri: str) -> str:
     """Where ``uri`` points, comparable with another's: a local folder's real path, or
     scheme://bucket/prefix/."""
-    if _is_local(uri):
-        return os.path.realpath(_local_path(uri)).rstrip("/") + "/"
+    folder = store_class(uri).local_folder(uri)
+    if folder is not None:
+        return os.path.realpath(folder).rstrip("/") + "/"
     parts = urlsplit(uri)
     path = parts.path.strip("/")
     return (
@@ -272,14 +273,6 @@ def _place(uri: str) -> str:
 
 def _inside(inner: str, outer: str) -> bool:
     return inner.startswith(outer)
-
-
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local_path(uri: str) -> str:
-    return uri.removeprefix("file://")
 
 
 @contextlib.contextmanager

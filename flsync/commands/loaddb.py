@@ -24,7 +24,7 @@ from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
 from flsync.sql.extension import DATABASE_ENV, record_limit
-from flsync.storage import StoreError, StoreLocationError, open_store
+from flsync.storage import StoreError, StoreLocationError, existing_tree, store_class
 
 if TYPE_CHECKING:
     import argparse
@@ -92,11 +92,8 @@ class Command(ScrapyCommand):
 
         assert self.settings is not None
         data_dir = load_data_dir(options_of(self.settings).config_path)
-        local = "://" not in data_dir or data_dir.startswith("file://")
-        if local and not os.path.isdir(data_dir.removeprefix("file://")):
-            raise ConfigError(f"data_dir {data_dir} does not exist: nothing to load (sync first)")
+        store = existing_tree(data_dir, self.settings, "load")
         url = opts.database or os.environ.get(DATABASE_ENV) or self._default_url(data_dir)
-        store = open_store(data_dir, self.settings)
         chosen = choose_organisations(store, opts.organisation)
         limit = record_limit(self.settings)
         engine = open_database(url)
@@ -106,10 +103,10 @@ class Command(ScrapyCommand):
             engine.dispose()
 
     def _default_url(self, data_dir: str) -> str:
-        if "://" in data_dir and not data_dir.startswith("file://"):
+        folder = store_class(data_dir).local_folder(data_dir)
+        if folder is None:
             raise ConfigError(
                 f"data_dir is {data_dir}: give the database with --database URL (or"
                 f" {DATABASE_ENV}); the default SQLite file needs a local data_dir"
             )
-        folder = data_dir.removeprefix("file://")
         return f"sqlite:///{os.path.abspath(os.path.join(folder, SQLITE_FILE))}"

@@ -14,7 +14,6 @@ nothing was done (bad config or data_dir, an unknown organisation).
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 from scrapy.commands import ScrapyCommand
@@ -24,7 +23,7 @@ from scrapy.utils.log import configure_logging
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
-from flsync.storage import StoreError, StoreLocationError, StoreLockedError, open_store
+from flsync.storage import StoreError, StoreLocationError, StoreLockedError, existing_tree
 
 if TYPE_CHECKING:
     import argparse
@@ -85,12 +84,7 @@ class Command(ScrapyCommand):
     def _store(self) -> DataStore:
         assert self.settings is not None
         data_dir = load_data_dir(options_of(self.settings).config_path)
-        local = "://" not in data_dir or data_dir.startswith("file://")
-        if local and not os.path.isdir(data_dir.removeprefix("file://")):
-            raise ConfigError(
-                f"data_dir {data_dir} does not exist: nothing to compute (sync first)"
-            )
-        return open_store(data_dir, self.settings)
+        return existing_tree(data_dir, self.settings, "compute")
 
     def _update(self, store: DataStore, organisation: str, memory_mb: int) -> bool:
         """Compute one organisation anew; whether every run of it was computed."""

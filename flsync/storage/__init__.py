@@ -14,6 +14,7 @@ bucket (``s3://bucket/prefix``), where every object is whole or absent by S3's o
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -48,6 +49,7 @@ __all__ = [
     "StoreLocationError",
     "StoreLockedError",
     "StoreWriteError",
+    "existing_tree",
     "open_store",
     "store_class",
 ]
@@ -68,6 +70,18 @@ def store_class(uri: str) -> type[DataStore]:
         raise StoreLocationError(
             f"data_dir {uri!r}: unsupported scheme {scheme!r} (use a local folder or s3://bucket/prefix)"
         ) from None
+
+
+def existing_tree(uri: str, settings: BaseSettings, purpose: str) -> DataStore:
+    """The store of a tree that must already be there (a command that reads what syncs
+    wrote): StoreLocationError for a local folder that does not exist, which opening a local
+    store would make."""
+    folder = store_class(uri).local_folder(uri)
+    if folder is not None and not os.path.isdir(folder):
+        raise StoreLocationError(
+            f"data_dir {uri} does not exist: nothing to {purpose} (sync first)"
+        )
+    return open_store(uri, settings)
 
 
 def open_store(uri: str, settings: BaseSettings) -> DataStore:

@@ -68,6 +68,10 @@ class DataStore(FilesStoreProtocol, Protocol):
         """Open the tree at ``uri``, set up by ``settings`` (each store reads its own)."""
 
     @classmethod
+    def local_folder(cls, uri: str) -> str | None:
+        """The folder on this machine the tree at ``uri`` is in; None for a remote store."""
+
+    @classmethod
     def check_location(cls, uri: str, settings: BaseSettings) -> None:
         """Raise StoreLocationError (one line for the user) if the tree cannot go there."""
 

@@ -42,6 +42,10 @@ class LocalStore:
     """A data tree on a local (or mounted) file system."""
 
     @classmethod
+    def local_folder(cls, uri: str) -> str | None:
+        return _local_path(uri)
+
+    @classmethod
     def check_location(cls, uri: str, settings: BaseSettings) -> None:
         """Raise StoreLocationError unless the data folder exists or can be made, writable.
 

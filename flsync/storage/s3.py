@@ -82,6 +82,10 @@ class S3Store:
     """
 
     @classmethod
+    def local_folder(cls, uri: str) -> str | None:
+        return None
+
+    @classmethod
     def check_location(cls, uri: str, settings: BaseSettings) -> None:
         """Raise StoreLocationError if a key is a Scrapy setting, or if the bucket cannot be
         reached (a HEAD of it) with the keys of the environment or ~/.aws."""
