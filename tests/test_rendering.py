@@ -41,7 +41,7 @@ def test_without_the_browser_a_page_built_by_script_stops_the_sync(script_site, 
     [line, summary] = result.error_lines()
     assert "is built by script in the browser (it came with its list empty and marked" in line
     assert line.endswith("reading it needs FLSYNC_BROWSER on (-s FLSYNC_BROWSER=1, with Chromium"
-                         " installed; see the README)")  # fmt: skip
+                         " installed; see docs/network.md)")  # fmt: skip
     assert "Sync FAILED (flsync_needs_browser" in summary
     assert not [p for p in data_files(result) if p.endswith(".csv")]
     assert not list(tmp_path.rglob(tree.UPDATE_FILE))

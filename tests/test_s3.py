@@ -767,7 +767,7 @@ def test_keys_the_bucket_refuses_are_one_line(site, sync, endpoint, bucket, auth
     [line] = result.error_lines()
     assert line.endswith(
         f"data_dir s3://{bucket}/m: bucket '{bucket}' at {endpoint} refuses these keys (check"
-        " them, and that they may list, read and write the bucket: see the README)"
+        " them, and that they may list, read and write the bucket: see docs/s3.md)"
     )
     assert keys["AWS_SECRET_ACCESS_KEY"] not in result.output
     assert site.stats()["requests"] == 0
@@ -874,8 +874,8 @@ def iam_action(call: S3Call) -> str:
 
 
 def readme_policy(bucket: str, prefix: str) -> list[dict[str, Any]]:
-    """The statements of the README's IAM policy, for ``bucket`` and ``prefix``."""
-    readme = (REPO / "README.md").read_text()
+    """The statements of the IAM policy docs/s3.md gives, for ``bucket`` and ``prefix``."""
+    readme = (REPO / "docs" / "s3.md").read_text()
     section = readme[readme.index("**Permissions**") :]
     block = section[section.index("```json") + len("```json") : section.index("\n```\n")]
     block = block.replace("course-data", bucket).replace("futurelearn", prefix)

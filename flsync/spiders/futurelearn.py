@@ -430,7 +430,7 @@ class FuturelearnSpider(scrapy.Spider):
                 "needs_browser",
                 f"{response.url} is built by script in the browser (it came with its list"
                 " empty and marked aria-busy): reading it needs FLSYNC_BROWSER on"
-                " (-s FLSYNC_BROWSER=1, with Chromium installed; see the README)",
+                " (-s FLSYNC_BROWSER=1, with Chromium installed; see docs/network.md)",
             )
             return RunFailure(organisation, response.url, "unbuilt", key)
         return None

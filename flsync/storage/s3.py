@@ -116,7 +116,7 @@ class S3Store:
             elif code in ("403", "AccessDenied"):
                 problem = (
                     "refuses these keys (check them, and that they may list, read and write"
-                    " the bucket: see the README)"
+                    " the bucket: see docs/s3.md)"
                 )
             else:
                 problem = f"answered {_reason(exc)}"
