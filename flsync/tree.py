@@ -23,8 +23,10 @@ import unicodedata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Container, Mapping, Sequence
+    from collections.abc import Collection, Container, Iterator, Mapping, Sequence
     from datetime import date
+
+    from flsync.storage import DataStore
 
 MAX_NAME_LENGTH = 120  # characters: what existing mirrors were cut to, and keep
 MAX_NAME_BYTES = 200  # of UTF-8: file systems count bytes (255 at most), with room for a suffix
@@ -46,6 +48,14 @@ _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
 # A slug as the site model has them (lowercase ASCII with dashes), short enough to show.
 _PLAIN_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+# A run's folder: {run}-{start}-{end}, the dates as YYYY-MM-DD.
+RUN_FOLDER = re.compile(r"([0-9]+)-([0-9]{4}-[0-9]{2}-[0-9]{2})-([0-9]{4}-[0-9]{2}-[0-9]{2})")
+
+
+class ChooseError(Exception):
+    """A folder asked for by name is not in the tree (the message lists those that are)."""
 
 
 class NameTakenError(Exception):
@@ -156,3 +166,63 @@ def _cut(name: str, max_bytes: int) -> str:
     if len(encoded) <= max_bytes:
         return name
     return encoded[:max_bytes].decode("utf-8", errors="ignore").rstrip(" .")
+
+
+# Reading the tree (the commands that read what syncs wrote: loaddb, measures, export).
+
+
+def organisation_folders(store: DataStore) -> list[str]:
+    """The organisation folders at the top of the tree (not flsync's own files)."""
+    return [
+        name
+        for name in store.list_dir("")
+        if not name.startswith(".") and name not in DATA_DIR_FILES and not store.exists(name)
+    ]
+
+
+def course_folders(store: DataStore, organisation: str) -> list[str]:
+    """The course folders of an organisation folder."""
+    return [
+        name
+        for name in store.list_dir(organisation)
+        if not name.startswith(".") and not store.exists(f"{organisation}/{name}")
+    ]
+
+
+def run_folders(store: DataStore, organisation: str) -> Iterator[tuple[str, str]]:
+    """(course folder, run folder) of each run folder of an organisation folder."""
+    for course in course_folders(store, organisation):
+        for run in store.list_dir(f"{organisation}/{course}"):
+            if RUN_FOLDER.fullmatch(run):
+                yield course, run
+
+
+def folder_slug(name: str) -> str:
+    """A folder's name as a slug: lowercase ASCII, words joined by "-" (how a command's
+    ``-a organisation=`` may name it)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+def choose_folders(found: Sequence[str], wanted: Sequence[str], what: str, where: str) -> list[str]:
+    """The folders of ``found`` that ``wanted`` names (each a name, made safe, or a slug),
+    all of them if ``wanted`` is empty; ChooseError for a name none is."""
+    if not wanted:
+        return list(found)
+    chosen: list[str] = []
+    for name in wanted:
+        match = [f for f in found if f == safe_name(name) or folder_slug(f) == name]
+        if not match:
+            listed = "; ".join(f"{f} ({folder_slug(f)})" for f in found[:20]) or "none"
+            more = f" and {len(found) - 20} more" if len(found) > 20 else ""
+            raise ChooseError(
+                f"{what} {name!r} is not in {where}, which holds: {listed}{more} (give a"
+                " folder's name or its slug)"
+            )
+        chosen += [f for f in match if f not in chosen]
+    return chosen
+
+
+def choose_organisations(store: DataStore, wanted: Sequence[str]) -> list[str]:
+    """The organisation folders ``wanted`` names; all when it names none."""
+    return choose_folders(organisation_folders(store), wanted, "organisation", "the data tree")

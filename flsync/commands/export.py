@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 from scrapy.commands import ScrapyCommand
 from scrapy.utils.log import configure_logging
 
+from flsync import tree
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
-from flsync.export.exporter import LOCK_NAME, Exporter, SelectionError, choose, open_manifest
+from flsync.export.exporter import LOCK_NAME, Exporter, choose, open_manifest
 from flsync.export.manifest import DestinationError
 from flsync.export.pseudonyms import KeyFileError, fingerprint, load_key, new_key
 from flsync.options import options_of
@@ -126,7 +127,7 @@ class Command(ScrapyCommand):
             KeyFileError,
             ConfigError,
             StoreLocationError,
-            SelectionError,
+            tree.ChooseError,
             DestinationError,
         ) as exc:
             logger.error("Export FAILED: %(error)s", {"error": exc})

@@ -25,6 +25,7 @@ from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
 from flsync.sql.extension import DATABASE_ENV, record_limit
 from flsync.storage import StoreError, StoreLocationError, existing_tree, store_class
+from flsync.tree import ChooseError
 
 if TYPE_CHECKING:
     import argparse
@@ -67,7 +68,7 @@ class Command(ScrapyCommand):
         configure_logging(self.settings)
         # Imported here, not with the module: Scrapy imports every command at the start of
         # every `scrapy` run, and SQLAlchemy would add about 0.3 s to each sync's start.
-        from flsync.sql.loader import ChooseError, DatabaseError, failure  # noqa: PLC0415
+        from flsync.sql.loader import DatabaseError, failure  # noqa: PLC0415
 
         try:
             result = self._load(opts)
@@ -88,13 +89,13 @@ class Command(ScrapyCommand):
             self.exitcode = EXIT_FAILED
 
     def _load(self, opts: argparse.Namespace) -> LoadResult:
-        from flsync.sql.loader import Loader, choose_organisations, open_database  # noqa: PLC0415
+        from flsync.sql.loader import Loader, open_database  # noqa: PLC0415
 
         assert self.settings is not None
         data_dir = load_data_dir(options_of(self.settings).config_path)
         store = existing_tree(data_dir, self.settings, "load")
         url = opts.database or os.environ.get(DATABASE_ENV) or self._default_url(data_dir)
-        chosen = choose_organisations(store, opts.organisation)
+        chosen = tree.choose_organisations(store, opts.organisation)
         limit = record_limit(self.settings)
         engine = open_database(url)
         try:

@@ -20,6 +20,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.log import configure_logging
 
+from flsync import tree
 from flsync.commands.crawl import EXIT_FAILED, EXIT_USAGE
 from flsync.config import ConfigError, load_data_dir
 from flsync.options import options_of
@@ -68,12 +69,10 @@ class Command(ScrapyCommand):
         configure_logging(self.settings)
         # Imported here, not with the module: Scrapy imports every command at the start of
         # every `scrapy` run (a sync's included).
-        from flsync.sql.loader import ChooseError, choose_organisations  # noqa: PLC0415
-
         try:
             store = self._store()
-            chosen = choose_organisations(store, opts.organisations)
-        except (ConfigError, StoreLocationError, StoreError, ChooseError) as exc:
+            chosen = tree.choose_organisations(store, opts.organisations)
+        except (ConfigError, StoreLocationError, StoreError, tree.ChooseError) as exc:
             logger.error("Measures FAILED: %(error)s", {"error": exc})
             self.exitcode = EXIT_USAGE
             return

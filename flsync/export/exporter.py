@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RUN_FOLDER = re.compile(r"[0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # The lock DEST is held by while an export writes to it (`.flsync-lock-export`).
 LOCK_NAME = "export"
 # A digest of everything that decides an exported file's content besides its source and the
@@ -55,10 +53,6 @@ _SUFFIXED = re.compile(r".* \((?P<dataset>[^()/]+)\)\.csv")
 # A temporary file's disk that is full or refuses writes: no later file would fare better, so
 # the export stops (one line) rather than failing every file in turn.
 _DISK_REFUSES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-class SelectionError(Exception):
-    """An organisation or course asked for is not in the tree; one line for the user."""
 
 
 @dataclass
@@ -148,7 +142,7 @@ class Exporter:
             path = f"{course}/{run}"
             if run.startswith("."):
                 continue
-            if not RUN_FOLDER.fullmatch(run) or self.source.exists(path):
+            if not tree.RUN_FOLDER.fullmatch(run) or self.source.exists(path):
                 self.outcome.others[run] += 1
                 continue
             for name in self.source.list_dir(path):
@@ -279,50 +273,15 @@ def _dataset_of(file_name: str) -> str:
     return match["dataset"] if match else file_name.removesuffix(".csv")
 
 
-def slug(name: str) -> str:
-    """A folder's name as a slug: lowercase ASCII, words joined by "-"."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
-
-
 def choose(
     store: DataStore, organisations: Sequence[str], courses: Sequence[str]
 ) -> tuple[list[str], list[str]]:
     """The organisation folders named by ``organisations`` (a folder's name or its slug; all
     if none) and, in them, the course folders named by ``courses`` (likewise; all if none).
-    SelectionError for a name that is not in the tree."""
-    found = [
-        name
-        for name in store.list_dir("")
-        if not name.startswith(".") and name not in tree.DATA_DIR_FILES and not store.exists(name)
-    ]
-    chosen = _named(found, organisations, "organisation", "the data tree")
+    tree.ChooseError for a name that is not in the tree."""
+    chosen = tree.choose_organisations(store, organisations)
     if not courses:
         return chosen, []
-    course_folders = sorted(
-        {
-            name
-            for organisation in chosen
-            for name in store.list_dir(organisation)
-            if not name.startswith(".") and not store.exists(f"{organisation}/{name}")
-        }
-    )
+    found = sorted({c for organisation in chosen for c in tree.course_folders(store, organisation)})
     where = "the organisations chosen" if organisations else "the data tree"
-    return chosen, _named(course_folders, courses, "course", where)
-
-
-def _named(found: Sequence[str], wanted: Sequence[str], what: str, where: str) -> list[str]:
-    if not wanted:
-        return list(found)
-    chosen: list[str] = []
-    for name in wanted:
-        match = [f for f in found if f == tree.safe_name(name) or slug(f) == name]
-        if not match:
-            listed = "; ".join(f"{f} ({slug(f)})" for f in found[:20]) or "none"
-            more = f" and {len(found) - 20} more" if len(found) > 20 else ""
-            raise SelectionError(
-                f"{what} {name!r} is not in {where}, which holds: {listed}{more} (give a"
-                " folder's name or its slug)"
-            )
-        chosen += [f for f in match if f not in chosen]
-    return chosen
+    return chosen, tree.choose_folders(found, courses, "course", where)

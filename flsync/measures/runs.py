@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,6 @@ COMMENTS = "comments.csv"
 DATASETS = (ENROLMENTS, STEP_ACTIVITY, COMMENTS)
 # Part of every fingerprint: a new version (a measure defined anew) computes every run again.
 MEASURES_VERSION = "1"
-RUN_FOLDER = re.compile(r"([0-9]+)-([0-9]{4}-[0-9]{2}-[0-9]{2})-([0-9]{4}-[0-9]{2}-[0-9]{2})")
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class RunFolder:
 
     def numbers(self) -> tuple[int, str, str]:
         """Run number, start and end date (YYYY-MM-DD), from the folder's name."""
-        found = RUN_FOLDER.fullmatch(self.name)
+        found = tree.RUN_FOLDER.fullmatch(self.name)
         assert found is not None  # run_folders() takes only folders named so
         return int(found[1]), found[2], found[3]
 
@@ -68,20 +66,14 @@ def run_folders(store: DataStore, organisation: str) -> list[RunFolder]:
     """The run folders of the organisation folder ``organisation``, with the stat of each
     file the measures read (from the store's listing: no file is read)."""
     runs = []
-    for course in store.list_dir(organisation):
-        course_dir = f"{organisation}/{course}"
-        if course.startswith(".") or store.exists(course_dir):
-            continue
-        for name in store.list_dir(course_dir):
-            if not RUN_FOLDER.fullmatch(name):
-                continue
-            folder = f"{course_dir}/{name}"
-            files = {}
-            for file in (*DATASETS, tree.METADATA_FILE):
-                stat = store.stat(f"{folder}/{file}")
-                if stat is not None:
-                    files[file] = stat
-            runs.append(RunFolder(organisation, course, name, files))
+    for course, name in tree.run_folders(store, organisation):
+        folder = f"{organisation}/{course}/{name}"
+        files = {}
+        for file in (*DATASETS, tree.METADATA_FILE):
+            stat = store.stat(f"{folder}/{file}")
+            if stat is not None:
+                files[file] = stat
+        runs.append(RunFolder(organisation, course, name, files))
     return runs
 
 

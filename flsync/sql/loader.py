@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,16 +69,11 @@ LOADER_VERSION = "2"
 LOADS_TABLE = "flsync_loads"
 RUNS_TABLE = "runs"
 RESERVED_TABLES = (LOADS_TABLE, RUNS_TABLE)
-RUN_FOLDER = re.compile(r"[0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class DatabaseError(Exception):
     """The database cannot be used (bad URL, unreachable, refused); one line for the user,
     the URL's password masked."""
-
-
-class ChooseError(Exception):
-    """An organisation asked for is not in the tree; one line for the user."""
 
 
 def masked(url: str) -> str:
@@ -144,38 +137,6 @@ def _reason(exc: BaseException, password: str | None) -> str:
     return reason.replace(password, "***") if password else reason
 
 
-def slug(name: str) -> str:
-    """An organisation folder's name as a slug: lowercase ASCII, words joined by "-"."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
-
-
-def organisations(store: DataStore) -> list[str]:
-    """The organisation folders of the tree."""
-    return [
-        name for name in store.list_dir("") if not name.startswith(".") and not store.exists(name)
-    ]
-
-
-def choose_organisations(store: DataStore, wanted: Sequence[str]) -> list[str]:
-    """The organisation folders named by ``wanted`` (each a folder's name, or its slug), all
-    of them if ``wanted`` is empty; ChooseError for one that is not in the tree."""
-    found = organisations(store)
-    if not wanted:
-        return found
-    chosen = []
-    for name in wanted:
-        match = [f for f in found if f == tree.organisation_dir(name) or slug(f) == name]
-        if not match:
-            listed = "; ".join(f"{f} ({slug(f)})" for f in found) or "none"
-            raise ChooseError(
-                f"organisation {name!r} is not in the data tree, which holds: {listed}"
-                " (give a folder's name or its slug)"
-            )
-        chosen += [f for f in match if f not in chosen]
-    return chosen
-
-
 @dataclass
 class RunFolder:
     """A run's folder in the tree and what the store says of its files."""
@@ -192,22 +153,16 @@ class RunFolder:
 
 
 def run_folders(store: DataStore, organisation: str) -> list[RunFolder]:
-    """The run folders of an organisation (``{course}/{run}-{start}-{end}``)."""
+    """The run folders of an organisation, with the stat of each CSV file."""
     runs = []
-    for course in store.list_dir(organisation):
-        course_dir = f"{organisation}/{course}"
-        if course.startswith(".") or store.exists(course_dir):
-            continue
-        for run in store.list_dir(course_dir):
-            if not RUN_FOLDER.fullmatch(run):
-                continue
-            folder = f"{course_dir}/{run}"
-            files = {}
-            for name in store.list_dir(folder):
-                stat = store.stat(f"{folder}/{name}")
-                if name.endswith(".csv") and not name.startswith(".") and stat is not None:
-                    files[name] = stat
-            runs.append(RunFolder(folder, files))
+    for course, run in tree.run_folders(store, organisation):
+        folder = f"{organisation}/{course}/{run}"
+        files = {}
+        for name in store.list_dir(folder):
+            stat = store.stat(f"{folder}/{name}")
+            if name.endswith(".csv") and not name.startswith(".") and stat is not None:
+                files[name] = stat
+        runs.append(RunFolder(folder, files))
     return runs
 
 
