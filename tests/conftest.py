@@ -1,9 +1,8 @@
 from __future__ import annotations
 
+import inspect
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,25 @@ import pytest
 
 from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite
 from flsync import tree
+from tests.commands import run_in_process, scrapy_process
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A plain test function runs in pytest's own greenlet, not inside the reactor (where
+    pytest-twisted runs every test): from there it can wait for the reactor to finish a
+    crawl (an in-process sync, tests/commands.py). Tests written for the reactor
+    (``pytest_twisted.ensureDeferred``, ``inlineCallbacks``) are left to pytest-twisted."""
+    function = pyfuncitem.obj
+    if inspect.iscoroutinefunction(function) or hasattr(function, TWISTED_TEST_MARK):
+        return None
+    parameters = inspect.signature(function).parameters
+    function(**{name: pyfuncitem.funcargs[name] for name in parameters})
+    return True
+
+
+# How pytest-twisted marks the tests it must run in the reactor.
+TWISTED_TEST_MARK = "_pytest_twisted_mark"
 
 
 @pytest.fixture
@@ -20,9 +38,6 @@ def fakesite() -> Iterator[FakeSite]:
     """A fresh imitation FutureLearn site with default options, on 127.0.0.1."""
     with FakeSite() as site:
         yield site
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
@@ -50,7 +65,8 @@ class SyncResult:
 
 @dataclass
 class Sync:
-    """Runs `scrapy crawl futurelearn` in a subprocess against a site, into tmp_path/data."""
+    """Runs `scrapy crawl futurelearn` against a site, into workdir/data: in this process
+    (``sync()``), or as a process of its own (``sync.start()``, ``sync.wait()``)."""
 
     base_url: str
     workdir: Path
@@ -61,39 +77,40 @@ class Sync:
     def data_dir(self) -> Path:
         return self.workdir / "data"
 
-    def __call__(self, *args: str, **kwargs: Any) -> SyncResult:
-        """Sync to the end; the command's exit status, output and data folder."""
-        return self.wait(self.start(*args, **kwargs))
+    def __call__(self, *args: str, env: dict[str, str] | None = None, **config: Any) -> SyncResult:
+        """Sync to the end, in this process; the command's exit status, output and data
+        folder."""
+        if self.launcher:
+            return self.wait(self.start(*args, env=env, **config))
+        self.write_config(**config)
+        self.runs += 1
+        result = run_in_process(["crawl", "futurelearn", *args], self.workdir, env)
+        return SyncResult(result.returncode, result.output, self.data_dir)
 
-    def start(
-        self,
-        *args: str,
-        username: str = ADMIN_EMAIL,
-        password: str | None = ADMIN_PASSWORD,
-        env: dict[str, str] | None = None,
-        **config: Any,
-    ) -> subprocess.Popen[str]:
-        """Start a sync in the background (config in workdir/config.json)."""
+    def write_config(
+        self, username: str = ADMIN_EMAIL, password: str | None = ADMIN_PASSWORD, **config: Any
+    ) -> None:
+        """workdir/config.json: the site's account and data/, with config over them."""
         document = {"username": username, "base_url": self.base_url, "data_dir": "data"}
         if password is not None:
             document["password"] = password
         document.update(config)
-        config = self.workdir / "config.json"
-        config.write_text(json.dumps(document))
-        config.chmod(0o600)  # it holds a password: for its owner only, as a user's should
+        path = self.workdir / "config.json"
+        path.write_text(json.dumps(document))
+        path.chmod(0o600)  # it holds a password: for its owner only, as a user's should
+
+    def start(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        **config: Any,
+    ) -> subprocess.Popen[str]:
+        """Start `scrapy crawl futurelearn` as a process in the background (config in
+        workdir/config.json)."""
+        self.write_config(**config)
         self.runs += 1
-        return subprocess.Popen(
-            [*self.launcher, sys.executable, "-m", "scrapy", "crawl", "futurelearn", *args],
-            cwd=self.workdir,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(REPO),
-                "SCRAPY_SETTINGS_MODULE": "flsync.settings",
-                **(env or {}),
-            },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        return scrapy_process(
+            ["crawl", "futurelearn", *args], self.workdir, env, launcher=self.launcher
         )
 
     def wait(self, process: subprocess.Popen[str], timeout: float = 300) -> SyncResult:

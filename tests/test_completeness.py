@@ -7,17 +7,15 @@ exit 1. Never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fakesite import SUBDIVISIONS, FakeSite, SiteOptions
 from flsync import tree
-from tests.conftest import REPO, Sync, SyncResult, assert_full_tree, data_files
+from tests.commands import run_in_process
+from tests.conftest import Sync, SyncResult, assert_full_tree, data_files
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=4, tricky=False)
 EXAMPLETON = "University of Exampleton"
@@ -384,14 +382,7 @@ def test_a_tree_without_state_whose_metadata_names_another_run_is_refused(tmp_pa
         f"{TRICKY},Someone Else's Course,1,2020-01-06,2020-02-03,4\n"
     )
     database = tmp_path / "mirror.sqlite3"
-    process = subprocess.run(
-        [sys.executable, "-m", "scrapy", "loaddb", "--database", f"sqlite:///{database}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), "SCRAPY_SETTINGS_MODULE": "flsync.settings"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    process = run_in_process(["loaddb", "--database", f"sqlite:///{database}"], tmp_path)
     assert process.returncode == 1
     [line] = [
         x for x in process.stderr.splitlines() if "] ERROR: " in x and "Run (not loaded)" in x

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
-from tests.conftest import REPO
+from tests.commands import REPO
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
 

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.commands import REPO
 
 
 def test_demo_syncs_twice_and_shows_the_tree():

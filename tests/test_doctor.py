@@ -4,11 +4,8 @@ FutureLearn has changed it."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,8 @@ from fakesite import (
     FakeSite,
     SiteOptions,
 )
-from tests.conftest import REPO, SHORT_WAITS
+from tests.commands import run_in_process
+from tests.conftest import SHORT_WAITS
 
 PARTS = [
     "sign-in",
@@ -68,19 +66,11 @@ def doctor(
     password: str = ADMIN_PASSWORD,
     **config: Any,
 ) -> Doctor:
-    """Run `scrapy doctor` in a subprocess (config in workdir/config.json)."""
+    """Run `scrapy doctor` (config in workdir/config.json)."""
     document = {"username": username, "password": password, "base_url": base_url, **config}
     (workdir / "config.json").write_text(json.dumps(document))
-    process = subprocess.run(
-        [sys.executable, "-m", "scrapy", "doctor", *args],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO), "SCRAPY_SETTINGS_MODULE": "flsync.settings"},
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
-    return Doctor(process.returncode, process.stdout, process.stderr)
+    result = run_in_process(["doctor", *args], workdir)
+    return Doctor(result.returncode, result.stdout, result.stderr)
 
 
 def test_the_site_as_it_is_is_all_ok(fakesite, tmp_path):

@@ -30,7 +30,8 @@ from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.export.pseudonyms import new_key
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
-from tests.conftest import REPO, Sync
+from tests.commands import REPO
+from tests.conftest import Sync
 from tests.test_s3 import (  # noqa: F401 - fixtures
     ISOLATED,
     KEYS,

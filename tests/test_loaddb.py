@@ -13,8 +13,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -37,7 +35,8 @@ from flsync.sql.csvfiles import (
 )
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore, S3Store
-from tests.conftest import REPO, Sync
+from tests.commands import run_in_process
+from tests.conftest import Sync
 from tests.test_s3 import bucket, endpoint, s3, s3_server, store_settings  # noqa: F401 - fixtures
 
 if TYPE_CHECKING:
@@ -169,22 +168,8 @@ def assert_tables_match_tree(url: str, data_dir: Path) -> dict[str, list[dict[st
 
 def loaddb(workdir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """`scrapy loaddb` in workdir (its config.json): exit status and output."""
-    process = subprocess.run(
-        [sys.executable, "-m", "scrapy", "loaddb", *args],
-        cwd=workdir,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "SCRAPY_SETTINGS_MODULE": "flsync.settings",
-            **TOKYO,
-            **(env or {}),
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return process.returncode, process.stdout + process.stderr
+    result = run_in_process(["loaddb", *args], workdir, {**TOKYO, **(env or {})})
+    return result.returncode, result.output
 
 
 def errors(output: str) -> list[str]:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore
-from tests.conftest import REPO
+from tests.commands import REPO, run_in_process
 from tests.test_loaddb import (
     DATABASES,
     TOKYO,
@@ -88,21 +88,8 @@ def load(data: Path, url: str) -> list[str]:
 def loaddb(workdir: Path, url: str, *args: str) -> tuple[int, str]:
     """`scrapy loaddb` of workdir/data into ``url``: exit status and output."""
     (workdir / "config.json").write_text('{"data_dir": "data"}')
-    process = subprocess.run(
-        [sys.executable, "-m", "scrapy", "loaddb", "--database", url, *args],
-        cwd=workdir,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "SCRAPY_SETTINGS_MODULE": "flsync.settings",
-            **TOKYO,
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return process.returncode, process.stdout + process.stderr
+    result = run_in_process(["loaddb", "--database", url, *args], workdir, TOKYO)
+    return result.returncode, result.output
 
 
 def kind_of(url: str, table: str, column: str) -> str:

@@ -70,27 +70,33 @@ def test_a_full_disk_is_one_line_before_anything(tmp_path, small_disk):
 
 
 def test_a_disk_that_fills_up_fails_that_file_once_and_saves_the_rest(tmp_path, small_disk):
-    # The first organisation's first run has a 2 MiB file: it cannot fit; the rest does.
-    options = SiteOptions(organisations=2, courses=1, runs=1, rows=3, tricky=False, big_file_mb=2)
+    # The first run has a 2 MiB file: it cannot fit; the rest does, but for a file written
+    # while the big one's part file holds the disk (which, if any, is up to timing).
+    options = SiteOptions(organisations=1, courses=1, runs=2, rows=3, tricky=False, big_file_mb=2)
     data_dir = small_disk / "data"
     with FakeSite(options) as site:
-        [first, second] = site.data.organisations
+        [organisation] = site.data.organisations
         result = Sync(site.base_url, tmp_path)(data_dir=str(data_dir))
         big_gets = site.stats()["by_kind"]["dataset"]
-        listed = sum(len(r.datasets) for o in site.data.organisations for r in o.runs)
+        listed = sum(len(r.datasets) for r in organisation.runs)
     assert result.returncode == 1
     assert "Traceback" not in result.output
     errors = [e for e in result.error_lines() if "Sync FAILED" not in e]
-    [line] = errors
-    assert "Dataset (failed): " in line and "/step-activity.csv from " in line
-    assert line.endswith(": cannot write it to the disk: No space left on device")
-    assert big_gets == listed  # asked once: a full disk is not tried again
+    assert any("Dataset (failed): " in e and "/step-activity.csv from " in e for e in errors)
+    assert all(
+        "Dataset (failed): " in e
+        and e.endswith(": cannot write it to the disk: No space left on device")
+        for e in errors
+    )
+    assert big_gets == listed  # asked once each: a full disk is not tried again
     assert not list(data_dir.rglob("*.part"))
-    # The other organisation is complete; the first is saved and reported as it is.
-    assert (data_dir / second.name / tree.UPDATE_FILE).is_file()
-    assert json.loads((data_dir / second.name / tree.REPORT_FILE).read_text())["complete"]
-    assert not (data_dir / first.name / tree.UPDATE_FILE).exists()
-    report = json.loads((data_dir / first.name / tree.REPORT_FILE).read_text())
+    # Every other file is saved, and the organisation reported as it is.
+    folder = data_dir / organisation.name
+    saved = [p for p in folder.glob("*/*/*.csv") if p.name != tree.METADATA_FILE]
+    assert len(saved) + len(errors) == listed + 2  # with each run's country-subdivisions
+    assert len(saved) >= listed // 2
+    assert not (folder / tree.UPDATE_FILE).exists()
+    report = json.loads((folder / tree.REPORT_FILE).read_text())
     assert report["complete"] is False
-    assert report["files"]["failed"] == 1
-    assert (data_dir / first.name / tree.STATE_FILE).is_file()
+    assert report["files"]["failed"] == len(errors)
+    assert (folder / tree.STATE_FILE).is_file()

@@ -10,8 +10,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,8 @@ from flsync.measures.record import MEASURES_FILE, RECORD_FILE, STEPS_FILE, load_
 from flsync.measures.runs import COMMENTS, ENROLMENTS, STEP_ACTIVITY, RunFolder, run_folders
 from flsync.measures.update import lock_name, update_organisation
 from flsync.storage import FileStat, LocalStore, StoreLockedError
-from tests.conftest import REPO, Sync
+from tests.commands import CommandResult, run_in_process
+from tests.conftest import Sync
 
 ORG = "Org"
 RUN = "Org/A Course/1-2021-01-04-2021-02-01"
@@ -600,17 +599,9 @@ def test_measures_can_be_turned_off(tmp_path):
     ]
 
 
-def measures_command(workdir: Path, data_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
+def measures_command(workdir: Path, data_dir: str, *args: str) -> CommandResult:
     (workdir / "config.json").write_text(f'{{"data_dir": "{data_dir}"}}')
-    return subprocess.run(
-        [sys.executable, "-m", "scrapy", "measures", *args],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO), "SCRAPY_SETTINGS_MODULE": "flsync.settings"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_in_process(["measures", *args], workdir)
 
 
 def test_the_command_computes_a_copied_tree_from_its_files_alone(synced_site, tmp_path):

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from fakesite import FakeSite, SiteOptions
-from tests.conftest import REPO, Sync
+from tests.commands import REPO
+from tests.conftest import Sync
 
 CLEAR_LINE = "\r\x1b[K"
 PROGRESS = re.compile(

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -50,7 +49,8 @@ from flsync.storage import (
     store_class,
 )
 from flsync.storage.s3 import S3_POOL_CONNECTIONS
-from tests.conftest import REPO, Sync, SyncResult, data_files, expected_tree
+from tests.commands import REPO, run_in_process
+from tests.conftest import Sync, SyncResult, data_files, expected_tree
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # The sync must find its keys in the environment only, never in this host's ~/.aws or an
@@ -599,20 +599,8 @@ def test_measures_in_s3_are_those_of_a_local_data_dir(site, sync, endpoint, s3, 
     for key in [*outputs, f"{EXAMPLETON}/{RECORD_FILE}"]:
         s3.delete_object(Bucket=bucket, Key=f"mirror/{key}")
     (sync.workdir / "config.json").write_text(json.dumps({"data_dir": data_dir}))
-    command = subprocess.run(
-        [sys.executable, "-m", "scrapy", "measures", "-s", f"AWS_ENDPOINT_URL={endpoint}"],
-        cwd=sync.workdir,
-        env={
-            **os.environ,
-            **KEYS,
-            **ISOLATED,
-            "PYTHONPATH": str(REPO),
-            "SCRAPY_SETTINGS_MODULE": "flsync.settings",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    command = run_in_process(
+        ["measures", "-s", f"AWS_ENDPOINT_URL={endpoint}"], sync.workdir, {**KEYS, **ISOLATED}
     )
     assert command.returncode == 0, command.stderr
     stored = contents(s3, bucket, "mirror/")
@@ -959,7 +947,7 @@ def test_a_killed_jobs_lock_is_taken_over(site, sync, endpoint, s3, bucket):
     s3.put_object(Bucket=bucket, Key=f"m/{LOCK_PREFIX}exampleton", Body=b"{}")
     s3.create_multipart_upload(Bucket=bucket, Key=f"m/{EXAMPLETON}/C/1/big.csv")
     time.sleep(2.1)
-    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-s", "FLSYNC_LOCK_STALE_AFTER=2")
+    result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-s", "FLSYNC_LOCK_STALE_AFTER=1")
     assert result.returncode == 0, result.output
     assert f"Took over the lock s3://{bucket}/m/{LOCK_PREFIX}exampleton" in result.output
     assert "Deleted 1 temporary file(s) left by an interrupted sync" in result.output

@@ -28,7 +28,8 @@ import pytest
 
 from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, FakeSite, SiteOptions
 from flsync.storage import LocalStore
-from tests.conftest import REPO, Sync, SyncResult, assert_full_tree
+from tests.commands import REPO
+from tests.conftest import Sync, SyncResult, assert_full_tree
 
 # Two organisations (the first with the edge-case courses and runs), kept small.
 OPTIONS = SiteOptions(organisations=2, courses=1, runs=2, rows=5)
