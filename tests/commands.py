@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -93,7 +94,7 @@ def _execute(args: list[str], log: io.StringIO) -> int:
     importlib.reload(importlib.import_module(SETTINGS_MODULE))
     settings = get_project_settings()
     name, *rest = args
-    command: ScrapyCommand = importlib.import_module(f"flsync.commands.{name}").Command()
+    command = _command(name)
     parser = ScrapyArgumentParser(
         formatter_class=ScrapyHelpFormatter,
         usage=f"scrapy {name} {command.syntax()}",
@@ -119,6 +120,15 @@ def _execute(args: list[str], log: io.StringIO) -> int:
     except SystemExit as exc:  # argparse, on a bad option
         return exc.code if isinstance(exc.code, int) else 2
     return command.exitcode
+
+
+def _command(name: str) -> ScrapyCommand:
+    """flsync's command of that name (COMMANDS_MODULE), else Scrapy's own."""
+    for package in ("flsync.commands", "scrapy.commands"):
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            command: ScrapyCommand = importlib.import_module(f"{package}.{name}").Command()
+            return command
+    raise UsageError(f"Unknown command: {name}")
 
 
 class _RunnerInReactor(AsyncCrawlerRunner):
