@@ -105,6 +105,10 @@ class App:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
+    def forget_sessions(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
     def handle(self, request: Request) -> Reply:
         failure = self.faults.take_failure(request.path)
         if failure:

@@ -96,6 +96,7 @@ class FakeSite:
         _check_tls_options(https, certificate, tls_dir, bot_wall)
         self.options = options or SiteOptions()
         self.data: SiteData = build_site_data(self.options, date.today())
+        self._bot_wall = bot_wall
         self.faults = Faults(bot_wall=bot_wall)
         self._stats = Stats()
         self._app = App(self.data, self.faults)
@@ -177,6 +178,16 @@ class FakeSite:
         return self._stats.snapshot()
 
     def reset_stats(self) -> None:
+        self._stats.reset()
+
+    def reset(self) -> None:
+        """Back to what a new site starts with: faults as ``__init__`` set them, no session,
+        no challenge pass, no stats. Its data, port and dataset files stay: one site can
+        serve test after test."""
+        self.faults.update(Faults(bot_wall=self._bot_wall).as_dict())
+        self._app.forget_sessions()
+        if self._server is not None:
+            self._server.challenges = Challenges()
         self._stats.reset()
 
     def dataset_file(

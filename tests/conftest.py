@@ -33,11 +33,20 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 TWISTED_TEST_MARK = "_pytest_twisted_mark"
 
 
-@pytest.fixture
-def fakesite() -> Iterator[FakeSite]:
-    """A fresh imitation FutureLearn site with default options, on 127.0.0.1."""
+@pytest.fixture(scope="session")
+def default_site() -> Iterator[FakeSite]:
+    """The imitation FutureLearn site with default options, on 127.0.0.1, for the session:
+    tests take it through ``fakesite``, which resets it."""
     with FakeSite() as site:
         yield site
+
+
+@pytest.fixture
+def fakesite(default_site: FakeSite) -> FakeSite:
+    """The imitation FutureLearn site with default options, as a new one is: no fault, no
+    session, no stats (one site serves the session's tests, reset before each)."""
+    default_site.reset()
+    return default_site
 
 
 # Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
