@@ -20,10 +20,12 @@ PROGRESS = re.compile(
 )
 
 
+SLOW = {"latency_ms": 100}  # a sync of a few seconds: several redraws
+
+
 @pytest.fixture
 def site():
     with FakeSite(SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)) as site:
-        site.faults.update({"latency_ms": 100})  # a sync of a few seconds: several redraws
         yield site
 
 
@@ -55,7 +57,8 @@ def sync_in_terminal(sync: Sync, *args: str) -> tuple[int, str]:
 
 def test_a_terminal_shows_progress_between_log_lines(site, tmp_path):
     sync = Sync(site.base_url, tmp_path)
-    sync.wait(sync.start())
+    assert sync().returncode == 0  # in this process, at full speed: the one in a terminal is
+    site.faults.update(SLOW)  # what is looked at
     status, output = sync_in_terminal(sync, "--full")
     assert status == 0, output
     drawn = PROGRESS.findall(output)
@@ -72,6 +75,7 @@ def test_a_terminal_shows_progress_between_log_lines(site, tmp_path):
 
 
 def test_no_progress_without_a_terminal_or_when_turned_off(site, tmp_path):
+    site.faults.update(SLOW)
     sync = Sync(site.base_url, tmp_path)
     result = sync()
     assert result.returncode == 0
