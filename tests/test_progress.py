@@ -57,8 +57,10 @@ def sync_in_terminal(sync: Sync, *args: str) -> tuple[int, str]:
 
 def test_a_terminal_shows_progress_between_log_lines(site, tmp_path):
     sync = Sync(site.base_url, tmp_path)
-    assert sync().returncode == 0  # in this process, at full speed: the one in a terminal is
-    site.faults.update(SLOW)  # what is looked at
+    # The first sync only fills data/: in this process, at full speed. The one in a terminal
+    # is what is looked at.
+    assert sync().returncode == 0
+    site.faults.update(SLOW)
     status, output = sync_in_terminal(sync, "--full")
     assert status == 0, output
     drawn = PROGRESS.findall(output)
