@@ -15,6 +15,7 @@ from tests.conftest import Sync
 
 UPDATE_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
+FROZEN_SINCE = date(2017, 6, 1)  # between the small site's runs' ends
 
 
 @pytest.fixture
@@ -97,18 +98,17 @@ def run_folder(site: FakeSite, run) -> str:
     )
 
 
-def test_by_default_every_run_is_asked_and_old_changes_arrive(fakesite, tmp_path):
-    sync = Sync(fakesite.base_url, tmp_path)
+def test_by_default_every_run_is_asked_and_old_changes_arrive(site, sync):
+    fakesite = site
     assert sync().returncode == 0
-    old = min(
-        (r for r in fakesite.data.runs if r.started_on(date.today())), key=lambda r: r.end_date
-    )
+    started = [r for r in fakesite.data.runs if r.started_on(date.today())]
+    old = min(started, key=lambda r: r.end_date)
     assert old.end_date < date.today() - timedelta(days=365)
     fakesite.faults.update({"generation": 2})  # every file changes, old runs' included
     fakesite.reset_stats()
     result = sync()
     assert result.returncode == 0, result.output
-    assert fakesite.stats()["by_kind"]["run_details"] == 43
+    assert fakesite.stats()["by_kind"]["run_details"] == len(started) > 1
     stored = sync.data_dir / run_folder(fakesite, old) / "comments.csv"
     assert stored.read_bytes() == fakesite.dataset_bytes(
         old.course_slug, old.number, "comments", generation=2
@@ -118,23 +118,30 @@ def test_by_default_every_run_is_asked_and_old_changes_arrive(fakesite, tmp_path
     assert UPDATE_LINE.fullmatch(update)
 
 
-def test_leaving_finished_runs_alone_is_opt_in_and_said(fakesite, tmp_path):
-    sync = Sync(fakesite.base_url, tmp_path)
-    freeze = ("-s", "FLSYNC_FROZEN_AFTER_DAYS=30")
+def test_leaving_finished_runs_alone_is_opt_in_and_said(site, sync):
+    fakesite = site
+    # The small site's runs ended in 2016-2018: those that ended before FROZEN_SINCE are left
+    # alone (the sustainable-fashion runs ended after it, the forensic-psychology ones before).
+    days = (date.today() - FROZEN_SINCE).days
+    freeze = ("-s", f"FLSYNC_FROZEN_AFTER_DAYS={days}")
+    started = [r for r in fakesite.data.runs if r.started_on(date.today())]
+    recent = [r for r in started if r.end_date >= FROZEN_SINCE]
+    frozen = [r for r in started if r.end_date < FROZEN_SINCE]
+    assert recent and len(frozen) > 1
+    assert all(r.course_slug == "forensic-psychology" for r in frozen)
     assert sync(*freeze).returncode == 0
     fakesite.faults.update({"generation": 2})
     fakesite.reset_stats()
     result = sync(*freeze)
     assert result.returncode == 0, result.output
-    # Only the in-progress run ended less than 30 days ago in the default data.
     stats = fakesite.stats()
-    assert stats["by_kind"]["run_details"] == 1
-    assert "42 finished runs not asked but for enrolments" in result.output
+    assert stats["by_kind"]["run_details"] == len(recent)
+    assert f"{len(frozen)} finished runs not asked but for enrolments" in result.output
     # The frozen runs' enrolments are still asked for, and only those.
     frozen_requests = [
-        path for _, path, _ in stats["log"] if "/data/" in path and "/3/" not in path
+        path for _, path, _ in stats["log"] if "/data/" in path and "/forensic-psychology/" in path
     ]
-    old = next(r for r in fakesite.data.runs if r.course_slug == "forensic-psychology")
+    old = frozen[0]
     folder = sync.data_dir / run_folder(fakesite, old)
     assert (folder / "enrolments.csv").read_bytes() == fakesite.dataset_bytes(
         old.course_slug, old.number, "enrolments", generation=2
@@ -146,12 +153,10 @@ def test_leaving_finished_runs_alone_is_opt_in_and_said(fakesite, tmp_path):
     update = (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).read_text()
     first, second = update.splitlines()
     assert UPDATE_LINE.fullmatch(first + "\n")
-    exampleton = fakesite.data.organisation("exampleton")
-    frozen = [r for r in exampleton.runs if r.started_on(date.today()) and r.status == "finished"]
-    assert second.startswith(f"{len(frozen)} runs that ended more than 30 days ago were not")
+    assert second.startswith(f"{len(frozen)} runs that ended more than {days} days ago were not")
     fakesite.reset_stats()
     assert sync(*freeze, "--full").returncode == 0
-    assert fakesite.stats()["by_kind"]["run_details"] == 43
+    assert fakesite.stats()["by_kind"]["run_details"] == len(started)
 
 
 def test_a_deleted_file_makes_its_frozen_run_fetched_again(site, sync):

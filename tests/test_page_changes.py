@@ -6,18 +6,35 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from tests.conftest import Sync, assert_full_tree
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
+# The edge-case runs (not started, upcoming, unknown datasets, old headers, a second runs
+# page), with one plain course and no second organisation.
+TRICKY = SiteOptions(organisations=1, courses=1, runs=1, rows=5)
+
+
+@pytest.fixture
+def tricky_site():
+    with FakeSite(TRICKY) as site:
+        yield site
+
+
+@pytest.fixture
+def tricky_sync(tricky_site, tmp_path):
+    return Sync(tricky_site.base_url, tmp_path)
 
 
 def warnings(output: str) -> list[str]:
     return [line for line in output.splitlines() if "] WARNING: " in line]
 
 
-def test_dataset_links_found_by_their_path_when_the_list_changed_class(fakesite, sync):
+def test_dataset_links_found_by_their_path_when_the_list_changed_class(tricky_site, tricky_sync):
+    fakesite, sync = tricky_site, tricky_sync
     fakesite.faults.update({"markup_change": "datasets_class"})
     result = sync()
     assert result.returncode == 0, result.output
@@ -30,7 +47,8 @@ def test_dataset_links_found_by_their_path_when_the_list_changed_class(fakesite,
     )
 
 
-def test_start_dates_from_the_details_pages_when_the_date_cell_changed(fakesite, sync):
+def test_start_dates_from_the_details_pages_when_the_date_cell_changed(tricky_site, tricky_sync):
+    fakesite, sync = tricky_site, tricky_sync
     fakesite.faults.update({"markup_change": "date_cell"})
     result = sync()
     assert result.returncode == 0, result.output
@@ -65,9 +83,10 @@ def test_a_new_column_is_stored_and_reported(tmp_path):
     assert line.endswith("; new header in comments")
 
 
-def test_known_header_versions_are_no_drift(fakesite, sync):
-    result = sync()  # the default site has runs with the older header versions
+def test_known_header_versions_are_no_drift(synced_site):
+    result = synced_site  # the default site has runs with the older header versions
     assert result.returncode == 0, result.output
     assert "header changed" not in result.output
-    report = json.loads((sync.data_dir / "University of Exampleton" / tree.REPORT_FILE).read_text())
+    folder = result.data_dir / "University of Exampleton"
+    report = json.loads((folder / tree.REPORT_FILE).read_text())
     assert report["header_drift"] == {}

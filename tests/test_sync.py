@@ -6,7 +6,10 @@ import json
 import re
 import signal
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -15,9 +18,20 @@ from fakesite.control import SESSION_COOKIE_MODES
 from flsync import tree
 from flsync.measures.dashboard import DASHBOARD_FILE
 from flsync.storage import TEMP_SUFFIX
-from tests.conftest import SHORT_WAITS, Sync, assert_full_tree, data_files, expected_tree
+from tests.conftest import (
+    SHORT_WAITS,
+    Sync,
+    SyncResult,
+    assert_full_tree,
+    data_files,
+    expected_tree,
+)
 
 SMALL = SiteOptions(organisations=1, courses=1, runs=2, rows=5, tricky=False)
+# Big enough for a dozen sessions of EXPIRE_AFTER requests each (225 requests, no measures).
+SESSIONS_SITE = SiteOptions(organisations=2, tricky=False)
+EXPIRE_AFTER = 20
+IN_FLIGHT = 8  # CONCURRENT_REQUESTS_PER_DOMAIN of the syncs whose sessions expire
 UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 
 
@@ -27,9 +41,30 @@ def small_site():
         yield site
 
 
-def test_full_tree_byte_for_byte(fakesite, sync):
-    result = sync()
-    assert result.returncode == 0, result.output
+@pytest.fixture
+def small_sync(small_site, tmp_path):
+    return Sync(small_site.base_url, tmp_path)
+
+
+@dataclass
+class DefaultSync:
+    site: FakeSite
+    result: SyncResult
+    stats: dict[str, Any]  # the site's, after the sync
+
+
+@pytest.fixture(scope="module")
+def default_sync(tmp_path_factory) -> Iterator[DefaultSync]:
+    """The default site, synced once for the tests of this module that only read the sync:
+    never change its site or its data folder."""
+    with FakeSite() as site:
+        result = Sync(site.base_url, tmp_path_factory.mktemp("default-sync"))()
+        assert result.returncode == 0, result.output
+        yield DefaultSync(site, result, site.stats())
+
+
+def test_full_tree_byte_for_byte(default_sync):
+    fakesite, result = default_sync.site, default_sync.result
     assert_full_tree(fakesite, result)
     for organisation in fakesite.data.organisations:
         assert UPDATE_LINE.fullmatch(result.files()[f"{organisation.name}/update.txt"])
@@ -37,8 +72,8 @@ def test_full_tree_byte_for_byte(fakesite, sync):
     assert " WARNING: " not in result.output  # a complete sync says nothing to worry about
 
 
-def test_metadata_keeps_names_exactly_as_shown(fakesite, sync):
-    result = sync()
+def test_metadata_keeps_names_exactly_as_shown(default_sync):
+    fakesite, result = default_sync.site, default_sync.result
     run = next(r for r in fakesite.data.runs if r.course_slug == "data-society-ethics")
     folder = tree.run_dir(
         "University of Exampleton", run.course_title, run.number, run.start_date, run.end_date
@@ -52,8 +87,8 @@ def test_metadata_keeps_names_exactly_as_shown(fakesite, sync):
     )
 
 
-def test_names_are_made_safe_and_readable(sync):
-    result = sync()
+def test_names_are_made_safe_and_readable(default_sync):
+    result = default_sync.result
     folders = {path.split("/")[1] for path in data_files(result)}
     assert 'Data-Society: Ethics & "Open" Data — the “Learner’s” Café ☕ 📊' in folders
     long_title = next(f for f in folders if f.startswith("Understanding the Long-Term"))
@@ -61,8 +96,8 @@ def test_names_are_made_safe_and_readable(sync):
     assert "Institut für Données & “Tests”" in {path.split("/")[0] for path in data_files(result)}
 
 
-def test_runs_not_started_have_no_folder(sync):
-    result = sync()
+def test_runs_not_started_have_no_folder(default_sync):
+    result = default_sync.result
     course = "University of Exampleton/Foundations of Data Science/"
     runs = {
         p.removeprefix(course).split("-")[0] for p in data_files(result) if p.startswith(course)
@@ -70,10 +105,10 @@ def test_runs_not_started_have_no_folder(sync):
     assert runs == {str(n) for n in range(1, 21)}  # run 21 is upcoming, run 22 has no start
 
 
-def test_every_runs_page_is_walked(fakesite, sync):
-    result = sync()
+def test_every_runs_page_is_walked(default_sync):
+    fakesite, result = default_sync.site, default_sync.result
     assert len(fakesite.data.organisations[0].runs) > 25
-    pages = [path for method, path, status in fakesite.stats()["log"] if "/runs" in path]
+    pages = [path for method, path, status in default_sync.stats["log"] if "/runs" in path]
     assert "/admin/organisations/exampleton/runs?page=2" in pages
     started = [r for r in fakesite.data.organisations[0].runs if r.started_on(date.today())]
     synced = {p.rsplit("/", 1)[0] for p in data_files(result) if p.startswith("University")}
@@ -93,25 +128,34 @@ def pages_and_files(site: FakeSite) -> int:
 @pytest.mark.parametrize("expiry_answer", ["redirect", "html"])
 @pytest.mark.parametrize("session_cookie", SESSION_COOKIE_MODES)
 def test_sessions_expiring_every_few_dozen_requests(
-    fakesite, sync, session_cookie, expiry_answer, expiry_cookie
+    tmp_path, session_cookie, expiry_answer, expiry_cookie
 ):
-    fakesite.faults.update(
-        {
-            "expire_session_after": 40,
-            "session_cookie": session_cookie,
-            "expiry_answer": expiry_answer,
-            "expiry_cookie": expiry_cookie,
-        }
-    )
-    result = sync("-s", "FLSYNC_SIGN_IN_WAIT=0.05")
-    assert result.returncode == 0, result.output
-    assert_full_tree(fakesite, result)
-    stats = fakesite.stats()
+    with FakeSite(SESSIONS_SITE) as site:
+        site.faults.update(
+            {
+                "expire_session_after": EXPIRE_AFTER,
+                "session_cookie": session_cookie,
+                "expiry_answer": expiry_answer,
+                "expiry_cookie": expiry_cookie,
+            }
+        )
+        result = Sync(site.base_url, tmp_path)(
+            "-s",
+            "FLSYNC_SIGN_IN_WAIT=0.05",
+            "-s",
+            f"CONCURRENT_REQUESTS_PER_DOMAIN={IN_FLIGHT}",
+            "-s",
+            "FLSYNC_MEASURES=False",  # the files are what this is about
+        )
+        assert result.returncode == 0, result.output
+        assert_full_tree(site, result)
+        stats = site.stats()
+        needed = pages_and_files(site)
     sign_ins = stats["by_kind"]["sign_in_post"]
-    assert sign_ins >= 10  # about one per 40 requests: the session expired many times
+    assert needed > 11 * EXPIRE_AFTER
+    assert sign_ins >= 10  # one per EXPIRE_AFTER requests: the session expired many times
     # Each expiry costs a sign-in and the requests in flight when it came, no more.
-    needed = pages_and_files(fakesite)
-    assert stats["requests"] <= needed + 2 * sign_ins + 16 * sign_ins
+    assert stats["requests"] <= needed + 2 * sign_ins + IN_FLIGHT * sign_ins
     assert stats["requests"] < 1.5 * needed
 
 
@@ -130,8 +174,9 @@ def test_a_site_that_never_keeps_a_session_stops_the_sync(fakesite, sync):
     assert fakesite.stats()["requests"] <= 4  # the form, the sign-in, one admin page
 
 
-def test_sign_ins_are_capped(fakesite, sync):
-    fakesite.faults.update({"expire_session_after": 20})
+def test_sign_ins_are_capped(small_site, small_sync):
+    fakesite, sync = small_site, small_sync
+    fakesite.faults.update({"expire_session_after": 5})  # 30 requests: 6 sign-ins needed
     result = sync("-s", "FLSYNC_SIGN_IN_MAX=3", "-s", "FLSYNC_SIGN_IN_WAIT=0")
     assert result.returncode == 1
     assert result.error_lines()[0].endswith(
@@ -142,14 +187,15 @@ def test_sign_ins_are_capped(fakesite, sync):
     assert not (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).exists()
 
 
-def test_a_request_that_keeps_meeting_an_expired_session_fails(fakesite, sync):
+def test_a_request_that_keeps_meeting_an_expired_session_fails(small_site, small_sync):
+    fakesite, sync = small_site, small_sync
     # This one file always answers as for an expired session; the rest of the sync is fine.
-    only = r"^/admin/courses/forensic-psychology/1/stats-dashboard/data/comments$"
+    only = r"^/admin/courses/sustainable-fashion/1/stats-dashboard/data/comments$"
     fakesite.faults.update({"fail_with": 302, "fail_next": 50, "fail_path": only})
     result = sync("-s", "FLSYNC_SESSION_RETRIES=1")
     assert result.returncode == 1, result.output
     [line, summary] = [line for line in result.error_lines() if "] ERROR: " in line]
-    assert "Dataset (failed): University of Exampleton/Forensic Psychology/1-" in line
+    assert "Dataset (failed): University of Exampleton/Sustainable Fashion/1-" in line
     assert line.endswith("answered as signed out 2 times (FLSYNC_SESSION_RETRIES)")
     assert "Sync FAILED" in summary
     assert "Traceback" not in result.output
@@ -183,8 +229,9 @@ def test_a_first_signal_ends_the_sync_promptly_even_while_retrying(fakesite, syn
     assert any(path.endswith("/enrolments.csv") for path in state["files"])  # what was fetched
 
 
-def test_a_request_past_its_retries_fails_in_one_line(fakesite, sync):
-    only = r"^/admin/courses/forensic-psychology/1/stats-dashboard/data/comments$"
+def test_a_request_past_its_retries_fails_in_one_line(small_site, small_sync):
+    fakesite, sync = small_site, small_sync
+    only = r"^/admin/courses/sustainable-fashion/1/stats-dashboard/data/comments$"
     fakesite.faults.update({"fail_with": 503, "fail_next": 100, "fail_path": only})
     result = sync(*SHORT_WAITS)
     assert result.returncode == 1
@@ -195,15 +242,16 @@ def test_a_request_past_its_retries_fails_in_one_line(fakesite, sync):
     assert fakesite.stats()["by_status"]["503"] == 5  # RETRY_TIMES = 4
 
 
-def test_a_redirect_loop_fails_its_page_in_one_line(fakesite, sync):
+def test_a_redirect_loop_fails_its_page_in_one_line(small_site, small_sync):
+    fakesite, sync = small_site, small_sync
     # A run's details page redirects to itself: Scrapy's duplicate filter would drop the
     # second visit without a word, and the sync would call itself complete without the run.
-    only = r"^/admin/courses/forensic-psychology/1$"
+    only = r"^/admin/courses/sustainable-fashion/1$"
     fakesite.faults.update({"fail_with": 307, "fail_next": 100, "fail_path": only})
     result = sync(*SHORT_WAITS)
     assert result.returncode == 1
     [line, summary] = result.error_lines()
-    assert line.endswith("/admin/courses/forensic-psychology/1: max redirections reached")
+    assert line.endswith("/admin/courses/sustainable-fashion/1: max redirections reached")
     assert "Sync FAILED (finished; pages/failed: 1, organisations/incomplete: 1)" in summary
     assert fakesite.stats()["by_status"]["307"] == 6  # REDIRECT_MAX_TIMES = 5
     assert not (sync.data_dir / "University of Exampleton" / tree.UPDATE_FILE).exists()
@@ -268,8 +316,9 @@ def test_cut_off_download_keeps_the_good_file(small_site, tmp_path):
     )
 
 
-def test_no_credential_in_the_log(fakesite, sync):
-    fakesite.faults.update({"expire_session_after": 60})
+def test_no_credential_in_the_log(small_site, small_sync):
+    fakesite, sync = small_site, small_sync
+    fakesite.faults.update({"expire_session_after": 10})  # 30 requests: 3 sign-ins
     result = sync(
         "-s",
         "LOG_LEVEL=DEBUG",
@@ -285,7 +334,8 @@ def test_no_credential_in_the_log(fakesite, sync):
     assert "_future_learn_session=" not in result.output
 
 
-def test_no_setting_turns_on_a_remote_console(sync):
+def test_no_setting_turns_on_a_remote_console(small_sync):
+    sync = small_sync
     result = sync("-s", "TELNETCONSOLE_ENABLED=True", "-s", "REMOTE_CONTROL_ENABLED=True")
     assert result.returncode == 0, result.output
     assert "Enabled extensions" in result.output
@@ -347,6 +397,6 @@ def test_empty_listing_where_runs_were_is_a_layout_change(tmp_path):
     assert "page layout has probably changed" in result.error_lines()[0]
 
 
-def test_unknown_datasets_are_fetched_too(fakesite, sync):
-    result = sync()
+def test_unknown_datasets_are_fetched_too(default_sync):
+    result = default_sync.result
     assert any(p.endswith("/learner-outcomes-survey-responses.csv") for p in result.files())
