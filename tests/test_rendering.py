@@ -14,13 +14,16 @@ from flsync import tree
 from tests.conftest import Sync, assert_full_tree, data_files
 
 SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
+# Two organisations (one can fail while the other completes) of two runs each: six pages built
+# by script, more than the browser's four pages, and half the files of SMALL to sync.
+TINY = SiteOptions(organisations=2, courses=1, runs=2, rows=5, tricky=False)
 BROWSER = ("-s", "FLSYNC_BROWSER=1")
 
 
 @pytest.fixture
 def script_site():
-    """The small site with its runs listings and dashboards built by script."""
-    with FakeSite(SMALL) as site:
+    """The tiny site with its runs listings and dashboards built by script."""
+    with FakeSite(TINY) as site:
         site.faults.update({"script_pages": True})
         yield site
 
@@ -83,7 +86,7 @@ def test_a_page_that_never_completes_fails_with_one_clear_line(script_site, tmp_
 
 
 def test_sessions_expire_and_are_renewed_while_the_browser_is_in_use(script_site, tmp_path):
-    script_site.faults.update({"expire_session_after": 25})
+    script_site.faults.update({"expire_session_after": 12})  # ~70 requests: 5 or 6 sessions
     result = Sync(script_site.base_url, tmp_path)(*BROWSER, "-s", "FLSYNC_SIGN_IN_WAIT=0.05")
     assert result.returncode == 0, result.output
     assert_full_tree(script_site, result)
