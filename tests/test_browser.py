@@ -257,17 +257,26 @@ def test_the_browser_trusts_extra_cas_through_its_own_nss_database(tmp_path):
 # Pages rendered in Chromium
 
 
-@pytest.fixture
-def handler() -> Generator[CurlDownloadHandler]:
+async def browser_handler(timeout: float) -> CurlDownloadHandler:
+    """flsync's download handler with the browser on (FLSYNC_BROWSER_TIMEOUT ``timeout``),
+    started."""
     crawler = get_crawler(
-        Spider, {"FLSYNC_BROWSER": True, "FLSYNC_BROWSER_TIMEOUT": 5.0, "FLSYNC_BROWSER_PAGES": 2}
+        Spider,
+        {"FLSYNC_BROWSER": True, "FLSYNC_BROWSER_TIMEOUT": timeout, "FLSYNC_BROWSER_PAGES": 2},
     )
     crawler.settings.frozen = False
     crawler.settings.setdict(browser_settings(options_of(crawler.settings), "http://127.0.0.1"))
     handler = build_from_crawler(CurlDownloadHandler, crawler)
-    pytest_twisted.blockon(
-        deferred_from_coro(crawler.signals.send_catch_log_async(signals.engine_started))
-    )
+    await crawler.signals.send_catch_log_async(signals.engine_started)
+    return handler
+
+
+@pytest.fixture(scope="module")
+def handler() -> Generator[CurlDownloadHandler]:
+    """One browser for the module's pages (each start costs Playwright's driver and Chromium
+    seconds of CPU): its pages and cookie store go on from test to test, as they do from page
+    to page in a sync."""
+    handler = pytest_twisted.blockon(deferred_from_coro(browser_handler(timeout=5.0)))
     yield handler
     pytest_twisted.blockon(deferred_from_coro(handler.close()))
 
@@ -309,9 +318,14 @@ async def test_a_page_of_a_renewed_session_waits_for_the_old_sessions_pages(hand
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_page_that_never_finishes_building_fails_clearly(handler, base):
-    with pytest.raises(PageNotBuilt, match=r"did not finish building itself within 5 s"):
-        await deferred_from_coro(handler.download_request(rendered(f"{base}/never-built")))
+async def test_a_page_that_never_finishes_building_fails_clearly(base):
+    # A browser of its own, with a short timeout: the test waits it out.
+    handler = await deferred_from_coro(browser_handler(timeout=1.0))
+    try:
+        with pytest.raises(PageNotBuilt, match=r"did not finish building itself within 1 s"):
+            await deferred_from_coro(handler.download_request(rendered(f"{base}/never-built")))
+    finally:
+        await deferred_from_coro(handler.close())
 
 
 @pytest_twisted.ensureDeferred
