@@ -472,6 +472,20 @@ def test_validators_off(fakesite: FakeSite, admin: Browser) -> None:
     assert "ETag" not in page.headers and "Last-Modified" not in page.headers
 
 
+def test_reset_makes_a_shared_site_as_new(fakesite: FakeSite, admin: Browser) -> None:
+    """What one test did to the session's site is gone for the next: faults, sessions and
+    stats (the data, port and dataset files stay)."""
+    port, before = fakesite.port, admin.get(DATASET)
+    fakesite.faults.update({"generation": 2, "fail_next": 3, "foreign_links": {"comments": "x"}})
+    fakesite.reset()
+    assert fakesite.faults == Faults()
+    assert fakesite.stats()["requests"] == 0
+    assert admin.get(DATASET).status == 302  # the session signed in before is forgotten
+    assert admin.sign_in().status == 302
+    assert admin.get(DATASET).body == before.body  # generation 1 again
+    assert fakesite.port == port
+
+
 def test_generation_bump_changes_every_file(fakesite: FakeSite, admin: Browser) -> None:
     before = admin.get(DATASET)
     fakesite.faults.generation = 2
