@@ -230,6 +230,30 @@ def key(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def module_key(tmp_path_factory) -> Path:
+    """A key of the module's own, alone in its folder, for the shared export."""
+    path = tmp_path_factory.mktemp("key") / "export.key"
+    new_key(str(path))
+    return path
+
+
+@dataclasses.dataclass
+class Exported:
+    dest: Path
+    result: Run
+
+
+@pytest.fixture(scope="module")
+def exported(synced, module_key, tmp_path_factory) -> Exported:
+    """`synced` exported once with ``module_key`` and the default choices: tests that only
+    read such a copy (or compare another with it) share it, and never change it."""
+    dest = tmp_path_factory.mktemp("exported") / "copy"
+    result = export(synced, str(dest), key=module_key)
+    assert result.returncode == 0, result.output
+    return Exported(dest, result)
+
+
 @pytest.fixture
 def other_key(tmp_path) -> Path:
     path = tmp_path / "other.key"
@@ -266,16 +290,14 @@ def test_the_copy_holds_no_identifier_name_or_address_of_the_mirror(
         assert data.count("[url]") == 3
 
 
-def test_no_mapping_is_written_anywhere(workdir, key, tmp_path):
-    dest = tmp_path / "copy"
-    assert export(workdir, str(dest), key=key).returncode == 0
-    secrets, _ = secrets_and_innocent_text(workdir / "data")
+def test_no_mapping_is_written_anywhere(synced, exported, module_key):
+    secrets, _ = secrets_and_innocent_text(synced / "data")
     learners = {s for s in secrets if len(s) == 36}  # the learners' UUIDs
-    manifest = (dest / MANIFEST).read_text()
+    manifest = (exported.dest / MANIFEST).read_text()
     assert not any(s in manifest for s in learners)
     # and nothing was written beside the mirror or the key
-    assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "data"]
-    assert sorted(p.name for p in key.parent.iterdir() if p.is_file()) == ["export.key"]
+    assert sorted(p.name for p in synced.iterdir()) == ["config.json", "data"]
+    assert sorted(p.name for p in module_key.parent.iterdir() if p.is_file()) == ["export.key"]
 
 
 # The copy still works.
@@ -300,10 +322,8 @@ def joins(tree_: dict[str, list[list[str]]], run: str) -> tuple[int, int]:
     return sum(a in enrolled for a in authors), sum(v in enrolled for v in visits)
 
 
-def test_pseudonyms_join_across_files_runs_and_courses(synced, key, tmp_path):
-    dest = tmp_path / "copy"
-    assert export(synced, str(dest), key=key).returncode == 0
-    source, copy = dataset_files(synced / "data"), dataset_files(dest)
+def test_pseudonyms_join_across_files_runs_and_courses(synced, exported):
+    source, copy = dataset_files(synced / "data"), dataset_files(exported.dest)
     seen: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for path, (header, *rows) in copy.items():
         source_header, *source_rows = source[path]
@@ -326,10 +346,8 @@ def test_pseudonyms_join_across_files_runs_and_courses(synced, key, tmp_path):
     assert sum(joins(copy, run)[0] for run in runs) > 50
 
 
-def test_every_other_value_is_the_mirrors_byte_for_byte(synced, key, tmp_path):
-    dest = tmp_path / "copy"
-    result = export(synced, str(dest), key=key)
-    assert result.returncode == 0, result.output
+def test_every_other_value_is_the_mirrors_byte_for_byte(synced, exported, module_key):
+    dest, result, key = exported.dest, exported.result, module_key
     data = synced / "data"
     mirror = files(data, hidden=False)
     copy = files(dest, hidden=False)
@@ -381,21 +399,23 @@ def test_team_members_keep_their_roles_not_their_names(synced, key, tmp_path):
 
 
 def test_the_same_key_gives_the_same_copy_and_another_key_shares_no_pseudonym(
-    synced, key, other_key, tmp_path
+    synced, exported, module_key, other_key, tmp_path
 ):
-    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
-    for dest, with_key in ((one, key), (two, key), (other, other_key)):
-        assert export(synced, str(dest), key=with_key).returncode == 0
+    one, two, other = exported.dest, tmp_path / "two", tmp_path / "other"
+    # The same key again, given as a setting this time (FLSYNC_EXPORT_KEY_FILE unset).
+    setting = export(synced, str(two), "-s", f"FLSYNC_EXPORT_KEY_FILE={module_key}")
+    assert setting.returncode == 0, setting.output
+    assert export(synced, str(other), key=other_key).returncode == 0
     assert files(one) == files(two)
     assert len(pseudonyms(one)) == len(pseudonyms(other)) > 500
     assert pseudonyms(one).isdisjoint(pseudonyms(other))
 
 
 def test_another_key_or_free_text_choice_into_the_same_copy_is_refused(
-    synced, key, other_key, tmp_path
+    synced, exported, module_key, other_key, tmp_path
 ):
-    dest = tmp_path / "copy"
-    assert export(synced, str(dest), key=key).returncode == 0
+    key, dest = module_key, tmp_path / "copy"
+    shutil.copytree(exported.dest, dest)  # an export made with module_key, free_text=drop
     before = files(dest)
     for args, with_key, problem in (
         ((), other_key, "holds an export made with another key (fingerprint "),
@@ -468,8 +488,36 @@ def test_a_stopped_export_leaves_no_partial_file(big, key, tmp_path):
     assert not list(dest.rglob("step-activity.csv"))
 
 
-def test_a_killed_export_leaves_no_partial_file_and_the_next_one_finishes(big, key, tmp_path):
-    dest = tmp_path / "copy"
+@dataclasses.dataclass
+class BigCopy:
+    dest: Path
+    peak_mb: float
+
+
+@pytest.fixture(scope="module")
+def big_copy(big, module_key, tmp_path_factory) -> BigCopy:
+    """`big` exported once with ``module_key``, its peak memory measured: what an export in
+    flat memory gives, and what an interrupted one must give once finished."""
+    folder = tmp_path_factory.mktemp("big-copy")
+    report = folder / "rss"
+    process = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "peak_rss.py"), str(report),
+         *command(str(folder / "copy"))],
+        cwd=big,
+        env=environment(module_key, None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    return BigCopy(folder / "copy", int(report.read_text()) / 1024)
+
+
+def test_a_killed_export_leaves_no_partial_file_and_the_next_one_finishes(
+    big, module_key, big_copy, tmp_path
+):
+    key, dest = module_key, tmp_path / "copy"
     process = start_export(big, str(dest), key=key)
     wait_for(lambda: writing_big_file(dest), "the big file being written")
     process.kill()
@@ -479,29 +527,14 @@ def test_a_killed_export_leaves_no_partial_file_and_the_next_one_finishes(big, k
     result = export(big, str(dest), key=key)
     assert result.returncode == 0, result.output
     assert temp_files(dest) == []
-    whole = tmp_path / "whole"
-    assert export(big, str(whole), key=key).returncode == 0
-    assert files(dest, hidden=False) == files(whole, hidden=False)
+    assert files(dest, hidden=False) == files(big_copy.dest, hidden=False)
 
 
-def test_a_big_file_is_exported_in_flat_memory(big, key, tmp_path, record_property):
-    report = tmp_path / "rss"
-    process = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "peak_rss.py"), str(report),
-         *command(str(tmp_path / "copy"))],
-        cwd=big,
-        env=environment(key, None),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert process.returncode == 0, process.stderr
-    peak_mb = int(report.read_text()) / 1024
-    record_property("peak_rss_mb", round(peak_mb))
-    assert peak_mb < 100
-    [big_copy] = (tmp_path / "copy").rglob("step-activity.csv")
-    assert big_copy.stat().st_size > 48 << 20
+def test_a_big_file_is_exported_in_flat_memory(big_copy, record_property):
+    record_property("peak_rss_mb", round(big_copy.peak_mb))
+    assert big_copy.peak_mb < 100
+    [big_file] = big_copy.dest.rglob("step-activity.csv")
+    assert big_file.stat().st_size > 48 << 20
 
 
 # Bad input.
@@ -591,11 +624,6 @@ def test_no_key_a_missing_short_or_open_key_is_one_line_and_nothing_written(sync
         assert not dest.exists()
 
 
-def test_the_key_file_may_be_a_setting(synced, key, tmp_path):
-    result = export(synced, str(tmp_path / "copy"), "-s", f"FLSYNC_EXPORT_KEY_FILE={key}")
-    assert result.returncode == 0, result.output
-
-
 @pytest.mark.parametrize(
     ("dest", "problem"),
     [
@@ -624,8 +652,10 @@ def test_a_dest_in_or_around_the_mirror_or_holding_other_files_is_refused(
     assert files(workdir) == before
 
 
-def test_an_s3_dest_in_an_s3_mirror_is_refused_before_any_request(workdir, key):
-    config = json.loads((workdir / "config.json").read_text())
+def test_an_s3_dest_in_an_s3_mirror_is_refused_before_any_request(synced, key, tmp_path):
+    workdir = tmp_path / "w"  # a config.json alone: the mirror is in S3
+    workdir.mkdir()
+    config = json.loads((synced / "config.json").read_text())
     (workdir / "config.json").write_text(json.dumps({**config, "data_dir": "s3://b/mirror/"}))
     for dest, refused in (
         ("s3://b/mirror/copy", True),
@@ -708,9 +738,8 @@ def aws(endpoint, s3, bucket) -> Bucket:  # noqa: F811
     return Bucket(endpoint, s3, bucket)
 
 
-def test_an_export_to_s3_is_the_same_copy_and_is_incremental(synced, key, tmp_path, aws):
-    local = tmp_path / "copy"
-    assert export(synced, str(local), key=key).returncode == 0
+def test_an_export_to_s3_is_the_same_copy_and_is_incremental(synced, exported, module_key, aws):
+    local, key = exported.dest, module_key
     dest = f"s3://{aws.name}/export"
     result = aws.export(synced, dest, key=key)
     assert result.returncode == 0, result.output
@@ -758,7 +787,7 @@ def test_a_dest_that_refuses_writes_stops_the_export_in_one_line(
     assert MANIFEST in stored
 
 
-def test_an_s3_mirror_exports_as_a_local_one_does(synced, key, tmp_path, aws):
+def test_an_s3_mirror_exports_as_a_local_one_does(synced, exported, module_key, tmp_path, aws):
     for path, content in files(synced / "data").items():
         aws.client.put_object(Bucket=aws.name, Key=f"mirror/{path}", Body=content)
     workdir = tmp_path / "w"
@@ -766,7 +795,6 @@ def test_an_s3_mirror_exports_as_a_local_one_does(synced, key, tmp_path, aws):
     config = json.loads((synced / "config.json").read_text())
     mirror = f"s3://{aws.name}/mirror"
     (workdir / "config.json").write_text(json.dumps({**config, "data_dir": mirror}))
-    result = aws.export(workdir, "copy", key=key)
+    result = aws.export(workdir, "copy", key=module_key)
     assert result.returncode == 0, result.output
-    assert export(synced, str(tmp_path / "local"), key=key).returncode == 0
-    assert files(workdir / "copy", hidden=False) == files(tmp_path / "local", hidden=False)
+    assert files(workdir / "copy", hidden=False) == files(exported.dest, hidden=False)

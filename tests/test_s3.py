@@ -17,6 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,20 @@ def iam_keys(endpoint: str, statements: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
+def s3_age(s3, bucket: str, key: str) -> float:
+    """Seconds since ``key`` was last written, by S3's clock (its answer's Date against the
+    object's LastModified), as flsync reckons a lock's age."""
+    head = s3.head_object(Bucket=bucket, Key=key)
+    answered = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
+    return (answered - head["LastModified"]).total_seconds()
+
+
+def until_older(s3, bucket: str, key: str, seconds: float) -> None:
+    """Wait until ``key`` is older than ``seconds`` by S3's clock (instead of a fixed sleep
+    that must allow for S3's whole-second times)."""
+    until(lambda: s3_age(s3, bucket, key) > seconds, bound=60)
+
+
 @pytest.fixture
 def authenticated(endpoint, s3, monkeypatch):
     """moto checks keys and policies during the test; the test's own requests (the client
@@ -471,8 +486,14 @@ def test_a_held_lock_is_refreshed_and_never_taken_over(s3, bucket, endpoint):
     first, second = S3Store(f"s3://{bucket}/m", settings), S3Store(f"s3://{bucket}/m", settings)
     key = f"m/{LOCK_PREFIX}org"
     with first.lock("org"):
-        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
-        time.sleep(3.5)  # past the stale age twice over, refreshed every 0.5 s meanwhile
+        head = s3.head_object(Bucket=bucket, Key=key)
+        etag, taken = head["ETag"], head["LastModified"]
+
+        def held_past_stale_age() -> bool:  # by S3's clock, since the lock was taken
+            now = s3.head_object(Bucket=bucket, Key=key)["ResponseMetadata"]["HTTPHeaders"]
+            return (parsedate_to_datetime(now["date"]) - taken).total_seconds() > 1.5
+
+        until(held_past_stale_age, bound=60)  # refreshed every 0.5 s meanwhile
         assert s3.head_object(Bucket=bucket, Key=key)["ETag"] != etag
         with pytest.raises(StoreLockedError), second.lock("org"):
             pass
@@ -483,7 +504,7 @@ def test_a_stale_lock_is_taken_over_by_one_taker_only(s3, bucket, endpoint, capl
     settings = store_settings(endpoint, FLSYNC_LOCK_STALE_AFTER=1)
     key = f"m/{LOCK_PREFIX}org"
     s3.put_object(Bucket=bucket, Key=key, Body=b'{"pid": 1}')  # a killed sync's
-    time.sleep(2.1)
+    until_older(s3, bucket, key, 1)
     first, second = S3Store(f"s3://{bucket}/m", settings), S3Store(f"s3://{bucket}/m", settings)
     with first.lock("org"):
         assert (
@@ -526,15 +547,22 @@ def test_check_location_refuses_keys_given_as_settings(s3, bucket, settings):
 # --- Syncs into S3 --------------------------------------------------------------------------
 
 
-def test_a_sync_into_s3_stores_what_a_local_sync_stores(fakesite, tmp_path, endpoint, s3, bucket):
-    local = Sync(fakesite.base_url, tmp_path / "local")
-    remote = Sync(fakesite.base_url, tmp_path / "s3")
-    for sync in (local, remote):
-        sync.workdir.mkdir()
-    local_result = local()
-    assert local_result.returncode == 0, local_result.output
-    result = s3_sync(remote, endpoint, f"s3://{bucket}/mirror")
-    assert result.returncode == 0, result.output
+# Two organisations and the tricky courses and runs (names S3 keys must carry as they are), with
+# one plain course each and few rows: every kind of file and name of the default site, in two
+# thirds of its files and a fraction of its bytes.
+TRICKY = SiteOptions(organisations=2, courses=1, runs=1, rows=5)
+
+
+def test_a_sync_into_s3_stores_what_a_local_sync_stores(tmp_path, endpoint, s3, bucket):
+    with FakeSite(TRICKY) as fakesite:
+        local = Sync(fakesite.base_url, tmp_path / "local")
+        remote = Sync(fakesite.base_url, tmp_path / "s3")
+        for sync in (local, remote):
+            sync.workdir.mkdir()
+        local_result = local()
+        assert local_result.returncode == 0, local_result.output
+        result = s3_sync(remote, endpoint, f"s3://{bucket}/mirror")
+        assert result.returncode == 0, result.output
     stored = contents(s3, bucket, "mirror/")
     local_files = {k: v for k, v in local_result.files().items() if LOCK_PREFIX not in k}
     assert sorted(stored) == sorted(local_files)
@@ -946,7 +974,7 @@ def test_a_job_for_an_organisation_another_job_holds_stops_at_once(
 def test_a_killed_jobs_lock_is_taken_over(site, sync, endpoint, s3, bucket):
     s3.put_object(Bucket=bucket, Key=f"m/{LOCK_PREFIX}exampleton", Body=b"{}")
     s3.create_multipart_upload(Bucket=bucket, Key=f"m/{EXAMPLETON}/C/1/big.csv")
-    time.sleep(2.1)
+    until_older(s3, bucket, f"m/{LOCK_PREFIX}exampleton", 1)
     result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-s", "FLSYNC_LOCK_STALE_AFTER=1")
     assert result.returncode == 0, result.output
     assert f"Took over the lock s3://{bucket}/m/{LOCK_PREFIX}exampleton" in result.output
