@@ -325,7 +325,7 @@ def test_a_failed_sync_fails_in_its_job_log_as_on_the_command_line(
 def test_two_organisation_jobs_run_side_by_side_on_one_data_dir(site, scrapyd, tmp_path):
     config = write_config(tmp_path, site, data_dir=str(tmp_path / "shared-data"))
     first, second = site.data.organisations
-    site.faults.update({"latency_ms": 100})  # long enough for the two jobs to overlap
+    site.faults.update({"latency_ms": 50})  # long enough for the two jobs to overlap
     try:
         jobs = [
             scrapyd.schedule(f"FLSYNC_CONFIG={config}", organisation=o.slug)
