@@ -17,6 +17,14 @@ SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
 
 
 @pytest.fixture
+def fakesite():
+    """The small site over plain HTTP, in place of conftest's default one: what these tests
+    show (proxies, config errors) does not grow with the site."""
+    with FakeSite(SMALL) as site:
+        yield site
+
+
+@pytest.fixture
 def walled_site():
     """The small site over HTTPS (its own test CA) behind the bot wall."""
     with FakeSite(SMALL, https=True, bot_wall=True) as site:

@@ -176,12 +176,25 @@ def errors(output: str) -> list[str]:
     return [line for line in output.splitlines() if "] ERROR: " in line]
 
 
+# A sync that loads as it ends (FLSYNC_DATABASE_URL): the loads themselves, on the tricky
+# tree, are the other tests'.
+SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
+
+
+@pytest.fixture
+def fakesite() -> Iterator[FakeSite]:
+    """The site the `sync` fixture syncs: small, in place of conftest's default one."""
+    with FakeSite(SMALL) as site:
+        yield site
+
+
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory) -> Path:
     """The imitation site (tricky courses, old header versions, an unknown dataset, a survey
     with no rows) synced once; each test works on a copy."""
     workdir = tmp_path_factory.mktemp("synced")
-    with FakeSite(SiteOptions(organisations=2, courses=2, runs=2, rows=12)) as site:
+    # One plain course and run an organisation: the tricky ones are most of the tree.
+    with FakeSite(SiteOptions(organisations=2, courses=1, runs=1, rows=12)) as site:
         result = Sync(site.base_url, workdir)()
     assert result.returncode == 0, result.output
     return workdir

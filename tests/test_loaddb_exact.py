@@ -22,11 +22,13 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from fakesite import FakeSite
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore
 from tests.commands import REPO, run_in_process
 from tests.test_loaddb import (
     DATABASES,
+    SMALL,
     TOKYO,
     assert_tables_match_tree,
     column_types,
@@ -44,6 +46,14 @@ def database(request, tmp_path) -> Iterator[str]:
     """The URL of a new, empty database of each kind."""
     with new_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def fakesite() -> Iterator[FakeSite]:
+    """The site the `sync` fixture syncs: small, in place of conftest's default one (a
+    load after a sync fails the same whatever the tree holds)."""
+    with FakeSite(SMALL) as site:
+        yield site
 
 
 @pytest.fixture
