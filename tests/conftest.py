@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite
+from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite, SiteOptions
 from flsync import tree
 from tests.commands import run_in_process, scrapy_process
 
@@ -33,20 +33,39 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 TWISTED_TEST_MARK = "_pytest_twisted_mark"
 
 
+class Sites:
+    """Imitation FutureLearn sites on 127.0.0.1, one per SiteOptions, each started once."""
+
+    def __init__(self) -> None:
+        self._started: dict[SiteOptions, FakeSite] = {}
+
+    def get(self, options: SiteOptions) -> FakeSite:
+        """The site of these options, as a new one is: no fault, session or stats."""
+        site = self._started.get(options)
+        if site is None:
+            site = self._started[options] = FakeSite(options).start()
+        site.reset()
+        return site
+
+    def stop(self) -> None:
+        for site in self._started.values():
+            site.stop()
+
+
 @pytest.fixture(scope="session")
-def default_site() -> Iterator[FakeSite]:
-    """The imitation FutureLearn site with default options, on 127.0.0.1, for the session:
-    tests take it through ``fakesite``, which resets it."""
-    with FakeSite() as site:
-        yield site
+def sites() -> Iterator[Sites]:
+    """The session's sites (each test's is reset for it)."""
+    started = Sites()
+    yield started
+    started.stop()
 
 
 @pytest.fixture
-def fakesite(default_site: FakeSite) -> FakeSite:
-    """The imitation FutureLearn site with default options, as a new one is: no fault, no
-    session, no stats (one site serves the session's tests, reset before each)."""
-    default_site.reset()
-    return default_site
+def fakesite(request: pytest.FixtureRequest, sites: Sites) -> FakeSite:
+    """The imitation site of the test's module: the SiteOptions of its ``SITE``, or the
+    default ones. One site per options serves the session, reset before each test; a test
+    that needs HTTPS or the bot wall starts its own (``with FakeSite(...) as site:``)."""
+    return sites.get(getattr(request.module, "SITE", SiteOptions()))
 
 
 # Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.

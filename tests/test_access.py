@@ -16,12 +16,9 @@ from tests.test_incremental import file_ids
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
 
 
-@pytest.fixture
-def fakesite():
-    """The small site over plain HTTP, in place of conftest's default one: what these tests
-    show (proxies, config errors) does not grow with the site."""
-    with FakeSite(SMALL) as site:
-        yield site
+# The site of `fakesite` and `sync` (tests/conftest.py): what these tests show (proxies,
+# config errors) does not grow with the site.
+SITE = SMALL
 
 
 @pytest.fixture

@@ -40,23 +40,16 @@ LAUNCHER = Path(__file__).with_name("peak_rss.py")
 TIMEOUT_1S = ("-s", "DOWNLOAD_TIMEOUT=1")
 
 
-@pytest.fixture
-def site():
-    with FakeSite(SMALL) as site:
-        yield site
+# The site of this module's `fakesite` and `sync` (tests/conftest.py).
+SITE = SMALL
 
 
 @pytest.fixture
-def sync(site, tmp_path):
-    return Sync(site.base_url, tmp_path)
-
-
-@pytest.fixture
-def synced(site, sync) -> dict[str, bytes]:
+def synced(fakesite, sync) -> dict[str, bytes]:
     """The site synced once, completely: the data files it stored."""
     first = sync()
     assert first.returncode == 0, first.output
-    assert_full_tree(site, first)
+    assert_full_tree(fakesite, first)
     return data_files(first)
 
 
@@ -95,35 +88,35 @@ def assert_refused(result: SyncResult, peak_mb: int, before: dict[str, bytes], *
     assert peak_mb < PEAK_RSS_MB
 
 
-def started_runs(site: FakeSite) -> list[Run]:
-    return [run for run in site.data.runs if run.started_on(site.data.today)]
+def started_runs(fakesite: FakeSite) -> list[Run]:
+    return [run for run in fakesite.data.runs if run.started_on(fakesite.data.today)]
 
 
 def run_path(run: Run) -> str:
     return f"/admin/courses/{run.course_slug}/{run.number}"
 
 
-def requests_to(site: FakeSite, path: str) -> int:
-    return sum(logged == path for _, logged, _ in site.stats()["log"])
+def requests_to(fakesite: FakeSite, path: str) -> int:
+    return sum(logged == path for _, logged, _ in fakesite.stats()["log"])
 
 
-def dataset_line(site: FakeSite, stored: dict[str, bytes], run: Run, dataset: str) -> str:
+def dataset_line(fakesite: FakeSite, stored: dict[str, bytes], run: Run, dataset: str) -> str:
     """The start of the one line for that dataset of that run, failed: up to its reason."""
     name = dataset.replace("_", "-") + ".csv"
     folder = f"{run.number}-{run.start_date}-{run.end_date}"
     [path] = [path for path in stored if path.endswith(f"/{folder}/{name}")]
-    url = site.url(f"{run_path(run)}/stats-dashboard/data/{dataset}")
+    url = fakesite.url(f"{run_path(run)}/stats-dashboard/data/{dataset}")
     return f"Dataset (failed): {path} from {url}: "
 
 
 # Bombs and huge pages: refused once, at their bound
 
 
-def test_a_gzip_bombed_dataset_is_refused_once_and_the_stored_copy_kept(site, sync, synced):
-    run = started_runs(site)[0]
+def test_a_gzip_bombed_dataset_is_refused_once_and_the_stored_copy_kept(fakesite, sync, synced):
+    run = started_runs(fakesite)[0]
     path = f"{run_path(run)}/stats-dashboard/data/enrolments"
-    site.faults.update({"bomb_path": f"^{path}$"})  # 2.1 MB of gzip, 2 GiB decoded
-    site.reset_stats()
+    fakesite.faults.update({"bomb_path": f"^{path}$"})  # 2.1 MB of gzip, 2 GiB decoded
+    fakesite.reset_stats()
     result, peak_mb = measured(sync, "--full", *SHORT_WAITS)
 
     [line] = [line for line in result.error_lines() if "Dataset (failed)" in line]
@@ -133,38 +126,38 @@ def test_a_gzip_bombed_dataset_is_refused_once_and_the_stored_copy_kept(site, sy
         result,
         peak_mb,
         synced,
-        dataset_line(site, synced, run, "enrolments")
+        dataset_line(fakesite, synced, run, "enrolments")
         + "decodes to more than FLSYNC_DATASET_MAX_RATIO (100) times the bytes received (a"
         f" compression bomb?): not stored, refused after {refused_after} bytes (raise"
         " FLSYNC_DATASET_MAX_RATIO if such a file is genuine)",
     )
-    assert requests_to(site, path) == 1  # not tried again: the same bomb would come
+    assert requests_to(fakesite, path) == 1  # not tried again: the same bomb would come
 
 
-def test_a_gzip_bombed_page_is_refused_once(site, sync, synced):
-    dashboard = f"{run_path(started_runs(site)[0])}/stats-dashboard"
-    site.faults.update({"bomb_path": f"^{dashboard}$"})
-    site.reset_stats()
+def test_a_gzip_bombed_page_is_refused_once(fakesite, sync, synced):
+    dashboard = f"{run_path(started_runs(fakesite)[0])}/stats-dashboard"
+    fakesite.faults.update({"bomb_path": f"^{dashboard}$"})
+    fakesite.reset_stats()
     result, peak_mb = measured(sync, "--full", *SHORT_WAITS)
 
-    assert_refused(result, peak_mb, synced, too_large(site, dashboard))
-    assert requests_to(site, dashboard) == 1
+    assert_refused(result, peak_mb, synced, too_large(fakesite, dashboard))
+    assert requests_to(fakesite, dashboard) == 1
 
 
-def test_a_huge_dashboard_is_refused_once(site, sync, synced):
-    site.faults.update({"dashboard_links": 200_000})  # every dashboard: 25 MB of links
-    site.reset_stats()
+def test_a_huge_dashboard_is_refused_once(fakesite, sync, synced):
+    fakesite.faults.update({"dashboard_links": 200_000})  # every dashboard: 25 MB of links
+    fakesite.reset_stats()
     result, peak_mb = measured(sync, "--full", *SHORT_WAITS)
 
-    dashboards = sorted(f"{run_path(run)}/stats-dashboard" for run in started_runs(site))
-    lines = sorted(too_large(site, dashboard) for dashboard in dashboards)
+    dashboards = sorted(f"{run_path(run)}/stats-dashboard" for run in started_runs(fakesite))
+    lines = sorted(too_large(fakesite, dashboard) for dashboard in dashboards)
     assert_refused(result, peak_mb, synced, *lines)
-    assert [requests_to(site, dashboard) for dashboard in dashboards] == [1] * len(dashboards)
+    assert [requests_to(fakesite, dashboard) for dashboard in dashboards] == [1] * len(dashboards)
 
 
-def too_large(site: FakeSite, path: str) -> str:
+def too_large(fakesite: FakeSite, path: str) -> str:
     return (
-        f"Page (failed): {site.url(path)}: the answer is larger than DOWNLOAD_MAXSIZE"
+        f"Page (failed): {fakesite.url(path)}: the answer is larger than DOWNLOAD_MAXSIZE"
         " (4194304 bytes): not read further (raise DOWNLOAD_MAXSIZE if such a page is genuine)"
     )
 
@@ -172,35 +165,35 @@ def too_large(site: FakeSite, path: str) -> str:
 # Trickles: bounded in time, and the lock goes with the sync
 
 
-def test_a_trickling_page_fails_at_download_timeout_and_the_next_sync_runs(site, sync, synced):
-    dashboard = f"{run_path(started_runs(site)[0])}/stats-dashboard"
-    site.faults.update({"trickle_path": f"^{dashboard}$", "trickle_rate": 12})
+def test_a_trickling_page_fails_at_download_timeout_and_the_next_sync_runs(fakesite, sync, synced):
+    dashboard = f"{run_path(started_runs(fakesite)[0])}/stats-dashboard"
+    fakesite.faults.update({"trickle_path": f"^{dashboard}$", "trickle_rate": 12})
     # Every try waits out DOWNLOAD_TIMEOUT: 1 s, the shortest whole one (RETRY_TIMES as set).
     result, peak_mb = measured(sync, "--full", *TIMEOUT_1S, *SHORT_WAITS)
 
     [line] = [line.split("] ERROR: ", 1)[1] for line in result.error_lines()[:-1]]
     assert re.fullmatch(
-        rf"Page \(failed\): {re.escape(site.url(dashboard))}: too slow: not complete within"
+        rf"Page \(failed\): {re.escape(fakesite.url(dashboard))}: too slow: not complete within"
         r" DOWNLOAD_TIMEOUT \(1 s\), \d+ bytes in \(after 5 tries\)",
         line,
     )
     assert_refused(result, peak_mb, synced, line)
     # It ended, and its lock with it: the next sync takes the organisation as usual.
-    site.faults.update({"trickle_path": None})
+    fakesite.faults.update({"trickle_path": None})
     again = sync("--full")
     assert again.returncode == 0, again.output
-    assert_full_tree(site, again)
+    assert_full_tree(fakesite, again)
 
 
-def test_a_dataset_under_the_minimum_rate_fails(site, sync, synced):
-    run = started_runs(site)[0]
+def test_a_dataset_under_the_minimum_rate_fails(fakesite, sync, synced):
+    run = started_runs(fakesite)[0]
     path = f"{run_path(run)}/stats-dashboard/data/comments"
     # No 304s: every file is sent again (and found unchanged), that one at 12 bytes/s.
-    site.faults.update({"trickle_path": f"^{path}$", "trickle_rate": 12, "validators": False})
+    fakesite.faults.update({"trickle_path": f"^{path}$", "trickle_rate": 12, "validators": False})
     result, peak_mb = measured(sync, "--full", *TIMEOUT_1S, *SHORT_WAITS)
 
     [line] = [line.split("] ERROR: ", 1)[1] for line in result.error_lines()[:-1]]
-    start = dataset_line(site, synced, run, "comments")
+    start = dataset_line(fakesite, synced, run, "comments")
     assert line.startswith(start)
     assert re.fullmatch(
         r"too slow: under FLSYNC_DATASET_MIN_RATE \(1024 bytes/s\) for DOWNLOAD_TIMEOUT"
@@ -210,16 +203,16 @@ def test_a_dataset_under_the_minimum_rate_fails(site, sync, synced):
     assert_refused(result, peak_mb, synced, line)
 
 
-def test_a_dataset_at_a_steady_rate_may_take_longer_than_download_timeout(site, sync, synced):
-    run = started_runs(site)[0]
+def test_a_dataset_at_a_steady_rate_may_take_longer_than_download_timeout(fakesite, sync, synced):
+    run = started_runs(fakesite)[0]
     path = f"{run_path(run)}/stats-dashboard/data/comments"
-    site.faults.update({"generation": 2})  # every file changed: comments is sent whole
-    size = site.dataset_file(run.course_slug, run.number, "comments").size
+    fakesite.faults.update({"generation": 2})  # every file changed: comments is sent whole
+    size = fakesite.dataset_file(run.course_slug, run.number, "comments").size
     # About 2 s for the file, twice DOWNLOAD_TIMEOUT, and always 8 times the minimum rate.
-    site.faults.update({"trickle_path": f"^{path}$", "trickle_rate": size / 2})
+    fakesite.faults.update({"trickle_path": f"^{path}$", "trickle_rate": size / 2})
     result = sync("--full", *TIMEOUT_1S, "-s", f"FLSYNC_DATASET_MIN_RATE={size // 16}")
     assert result.returncode == 0, result.output
-    assert_full_tree(site, result)
+    assert_full_tree(fakesite, result)
 
 
 # Modes: the mirror keeps the user's umask; a readable password is warned about
@@ -302,12 +295,12 @@ def test_no_warning_for_a_private_file_or_a_password_from_the_environment(tmp_pa
     assert len(caplog.records) == 1
 
 
-def test_a_sync_warns_once_about_a_readable_password(site, sync, tmp_path):
+def test_a_sync_warns_once_about_a_readable_password(fakesite, sync, tmp_path):
     config = tmp_path / "elsewhere" / "config.json"
     config.parent.mkdir()
     config.write_text(
         json.dumps(
-            {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "base_url": site.base_url,
+            {"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "base_url": fakesite.base_url,
              "data_dir": str(sync.data_dir)}
         )
     )  # fmt: skip

@@ -11,22 +11,14 @@ import pytest
 from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
-from tests.conftest import Sync
 
 UPDATE_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
 FROZEN_SINCE = date(2017, 6, 1)  # between the small site's runs' ends
 
 
-@pytest.fixture
-def site():
-    with FakeSite(SMALL) as site:
-        yield site
-
-
-@pytest.fixture
-def sync(site, tmp_path):
-    return Sync(site.base_url, tmp_path)
+# The site of this module's `fakesite` and `sync` (tests/conftest.py).
+SITE = SMALL
 
 
 def file_ids(data_dir) -> dict[str, tuple[int, int]]:
@@ -37,69 +29,68 @@ def file_ids(data_dir) -> dict[str, tuple[int, int]]:
     }
 
 
-def dataset_count(site: FakeSite) -> int:
-    return site.stats()["by_kind"]["dataset"] + site.stats()["by_kind"]["subdivisions"]
+def dataset_count(fakesite: FakeSite) -> int:
+    return fakesite.stats()["by_kind"]["dataset"] + fakesite.stats()["by_kind"]["subdivisions"]
 
 
-def test_no_change_sync_transfers_and_rewrites_nothing(site, sync):
+def test_no_change_sync_transfers_and_rewrites_nothing(fakesite, sync):
     assert sync().returncode == 0
     before = file_ids(sync.data_dir)
-    site.reset_stats()
+    fakesite.reset_stats()
     result = sync("--full")
     assert result.returncode == 0, result.output
-    stats = site.stats()
+    stats = fakesite.stats()
     assert stats["dataset_bytes"] == 0
-    assert stats["not_modified"] == dataset_count(site) > 0
+    assert stats["not_modified"] == dataset_count(fakesite) > 0
     assert file_ids(sync.data_dir) == before
     assert "0 downloaded, 0 unchanged," in result.output
 
 
 @pytest.mark.parametrize("validator", ["etag", "last_modified"])
-def test_each_validator_alone_gives_304(site, sync, validator):
+def test_each_validator_alone_gives_304(fakesite, sync, validator):
     assert sync().returncode == 0
     state_file = sync.data_dir / "University of Exampleton" / tree.STATE_FILE
     other = "last_modified" if validator == "etag" else "etag"
     state_file.write_text(state_file.read_text().replace(f'"{other}"', f'"unused_{other}"'))
-    site.reset_stats()
+    fakesite.reset_stats()
     assert sync("--full").returncode == 0
-    assert site.stats()["not_modified"] == dataset_count(site) > 0
+    assert fakesite.stats()["not_modified"] == dataset_count(fakesite) > 0
 
 
-def test_unchanged_content_without_validators_is_not_rewritten(site, sync):
-    site.faults.update({"validators": False})
+def test_unchanged_content_without_validators_is_not_rewritten(fakesite, sync):
+    fakesite.faults.update({"validators": False})
     assert sync().returncode == 0
     before = file_ids(sync.data_dir)
-    site.reset_stats()
+    fakesite.reset_stats()
     result = sync("--full")
     assert result.returncode == 0, result.output
-    assert site.stats()["dataset_bytes"] > 0  # the server gave no way to ask
-    assert site.stats()["not_modified"] == 0
+    assert fakesite.stats()["dataset_bytes"] > 0  # the server gave no way to ask
+    assert fakesite.stats()["not_modified"] == 0
     assert file_ids(sync.data_dir) == before
     assert "0 downloaded," in result.output
 
 
-def test_changed_content_replaces_the_file(site, sync):
+def test_changed_content_replaces_the_file(fakesite, sync):
     assert sync().returncode == 0
-    site.faults.update({"generation": 2})
+    fakesite.faults.update({"generation": 2})
     result = sync("--full")
     assert result.returncode == 0, result.output
-    run = site.data.runs[0]
+    run = fakesite.data.runs[0]
     folder = tree.run_dir(
         "University of Exampleton", run.course_title, run.number, run.start_date, run.end_date
     )
     stored = (sync.data_dir / folder / "enrolments.csv").read_bytes()
-    assert stored == site.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
+    assert stored == fakesite.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
 
 
-def run_folder(site: FakeSite, run) -> str:
-    organisation = site.data.organisation(run.organisation_slug)
+def run_folder(fakesite: FakeSite, run) -> str:
+    organisation = fakesite.data.organisation(run.organisation_slug)
     return tree.run_dir(
         organisation.name, run.course_title, run.number, run.start_date, run.end_date
     )
 
 
-def test_by_default_every_run_is_asked_and_old_changes_arrive(site, sync):
-    fakesite = site
+def test_by_default_every_run_is_asked_and_old_changes_arrive(fakesite, sync):
     assert sync().returncode == 0
     started = [r for r in fakesite.data.runs if r.started_on(date.today())]
     old = min(started, key=lambda r: r.end_date)
@@ -118,8 +109,7 @@ def test_by_default_every_run_is_asked_and_old_changes_arrive(site, sync):
     assert UPDATE_LINE.fullmatch(update)
 
 
-def test_leaving_finished_runs_alone_is_opt_in_and_said(site, sync):
-    fakesite = site
+def test_leaving_finished_runs_alone_is_opt_in_and_said(fakesite, sync):
     # The small site's runs ended in 2016-2018: those that ended before FROZEN_SINCE are left
     # alone (the sustainable-fashion runs ended after it, the forensic-psychology ones before).
     days = (date.today() - FROZEN_SINCE).days
@@ -159,40 +149,40 @@ def test_leaving_finished_runs_alone_is_opt_in_and_said(site, sync):
     assert fakesite.stats()["by_kind"]["run_details"] == len(started)
 
 
-def test_a_deleted_file_makes_its_frozen_run_fetched_again(site, sync):
+def test_a_deleted_file_makes_its_frozen_run_fetched_again(fakesite, sync):
     freeze = ("-s", "FLSYNC_FROZEN_AFTER_DAYS=30")
     assert sync(*freeze).returncode == 0
     victim = next(sync.data_dir.rglob("comments.csv"))
     content = victim.read_bytes()
     victim.unlink()
-    site.reset_stats()
+    fakesite.reset_stats()
     assert sync(*freeze).returncode == 0
     assert victim.read_bytes() == content
-    assert site.stats()["by_kind"]["run_details"] == 1
+    assert fakesite.stats()["by_kind"]["run_details"] == 1
 
 
-def test_a_deleted_state_file_means_a_full_sync_without_rewrites(site, sync):
+def test_a_deleted_state_file_means_a_full_sync_without_rewrites(fakesite, sync):
     assert sync().returncode == 0
     before = file_ids(sync.data_dir)
     (sync.data_dir / "University of Exampleton" / tree.STATE_FILE).unlink()
-    site.reset_stats()
+    fakesite.reset_stats()
     result = sync()
     assert result.returncode == 0, result.output
-    assert site.stats()["by_kind"]["run_details"] == len(site.data.runs)
-    assert site.stats()["not_modified"] == 0
+    assert fakesite.stats()["by_kind"]["run_details"] == len(fakesite.data.runs)
+    assert fakesite.stats()["not_modified"] == 0
     assert file_ids(sync.data_dir) == before
     assert (sync.data_dir / "University of Exampleton" / tree.STATE_FILE).exists()
 
 
-def test_a_corrupt_state_file_warns_and_syncs_fully(site, sync):
+def test_a_corrupt_state_file_warns_and_syncs_fully(fakesite, sync):
     assert sync().returncode == 0
     state_file = sync.data_dir / "University of Exampleton" / tree.STATE_FILE
     state_file.write_text('{"version": 1, "files": ')
-    site.reset_stats()
+    fakesite.reset_stats()
     result = sync()
     assert result.returncode == 0, result.output
     assert f"State file University of Exampleton/{tree.STATE_FILE} is unreadable" in result.output
-    assert site.stats()["by_kind"]["run_details"] == len(site.data.runs)
+    assert fakesite.stats()["by_kind"]["run_details"] == len(fakesite.data.runs)
 
 
 def forget_reads(data_dir) -> None:
@@ -212,8 +202,8 @@ def read_datasets(data_dir) -> list[str]:
 
 
 @pytest.mark.parametrize("validators", [True, False], ids=["304s", "200s"])
-def test_a_no_change_sync_reads_no_stored_file(site, sync, validators):
-    site.faults.update({"validators": validators})
+def test_a_no_change_sync_reads_no_stored_file(fakesite, sync, validators):
+    fakesite.faults.update({"validators": validators})
     assert sync().returncode == 0
     forget_reads(sync.data_dir)
     before = file_ids(sync.data_dir)
@@ -223,8 +213,8 @@ def test_a_no_change_sync_reads_no_stored_file(site, sync, validators):
     assert file_ids(sync.data_dir) == before
 
 
-def test_a_stored_file_the_state_does_not_describe_is_read(site, sync):
-    site.faults.update({"validators": False})
+def test_a_stored_file_the_state_does_not_describe_is_read(fakesite, sync):
+    fakesite.faults.update({"validators": False})
     assert sync().returncode == 0
     forget_reads(sync.data_dir)
     touched = next(sync.data_dir.rglob("comments.csv"))
@@ -237,7 +227,7 @@ def test_a_stored_file_the_state_does_not_describe_is_read(site, sync):
     assert "0 downloaded, " in result.output  # read, found the same: not rewritten
 
 
-def test_temporary_files_of_a_killed_sync_are_deleted_at_start(site, sync):
+def test_temporary_files_of_a_killed_sync_are_deleted_at_start(fakesite, sync):
     assert sync().returncode == 0
     folder = next(sync.data_dir.rglob("comments.csv")).parent
     leftover = folder / f"{TEMP_PREFIX}killed{TEMP_SUFFIX}"

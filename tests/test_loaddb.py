@@ -181,11 +181,8 @@ def errors(output: str) -> list[str]:
 SMALL = SiteOptions(organisations=1, courses=2, runs=2, rows=5, tricky=False)
 
 
-@pytest.fixture
-def fakesite() -> Iterator[FakeSite]:
-    """The site the `sync` fixture syncs: small, in place of conftest's default one."""
-    with FakeSite(SMALL) as site:
-        yield site
+# The site the `sync` fixture syncs (tests/conftest.py).
+SITE = SMALL
 
 
 @pytest.fixture(scope="module")

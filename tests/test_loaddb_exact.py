@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from fakesite import FakeSite
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore
 from tests.commands import REPO, run_in_process
@@ -48,12 +47,9 @@ def database(request, tmp_path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def fakesite() -> Iterator[FakeSite]:
-    """The site the `sync` fixture syncs: small, in place of conftest's default one (a
-    load after a sync fails the same whatever the tree holds)."""
-    with FakeSite(SMALL) as site:
-        yield site
+# The site the `sync` fixture syncs (tests/conftest.py): a load after a sync fails the same
+# whatever the tree holds.
+SITE = SMALL
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ TRICKY = SiteOptions(organisations=1, courses=1, runs=1, rows=5)
 
 
 @pytest.fixture
-def tricky_site():
-    with FakeSite(TRICKY) as site:
-        yield site
+def tricky_site(sites):
+    return sites.get(TRICKY)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import pytest
-
 from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.report import human_bytes
@@ -16,15 +14,8 @@ SMALL = SiteOptions(organisations=2, courses=2, runs=2, rows=5, tricky=False)
 ORGANISATION = "University of Exampleton"
 
 
-@pytest.fixture
-def site():
-    with FakeSite(SMALL) as site:
-        yield site
-
-
-@pytest.fixture
-def sync(site, tmp_path):
-    return Sync(site.base_url, tmp_path)
+# The site of this module's `fakesite` and `sync` (tests/conftest.py).
+SITE = SMALL
 
 
 def report(sync: Sync, organisation: str = ORGANISATION) -> dict:
@@ -36,29 +27,29 @@ def report_line(output: str, organisation: str = ORGANISATION) -> str:
     return line
 
 
-def organisation_files(site: FakeSite, organisation: str = ORGANISATION) -> dict[str, bytes]:
+def organisation_files(fakesite: FakeSite, organisation: str = ORGANISATION) -> dict[str, bytes]:
     """The dataset files the site has for one organisation (no metadata.csv)."""
     return {
         path: content
-        for path, content in expected_tree(site).items()
+        for path, content in expected_tree(fakesite).items()
         if path.startswith(f"{organisation}/") and content is not None
     }
 
 
-def started_runs(site: FakeSite, organisation: str = ORGANISATION) -> int:
-    [org] = [o for o in site.data.organisations if o.name == organisation]
-    return sum(run.started_on(site.data.today) for run in org.runs)
+def started_runs(fakesite: FakeSite, organisation: str = ORGANISATION) -> int:
+    [org] = [o for o in fakesite.data.organisations if o.name == organisation]
+    return sum(run.started_on(fakesite.data.today) for run in org.runs)
 
 
-def test_a_first_sync_reports_every_file_new(site, sync):
+def test_a_first_sync_reports_every_file_new(fakesite, sync):
     result = sync()
     assert result.returncode == 0, result.output
-    files = organisation_files(site)
+    files = organisation_files(fakesite)
     size = sum(len(content) for content in files.values())
     figures = report(sync)
     assert figures["organisation"] == ORGANISATION
     assert figures["complete"] is True
-    assert figures["runs"] == started_runs(site) > 0
+    assert figures["runs"] == started_runs(fakesite) > 0
     assert figures["files"] == {
         "new": len(files),
         "changed": 0,
@@ -77,13 +68,13 @@ def test_a_first_sync_reports_every_file_new(site, sync):
     assert f" accounted for: {len(files)} new, 0 changed, 0 unchanged," in line
     assert f"0 not modified, 0 failed; {human_bytes(size)} stored in " in line
     # Every organisation has its own report.
-    other = site.data.organisations[1].name
-    assert report(sync, other)["files"]["new"] == len(organisation_files(site, other)) > 0
+    other = fakesite.data.organisations[1].name
+    assert report(sync, other)["files"]["new"] == len(organisation_files(fakesite, other)) > 0
 
 
-def test_a_second_sync_reports_not_modified_then_changed(site, sync):
+def test_a_second_sync_reports_not_modified_then_changed(fakesite, sync):
     assert sync().returncode == 0
-    files = organisation_files(site)
+    files = organisation_files(fakesite)
     result = sync()
     assert result.returncode == 0, result.output
     assert report(sync)["files"]["not_modified"] == len(files)
@@ -92,10 +83,10 @@ def test_a_second_sync_reports_not_modified_then_changed(site, sync):
         result.output
     )
 
-    site.faults.update({"generation": 2})
+    fakesite.faults.update({"generation": 2})
     changed = [
         path
-        for path, content in organisation_files(site).items()
+        for path, content in organisation_files(fakesite).items()
         if content != files[path]  # expected_tree follows the site's generation
     ]
     assert changed
@@ -103,29 +94,29 @@ def test_a_second_sync_reports_not_modified_then_changed(site, sync):
     figures = report(sync)
     assert figures["files"]["changed"] == len(changed)
     assert figures["files"]["unchanged"] + figures["files"]["changed"] == len(files)
-    assert figures["bytes"] == sum(len(organisation_files(site)[p]) for p in changed)
+    assert figures["bytes"] == sum(len(organisation_files(fakesite)[p]) for p in changed)
 
 
-def test_a_failed_file_makes_the_report_incomplete(site, sync):
-    run = site.data.organisations[0].runs[0]
-    assert run.started_on(site.data.today)
+def test_a_failed_file_makes_the_report_incomplete(fakesite, sync):
+    run = fakesite.data.organisations[0].runs[0]
+    assert run.started_on(fakesite.data.today)
     only = rf"^/admin/courses/{run.course_slug}/{run.number}/stats-dashboard/data/comments$"
-    site.faults.update({"fail_with": 503, "fail_next": 100, "fail_path": only})
+    fakesite.faults.update({"fail_with": 503, "fail_next": 100, "fail_path": only})
     result = sync("-s", "FLSYNC_RETRY_BACKOFF_BASE=0.01", "-s", "RETRY_TIMES=1")
     assert result.returncode == 1
     figures = report(sync)
     assert figures["complete"] is False
     assert figures["files"]["failed"] == 1
-    assert figures["files"]["new"] == len(organisation_files(site)) - 1
+    assert figures["files"]["new"] == len(organisation_files(fakesite)) - 1
     line = report_line(result.output)
     assert "] WARNING: Organisation INCOMPLETE: University of Exampleton: " in line
     assert line.endswith("; 1 failed; update.txt left as it was")
     [failure] = figures["failures"]
-    assert failure["url"] == f"{site.base_url}/admin/courses/{run.course_slug}/{run.number}"
+    assert failure["url"] == f"{fakesite.base_url}/admin/courses/{run.course_slug}/{run.number}"
     assert failure["reason"].endswith("HTTP 503 (after 2 tries)")
     assert figures["runs_closed"] == figures["runs_expected"] - 1
     assert not (sync.data_dir / ORGANISATION / tree.UPDATE_FILE).exists()
     # The other organisation was complete, and says so.
-    other = site.data.organisations[1].name
+    other = fakesite.data.organisations[1].name
     assert report(sync, other)["complete"] is True
     assert (sync.data_dir / other / tree.UPDATE_FILE).exists()

@@ -221,15 +221,8 @@ def bucket(s3):
     return name
 
 
-@pytest.fixture
-def site():
-    with FakeSite(SMALL) as site:
-        yield site
-
-
-@pytest.fixture
-def sync(site, tmp_path):
-    return Sync(site.base_url, tmp_path)
+# The site of this module's `fakesite` and `sync` (tests/conftest.py).
+SITE = SMALL
 
 
 def objects(s3, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -548,7 +541,7 @@ def test_check_location_refuses_keys_given_as_settings(s3, bucket, settings):
 
 
 # Two organisations and the tricky courses and runs (names S3 keys must carry as they are), with
-# one plain course each and few rows: every kind of file and name of the default site, in two
+# one plain course each and few rows: every kind of file and name of the default fakesite, in two
 # thirds of its files and a fraction of its bytes.
 TRICKY = SiteOptions(organisations=2, courses=1, runs=1, rows=5)
 
@@ -577,38 +570,40 @@ def test_a_sync_into_s3_stores_what_a_local_sync_stores(tmp_path, endpoint, s3, 
     assert not remote.data_dir.exists()  # nothing went to a local folder
 
 
-def test_a_second_sync_asks_conditionally_and_rewrites_nothing(site, sync, endpoint, s3, bucket):
+def test_a_second_sync_asks_conditionally_and_rewrites_nothing(
+    fakesite, sync, endpoint, s3, bucket
+):
     data_dir = f"s3://{bucket}"  # no prefix
     assert s3_sync(sync, endpoint, data_dir).returncode == 0
     before = versions(s3, bucket)
-    site.reset_stats()
+    fakesite.reset_stats()
     time.sleep(1)  # S3's times are in seconds: a rewrite now would show
     result = s3_sync(sync, endpoint, data_dir)
     assert result.returncode == 0, result.output
-    datasets = site.stats()["by_kind"]["dataset"] + site.stats()["by_kind"]["subdivisions"]
-    assert site.stats()["not_modified"] == datasets > 0
-    assert site.stats()["dataset_bytes"] == 0
+    datasets = fakesite.stats()["by_kind"]["dataset"] + fakesite.stats()["by_kind"]["subdivisions"]
+    assert fakesite.stats()["not_modified"] == datasets > 0
+    assert fakesite.stats()["dataset_bytes"] == 0
     assert versions(s3, bucket) == before
     assert "0 downloaded, 0 unchanged," in result.output
 
 
-def test_a_changed_file_is_uploaded_again(site, sync, endpoint, s3, bucket):
+def test_a_changed_file_is_uploaded_again(fakesite, sync, endpoint, s3, bucket):
     data_dir = f"s3://{bucket}/mirror/"
     assert s3_sync(sync, endpoint, data_dir).returncode == 0
-    site.faults.update({"generation": 2})
+    fakesite.faults.update({"generation": 2})
     result = s3_sync(sync, endpoint, data_dir)
     assert result.returncode == 0, result.output
-    run = site.data.runs[0]
+    run = fakesite.data.runs[0]
     folder = tree.run_dir(EXAMPLETON, run.course_title, run.number, run.start_date, run.end_date)
     key = f"mirror/{folder}/enrolments.csv"
-    new = site.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
+    new = fakesite.dataset_bytes(run.course_slug, run.number, "enrolments", generation=2)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == new
     metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
     assert metadata == {"sha256": hashlib.sha256(new).hexdigest()}
 
 
-def test_measures_in_s3_are_those_of_a_local_data_dir(site, sync, endpoint, s3, bucket):
-    local = Sync(site.base_url, sync.workdir / "local")
+def test_measures_in_s3_are_those_of_a_local_data_dir(fakesite, sync, endpoint, s3, bucket):
+    local = Sync(fakesite.base_url, sync.workdir / "local")
     local.workdir.mkdir()
     assert local().returncode == 0
     data_dir = f"s3://{bucket}/mirror"
@@ -636,17 +631,17 @@ def test_measures_in_s3_are_those_of_a_local_data_dir(site, sync, endpoint, s3, 
         assert stored[key] == (local.data_dir / key).read_bytes(), key
 
 
-def test_a_lost_state_means_compared_not_rewritten(site, sync, endpoint, s3, bucket):
+def test_a_lost_state_means_compared_not_rewritten(fakesite, sync, endpoint, s3, bucket):
     data_dir = f"s3://{bucket}/mirror"
     assert s3_sync(sync, endpoint, data_dir).returncode == 0
     before = versions(s3, bucket)
     s3.delete_object(Bucket=bucket, Key=f"mirror/{EXAMPLETON}/{tree.STATE_FILE}")
-    site.reset_stats()
+    fakesite.reset_stats()
     time.sleep(1)
     result = s3_sync(sync, endpoint, data_dir)
     assert result.returncode == 0, result.output
-    assert site.stats()["not_modified"] == 0  # no state: nothing to ask with
-    assert site.stats()["dataset_bytes"] > 0
+    assert fakesite.stats()["not_modified"] == 0  # no state: nothing to ask with
+    assert fakesite.stats()["dataset_bytes"] > 0
     assert versions(s3, bucket) == before
     assert "0 downloaded," in result.output
     assert f"{EXAMPLETON}/{tree.STATE_FILE}" in objects(s3, bucket, "mirror/")
@@ -661,12 +656,12 @@ def until(condition: Callable[[], bool], bound: float = 120) -> None:
 
 
 def test_datasets_are_stored_while_s3_holds_the_metadata_writes(
-    s3_server, site, sync, endpoint, bucket
+    s3_server, fakesite, sync, endpoint, bucket
 ):
     """The reactor goes on downloading and uploading while a run's metadata.csv is being
     written: a sync whose writes held the reactor would wait for them, S3 would wait for every
     dataset first, and the writes would be refused (HeldTooLong) after HOLD_BOUND."""
-    datasets = {f"m/{path}" for path, content in expected_tree(site).items() if content}
+    datasets = {f"m/{path}" for path, content in expected_tree(fakesite).items() if content}
     metadata = f"/{tree.METADATA_FILE}"
 
     def held(call: S3Call) -> bool:
@@ -707,8 +702,8 @@ def test_a_big_file_goes_up_in_parts_with_flat_memory(
 ):
     size_mb = 400
     options = SiteOptions(organisations=1, courses=1, runs=1, rows=5, tricky=False)
-    with FakeSite(dataclasses.replace(options, big_file_mb=size_mb)) as site:
-        process = Sync(site.base_url, tmp_path).start(
+    with FakeSite(dataclasses.replace(options, big_file_mb=size_mb)) as fakesite:
+        process = Sync(fakesite.base_url, tmp_path).start(
             "-s",
             f"AWS_ENDPOINT_URL={endpoint}",
             # The upload's memory alone: the measures' DuckDB has a limit of its own
@@ -749,7 +744,7 @@ BAD_BUCKETS = {
 
 
 @pytest.mark.parametrize("case", BAD_BUCKETS)
-def test_a_bad_bucket_is_one_line_and_nothing_done(site, sync, s3, bucket, case):
+def test_a_bad_bucket_is_one_line_and_nothing_done(fakesite, sync, s3, bucket, case):
     args, env, problem = BAD_BUCKETS[case]
     endpoint = s3.meta.endpoint_url
     name = "no-such-bucket" if case == "missing" else bucket
@@ -757,11 +752,11 @@ def test_a_bad_bucket_is_one_line_and_nothing_done(site, sync, s3, bucket, case)
     assert result.returncode == 2, result.output
     [line] = result.error_lines()
     assert problem.format(b=name, e=endpoint) in line
-    assert site.stats()["requests"] == 0
+    assert fakesite.stats()["requests"] == 0
     assert objects(s3, bucket) == {}
 
 
-def test_keys_given_as_settings_are_refused_unprinted(site, sync, endpoint, s3, bucket):
+def test_keys_given_as_settings_are_refused_unprinted(fakesite, sync, endpoint, s3, bucket):
     secret = "wJalrXUtnFEMI-do-not-print"
     result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-s", f"AWS_SECRET_ACCESS_KEY={secret}")
     assert result.returncode == 2
@@ -772,11 +767,11 @@ def test_keys_given_as_settings_are_refused_unprinted(site, sync, endpoint, s3, 
         " or in ~/.aws instead"
     )
     assert secret not in result.output
-    assert site.stats()["requests"] == 0
+    assert fakesite.stats()["requests"] == 0
     assert objects(s3, bucket) == {}
 
 
-def test_keys_the_bucket_refuses_are_one_line(site, sync, endpoint, bucket, authenticated):
+def test_keys_the_bucket_refuses_are_one_line(fakesite, sync, endpoint, bucket, authenticated):
     keys = iam_keys(endpoint, [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}])
     result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
     assert result.returncode == 2, result.output
@@ -786,7 +781,7 @@ def test_keys_the_bucket_refuses_are_one_line(site, sync, endpoint, bucket, auth
         " them, and that they may list, read and write the bucket: see docs/s3.md)"
     )
     assert keys["AWS_SECRET_ACCESS_KEY"] not in result.output
-    assert site.stats()["requests"] == 0
+    assert fakesite.stats()["requests"] == 0
 
 
 REFUSED = {
@@ -796,7 +791,7 @@ REFUSED = {
 }
 
 
-@pytest.mark.usefixtures("site")
+@pytest.mark.usefixtures("fakesite")
 @pytest.mark.parametrize("refused", REFUSED)
 def test_refused_writes_fail_the_sync_and_leave_no_object(
     sync, endpoint, bucket, authenticated, refused
@@ -824,11 +819,13 @@ def test_refused_writes_fail_the_sync_and_leave_no_object(
     assert any(key.endswith(".csv") for key in stored)  # the rest is stored
 
 
-def test_an_endpoint_gone_mid_sync_fails_it_and_leaves_no_partial_object(site, sync, s3, bucket):
+def test_an_endpoint_gone_mid_sync_fails_it_and_leaves_no_partial_object(
+    fakesite, sync, s3, bucket
+):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    site.faults.update({"latency_ms": 100})  # the sync is still under way when S3 goes
+    fakesite.faults.update({"latency_ms": 100})  # the sync is still under way when S3 goes
     process = sync.start(
         "-s",
         f"AWS_ENDPOINT_URL=http://{host}:{port}",
@@ -845,7 +842,7 @@ def test_an_endpoint_gone_mid_sync_fails_it_and_leaves_no_partial_object(site, s
     assert "Traceback" not in result.output
     # The same moto data, through the module's server: what was stored is whole.
     stored = contents(s3, bucket, "m/")
-    expected = expected_tree(site)
+    expected = expected_tree(fakesite)
     # The lock stays, said in a line: the next sync waits until it is stale.
     assert stored.pop(f"{LOCK_PREFIX}exampleton")
     assert f"Could not delete the lock s3://{bucket}/m/{LOCK_PREFIX}exampleton" in result.output
@@ -913,13 +910,13 @@ def test_the_permissions_the_readme_names_suffice(s3_server, tmp_path, endpoint,
     S3_ACTIONS), and it names no action the sync does not use."""
     keys = {"AWS_ACCESS_KEY_ID": "readme-policy", "AWS_SECRET_ACCESS_KEY": "unchecked"}
     big = dataclasses.replace(SMALL, big_file_mb=9)  # one upload in parts
-    with FakeSite(big) as site:
-        sync = Sync(site.base_url, tmp_path)
+    with FakeSite(big) as fakesite:
+        sync = Sync(fakesite.base_url, tmp_path)
         s3.create_multipart_upload(Bucket=bucket, Key=f"m/{EXAMPLETON}/C/1/x.csv")  # to sweep
         for _ in range(2):  # the second with the state, conditional requests and listings
             result = s3_sync(sync, endpoint, f"s3://{bucket}/m", env=keys)
             assert result.returncode == 0, result.output
-        assert site.stats()["not_modified"] > 0
+        assert fakesite.stats()["not_modified"] > 0
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     calls = [c for c in s3_server.calls if c.key_id == keys["AWS_ACCESS_KEY_ID"]]
     asked = {
@@ -933,7 +930,7 @@ def test_the_permissions_the_readme_names_suffice(s3_server, tmp_path, endpoint,
     assert any(call.query == {"partNumber", "uploadId"} for call in calls)  # in parts
 
 
-@pytest.mark.usefixtures("site")
+@pytest.mark.usefixtures("fakesite")
 def test_a_lock_that_cannot_be_written_is_one_line(sync, endpoint, bucket, authenticated):
     keys = iam_keys(
         endpoint,
@@ -957,7 +954,7 @@ def test_a_lock_that_cannot_be_written_is_one_line(sync, endpoint, bucket, authe
 
 
 def test_a_job_for_an_organisation_another_job_holds_stops_at_once(
-    site, sync, endpoint, s3, bucket
+    fakesite, sync, endpoint, s3, bucket
 ):
     with S3Store(f"s3://{bucket}/m", store_settings(endpoint)).lock("exampleton"):
         result = s3_sync(sync, endpoint, f"s3://{bucket}/m", "-a", "organisation=exampleton")
@@ -967,11 +964,11 @@ def test_a_job_for_an_organisation_another_job_holds_stops_at_once(
         "Organisation exampleton is being synced by another job; this one leaves it alone"
         " (wait for the other to finish)"
     )
-    assert site.stats()["requests"] == 0
+    assert fakesite.stats()["requests"] == 0
     assert objects(s3, bucket) == {}
 
 
-def test_a_killed_jobs_lock_is_taken_over(site, sync, endpoint, s3, bucket):
+def test_a_killed_jobs_lock_is_taken_over(fakesite, sync, endpoint, s3, bucket):
     s3.put_object(Bucket=bucket, Key=f"m/{LOCK_PREFIX}exampleton", Body=b"{}")
     s3.create_multipart_upload(Bucket=bucket, Key=f"m/{EXAMPLETON}/C/1/big.csv")
     until_older(s3, bucket, f"m/{LOCK_PREFIX}exampleton", 1)
@@ -985,11 +982,11 @@ def test_a_killed_jobs_lock_is_taken_over(site, sync, endpoint, s3, bucket):
 
 
 def test_two_jobs_for_different_organisations_share_a_bucket(tmp_path, endpoint, s3, bucket):
-    with FakeSite(TWO) as site:
-        site.faults.update({"latency_ms": 20})  # long enough for the two to overlap
-        syncs = [Sync(site.base_url, tmp_path / name) for name in ("one", "two")]
+    with FakeSite(TWO) as fakesite:
+        fakesite.faults.update({"latency_ms": 20})  # long enough for the two to overlap
+        syncs = [Sync(fakesite.base_url, tmp_path / name) for name in ("one", "two")]
         jobs = []
-        for sync, organisation in zip(syncs, site.data.organisations, strict=True):
+        for sync, organisation in zip(syncs, fakesite.data.organisations, strict=True):
             sync.workdir.mkdir()
             jobs.append(
                 sync.start(
@@ -1002,7 +999,7 @@ def test_two_jobs_for_different_organisations_share_a_bucket(tmp_path, endpoint,
                 )
             )
         results = [sync.wait(job) for sync, job in zip(syncs, jobs, strict=True)]
-        names = [o.name for o in site.data.organisations]
+        names = [o.name for o in fakesite.data.organisations]
     assert [r.returncode for r in results] == [0, 0], results[0].output + results[1].output
     stored = objects(s3, bucket, "shared/")
     assert {key.split("/")[0] for key in stored} == set(names)
@@ -1021,7 +1018,7 @@ def assert_folder_unreadable(result: SyncResult, s3: Any, bucket: str) -> None:
     assert [key for key in objects(s3, bucket) if not key.startswith("m/.")] == []
 
 
-@pytest.mark.usefixtures("site")
+@pytest.mark.usefixtures("fakesite")
 def test_a_state_that_cannot_be_read_is_one_line(sync, endpoint, bucket, authenticated):
     keys = iam_keys(
         endpoint,
@@ -1038,7 +1035,7 @@ def test_a_state_that_cannot_be_read_is_one_line(sync, endpoint, bucket, authent
     assert_folder_unreadable(result, authenticated, bucket)
 
 
-@pytest.mark.usefixtures("site")
+@pytest.mark.usefixtures("fakesite")
 def test_unfinished_uploads_that_cannot_be_listed_are_one_line(
     s3_server, sync, endpoint, s3, bucket
 ):

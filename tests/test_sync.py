@@ -36,9 +36,8 @@ UPDATE_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d\n")
 
 
 @pytest.fixture
-def small_site():
-    with FakeSite(SMALL) as site:
-        yield site
+def small_site(sites):
+    return sites.get(SMALL)
 
 
 @pytest.fixture
