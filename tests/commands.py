@@ -117,8 +117,8 @@ def _execute(args: list[str], log: io.StringIO) -> int:
     except UsageError as exc:
         log.write(f"Usage\n=====\n  scrapy {name} {command.syntax()}\n\n{exc}\n")
         return 2
-    except SystemExit as exc:  # argparse, on a bad option
-        return exc.code if isinstance(exc.code, int) else 2
+    except SystemExit as exc:  # argparse: -h (0), or a bad option (2)
+        return 0 if exc.code is None else int(exc.code)
     return command.exitcode
 
 
