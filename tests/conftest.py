@@ -14,6 +14,9 @@ from fakesite import ADMIN_EMAIL, ADMIN_PASSWORD, SUBDIVISIONS, FakeSite, SiteOp
 from flsync import tree
 from tests.commands import run_in_process, scrapy_process
 
+# How pytest-twisted marks the tests it must run in the reactor.
+TWISTED_TEST_MARK = "_pytest_twisted_mark"
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -27,10 +30,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     parameters = inspect.signature(function).parameters
     function(**{name: pyfuncitem.funcargs[name] for name in parameters})
     return True
-
-
-# How pytest-twisted marks the tests it must run in the reactor.
-TWISTED_TEST_MARK = "_pytest_twisted_mark"
 
 
 class Sites:
@@ -197,12 +196,25 @@ def sync(fakesite: FakeSite, tmp_path: Path) -> Sync:
     return Sync(fakesite.base_url, tmp_path)
 
 
+@dataclass
+class DefaultSync:
+    site: FakeSite
+    result: SyncResult
+    stats: dict[str, Any]  # the site's, after the sync
+
+
 @pytest.fixture(scope="session")
-def synced_site(tmp_path_factory: pytest.TempPathFactory) -> SyncResult:
+def default_sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DefaultSync]:
     """The default imitation site, synced once for the session (measures and dashboards
-    included): read it, never change it."""
+    included), with its site and the site's stats after it: read them, never change them."""
     workdir = tmp_path_factory.mktemp("synced-site")
     with FakeSite() as site:
         result = Sync(site.base_url, workdir)()
-    assert result.returncode == 0, result.output
-    return result
+        assert result.returncode == 0, result.output
+        yield DefaultSync(site, result, site.stats())
+
+
+@pytest.fixture(scope="session")
+def synced_site(default_sync: DefaultSync) -> SyncResult:
+    """What the session's default sync stored and said (``default_sync``): read it only."""
+    return default_sync.result

@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import re
 import shutil
 import signal
@@ -30,7 +29,7 @@ from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.export.pseudonyms import new_key
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
-from tests.commands import REPO
+from tests.commands import REPO, command_env
 from tests.conftest import Sync
 from tests.test_s3 import (  # noqa: F401 - fixtures
     ISOLATED,
@@ -91,8 +90,8 @@ def command(*args: str) -> list[str]:
 
 
 def environment(key: Path | None, env: dict[str, str] | None) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k != "FLSYNC_EXPORT_KEY_FILE"}
-    base.update(PYTHONPATH=str(REPO), SCRAPY_SETTINGS_MODULE="flsync.settings")
+    base = command_env()
+    base.pop("FLSYNC_EXPORT_KEY_FILE", None)
     if key is not None:
         base["FLSYNC_EXPORT_KEY_FILE"] = str(key)
     return {**base, **(env or {})}

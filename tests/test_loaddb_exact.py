@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from flsync.sql.loader import Loader, open_database
 from flsync.storage import LocalStore
-from tests.commands import REPO, run_in_process
+from tests.commands import command_env, run_in_process
 from tests.test_loaddb import (
     DATABASES,
     SMALL,
@@ -327,12 +327,10 @@ def test_a_record_longer_than_the_limit_is_refused_in_flat_memory(tmp_path, data
     write(folder / "short.csv", b"a,b\n1,2\n")
     (tmp_path / "config.json").write_text('{"data_dir": "data"}')
     command = [sys.executable, "-m", "scrapy", "loaddb", "--database", database]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SCRAPY_SETTINGS_MODULE": "flsync.settings"}
-
     process = subprocess.run(
         [sys.executable, "-c", LAUNCHER, *command],
         cwd=tmp_path,
-        env=env,
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=300,

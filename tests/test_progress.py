@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from fakesite import FakeSite, SiteOptions
-from tests.commands import REPO
+from tests.commands import command_env
 from tests.conftest import Sync
 
 CLEAR_LINE = "\r\x1b[K"
@@ -36,7 +36,7 @@ def sync_in_terminal(sync: Sync, *args: str) -> tuple[int, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "scrapy", "crawl", "futurelearn", *args],
         cwd=sync.workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO), "SCRAPY_SETTINGS_MODULE": "flsync.settings"},
+        env=command_env(),
         stdin=subprocess.DEVNULL,
         stdout=terminal,
         stderr=terminal,

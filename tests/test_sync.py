@@ -6,10 +6,7 @@ import json
 import re
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import pytest
 
@@ -21,7 +18,6 @@ from flsync.storage import TEMP_SUFFIX
 from tests.conftest import (
     SHORT_WAITS,
     Sync,
-    SyncResult,
     assert_full_tree,
     data_files,
     expected_tree,
@@ -43,23 +39,6 @@ def small_site(sites):
 @pytest.fixture
 def small_sync(small_site, tmp_path):
     return Sync(small_site.base_url, tmp_path)
-
-
-@dataclass
-class DefaultSync:
-    site: FakeSite
-    result: SyncResult
-    stats: dict[str, Any]  # the site's, after the sync
-
-
-@pytest.fixture(scope="module")
-def default_sync(tmp_path_factory) -> Iterator[DefaultSync]:
-    """The default site, synced once for the tests of this module that only read the sync:
-    never change its site or its data folder."""
-    with FakeSite() as site:
-        result = Sync(site.base_url, tmp_path_factory.mktemp("default-sync"))()
-        assert result.returncode == 0, result.output
-        yield DefaultSync(site, result, site.stats())
 
 
 def test_full_tree_byte_for_byte(default_sync):
