@@ -29,7 +29,7 @@ from fakesite import FakeSite, SiteOptions
 from flsync import tree
 from flsync.export.pseudonyms import new_key
 from flsync.storage import TEMP_PREFIX, TEMP_SUFFIX
-from tests.commands import REPO, command_env
+from tests.commands import REPO, command_env, run_in_process
 from tests.conftest import Sync
 from tests.test_s3 import (  # noqa: F401 - fixtures
     ISOLATED,
@@ -89,33 +89,23 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "scrapy", "export", *args]
 
 
-def environment(key: Path | None, env: dict[str, str] | None) -> dict[str, str]:
-    base = command_env()
-    base.pop("FLSYNC_EXPORT_KEY_FILE", None)
-    if key is not None:
-        base["FLSYNC_EXPORT_KEY_FILE"] = str(key)
-    return {**base, **(env or {})}
+def environment(key: Path | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The key file named by the environment (``key`` None: none, whatever this shell has)."""
+    return {"FLSYNC_EXPORT_KEY_FILE": str(key) if key else "", **(env or {})}
 
 
 def export(workdir: Path, *args: str, key: Path | None = None, env=None) -> Run:
-    """`scrapy export ARGS` in workdir (its config.json): exit status and output."""
-    process = subprocess.run(
-        command(*args),
-        cwd=workdir,
-        env=environment(key, env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return Run(process.returncode, process.stdout + process.stderr)
+    """`scrapy export ARGS` in workdir (its config.json), in this process: exit status and
+    output."""
+    result = run_in_process(["export", *args], workdir, environment(key, env))
+    return Run(result.returncode, result.output)
 
 
 def start_export(workdir: Path, *args: str, key: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command(*args),
         cwd=workdir,
-        env=environment(key, None),
+        env=command_env(environment(key)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -503,7 +493,7 @@ def big_copy(big, module_key, tmp_path_factory) -> BigCopy:
         [sys.executable, str(REPO / "tests" / "peak_rss.py"), str(report),
          *command(str(folder / "copy"))],
         cwd=big,
-        env=environment(module_key, None),
+        env=command_env(environment(module_key)),
         capture_output=True,
         text=True,
         timeout=300,

@@ -18,11 +18,9 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 from scrapy.commands import ScrapyCommand
@@ -50,8 +48,6 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from scrapy.settings import BaseSettings
-
-    from flsync.export.exporter import Call
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +143,12 @@ class Command(ScrapyCommand):
         except StoreError as exc:
             raise StoreLocationError(str(exc)) from None
         try:
-            with dest.lock(LOCK_NAME), _stopped_by_sigterm(), _reactor() as call:
+            with dest.lock(LOCK_NAME), _stopped_by_sigterm():
                 exporter = Exporter(
                     source,
                     dest,
                     key=key,
                     keep_free_text=request.keep_free_text,
-                    call=call,
                     where=request.dest,
                 )
                 return _report(exporter, organisations, courses, request.dest, started)
@@ -289,23 +284,3 @@ def _stopped_by_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _reactor() -> Iterator[Call]:
-    """Twisted's reactor, run in a thread of its own, for the stores' calls that answer with
-    a Deferred (an upload to S3 is done in the reactor's thread pool); yields a function that
-    makes a store call in the reactor's thread and waits for its result."""
-    from twisted.internet import reactor as installed  # noqa: PLC0415
-    from twisted.internet import threads  # noqa: PLC0415
-
-    reactor: Any = installed  # Twisted types it as its interface, whose methods lack self
-    thread = threading.Thread(
-        target=reactor.run, kwargs={"installSignalHandlers": False}, name="reactor", daemon=True
-    )
-    thread.start()
-    try:
-        yield partial(threads.blockingCallFromThread, reactor)
-    finally:
-        reactor.callFromThread(reactor.stop)
-        thread.join()

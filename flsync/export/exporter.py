@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import logging
 import os
 import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from flsync import tree
 from flsync.export.csvcopy import MalformedCsv, copy_csv
@@ -34,13 +33,10 @@ from flsync.export.rules import rule_for_file, rules_fingerprint
 from flsync.storage import StoreError, StoreWriteError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from flsync.export.rules import Rule
     from flsync.storage import DataStore
-
-    # Calls a store's method and waits for its result, whether a value or a Deferred.
-    Call = Callable[..., Any]
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +90,12 @@ class Exporter:
         *,
         key: bytes,
         keep_free_text: bool,
-        call: Call,
         where: str,
     ) -> None:
         self.source = source
         self.dest = dest
         self.pseudonyms = Pseudonyms(key)
         self.keep_free_text = keep_free_text
-        self.call = call
         self.where = where  # DEST as the user gave it, for messages
         self.fingerprint = fingerprint(key)
         self.manifest = open_manifest(dest, where, self.fingerprint, keep_free_text)
@@ -121,7 +115,7 @@ class Exporter:
             self._save_manifest()
         readme = readme_text(self.fingerprint, self.keep_free_text, RULES_DIGEST).encode()
         if self.dest.read_file(README_FILE) != readme:
-            self.call(self.dest.persist_file, README_FILE, io.BytesIO(readme))
+            self.dest.write_file(README_FILE, readme)
         self._warn_left_out()
         return self.outcome
 
@@ -175,7 +169,7 @@ class Exporter:
         try:
             with self.source.open_read(path) as source, open(temp, "xb") as target:
                 self._copy(source, target, path, rule)
-            self.call(self.dest.persist_local_file, path, temp)
+            self.dest.place_file(path, temp)
         except StoreWriteError:
             raise
         except OSError as exc:
@@ -211,7 +205,7 @@ class Exporter:
     def _save_manifest(self) -> None:
         content = self.manifest.dump()
         if content != self.saved:
-            self.call(self.dest.persist_file, MANIFEST_FILE, io.BytesIO(content))
+            self.dest.write_file(MANIFEST_FILE, content)
             self.saved = content
 
     def _warn_left_out(self) -> None:

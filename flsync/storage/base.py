@@ -106,6 +106,9 @@ class DataStore(FilesStoreProtocol, Protocol):
         """Put the finished local file ``local_path`` in place as ``path`` (and consume it);
         ``checksum``: its SHA-256, if known, kept with it where the store can."""
 
+    def place_file(self, path: str, local_path: str) -> None:
+        """As ``persist_local_file``, before returning (outside the reactor's thread)."""
+
     def exists(self, path: str) -> bool: ...
 
     def read_file(self, path: str) -> bytes | None: ...

@@ -139,6 +139,9 @@ class LocalStore:
             # files: the tree holds personal data, and a umask of 077 keeps it the owner's.
             os.replace(local_path, target)
 
+    def place_file(self, path: str, local_path: str) -> None:
+        self.persist_local_file(path, local_path)
+
     def exists(self, path: str) -> bool:
         return self._get_filesystem_path(path).is_file()
 

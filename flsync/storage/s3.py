@@ -219,6 +219,9 @@ class S3Store:
         uploaded = threads.deferToThread(self._upload, path, local_path, checksum)
         return uploaded.addCallback(lambda stat: self._remember(path, stat))
 
+    def place_file(self, path: str, local_path: str) -> None:
+        self._remember(path, self._upload(path, local_path, None))
+
     def _upload(self, path: str, local_path: str, checksum: str | None) -> FileStat:
         from boto3.exceptions import S3UploadFailedError  # noqa: PLC0415
         from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
