@@ -171,7 +171,7 @@ def new_user_environment(tmp_path: Path) -> dict[str, str]:
 def test_the_readme_demo_command_works_on_a_clean_clone(tmp_path):
     """The README's demo command, run as written in a clone of this repository's HEAD (what
     is committed: the clone is what a new user gets) with a new user's environment: exit
-    status 0 and the tree it printed."""
+    status 0, both syncs (the second downloads nothing) and the tree it printed."""
     clone = tmp_path / "flsync"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
     demo, _ = set_up_commands((clone / "README.md").read_text())
@@ -186,9 +186,13 @@ def test_the_readme_demo_command_works_on_a_clean_clone(tmp_path):
         check=False,
     )
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    assert "Sync complete" in shown.stdout
-    assert "University of Exampleton/   update.txt: " in shown.stdout
-    assert "metadata.csv" in shown.stdout
+    demo = shown.stdout[shown.stdout.index("Imitation FutureLearn at ") :]
+    lines = demo.splitlines()
+    assert lines[0].startswith("Imitation FutureLearn at https://127.0.0.1:")
+    assert lines[1].startswith("First sync, exit status 0: INFO: Sync complete: 471 downloaded")
+    assert lines[2].startswith("Second sync, exit status 0: INFO: Sync complete: 0 downloaded")
+    assert "University of Exampleton/   update.txt: " in demo
+    assert "metadata.csv" in demo
 
 
 def test_ci_runs_the_readme_test_command_on_a_clean_clone():
