@@ -41,6 +41,7 @@ from tests.test_s3 import (  # noqa: F401 - fixtures
     iam_keys,
     s3,
     s3_server,
+    versioning,
     versions,
 )
 
@@ -730,6 +731,7 @@ def aws(endpoint, s3, bucket) -> Bucket:  # noqa: F811
 def test_an_export_to_s3_is_the_same_copy_and_is_incremental(synced, exported, module_key, aws):
     local, key = exported.dest, module_key
     dest = f"s3://{aws.name}/export"
+    versioning(aws.client, aws.name)
     result = aws.export(synced, dest, key=key)
     assert result.returncode == 0, result.output
     uploaded = contents(aws.client, aws.name, "export/")
