@@ -3,7 +3,8 @@ pages built by script, and the bot protection's script challenge.
 
 :func:`browser_settings` turns flsync's settings into scrapy-playwright's (checked when the
 crawl is set up, so a missing browser is one error before anything starts).
-:class:`BrowserPages` is a thin adapter over scrapy-playwright's handler: the download handler
+:class:`BrowserPages` is a thin adapter over scrapy-playwright's handler, an extension (one
+browser for the crawl, whichever schemes' download handlers use it): the download handler
 passes it the requests marked ``meta["playwright"]``. Before a page loads, the request's own
 cookies (the signed-in session's, set when it left) go into the browser context, since the
 page's scripts send theirs from there. A page is read once it is complete by the site's own
@@ -32,10 +33,11 @@ import urllib.request
 from dataclasses import dataclass
 from http.cookiejar import Cookie
 from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-from scrapy.exceptions import IgnoreRequest
+from scrapy import signals
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 
 from flsync import site
 from flsync.options import SyncOptions, options_of
@@ -169,6 +171,15 @@ class BrowserPages:
     """
 
     _quiet = _NoTraceback()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        """The crawl's browser when FLSYNC_BROWSER is on, closed once the engine stops."""
+        if not options_of(crawler.settings).browser:
+            raise NotConfigured("FLSYNC_BROWSER is off")
+        pages = cls(crawler)
+        crawler.signals.connect(pages.close, signal=signals.engine_stopped)
+        return pages
 
     def __init__(self, crawler: Crawler) -> None:
         # Imported here: scrapy-playwright (and Playwright, and Scrapy's Twisted HTTP stack

@@ -113,8 +113,9 @@ class CurlDownloadHandler:
         )
         self._ca_file = _write_ca_file(combined_ca_bundle(options.ca_bundle))
         self._workers = Workers(self._ca_file)
-        # Pages marked meta["playwright"] are rendered in a browser (FLSYNC_BROWSER).
-        self._browser = BrowserPages(crawler) if options.browser else None
+        # Pages marked meta["playwright"] are rendered in the crawl's browser (FLSYNC_BROWSER):
+        # one for the http and https handlers, each of which would start Playwright's driver.
+        self._browser = crawler.get_extension(BrowserPages)
         self._in_flight: dict[Transfer, asyncio.Future[Answer]] = {}
         self._rendering: set[asyncio.Future[Response]] = set()  # pages in the browser
         self._stopping = False
@@ -275,8 +276,6 @@ class CurlDownloadHandler:
         """Delete unclaimed files and the CA file; let the worker threads end."""
         self._delete_unclaimed()
         self._workers.close()
-        if self._browser is not None:
-            await self._browser.close()
         with suppress(FileNotFoundError):
             os.unlink(self._ca_file)
 

@@ -127,6 +127,8 @@ DOWNLOADER_MIDDLEWARES = {
 # The data tree (store, locks, sync states), a prompt end on the first SIGTERM/SIGINT, and a
 # progress line when run in a terminal.
 EXTENSIONS = {
+    # The browser the download handlers render pages in, with FLSYNC_BROWSER on.
+    "flsync.browser.BrowserPages": 0,
     "flsync.mirror.Mirror": 0,
     "flsync.stopping.PromptStop": 0,
     "flsync.progress.Progress": 0,

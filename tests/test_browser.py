@@ -37,6 +37,8 @@ from flsync.session import GENERATION_META
 if TYPE_CHECKING:
     from collections.abc import Generator
 
+    from scrapy.crawler import Crawler
+
 BUILT_LATE = b"""<!doctype html><html><head><title>Dashboard</title></head><body>
 <ul class="m-datasets" aria-busy="true"></ul>
 <script>
@@ -257,18 +259,25 @@ def test_the_browser_trusts_extra_cas_through_its_own_nss_database(tmp_path):
 # Pages rendered in Chromium
 
 
-async def browser_handler(timeout: float) -> CurlDownloadHandler:
+async def browser_handler(timeout: float) -> tuple[CurlDownloadHandler, Crawler]:
     """flsync's download handler with the browser on (FLSYNC_BROWSER_TIMEOUT ``timeout``),
-    started."""
-    crawler = get_crawler(
-        Spider,
-        {"FLSYNC_BROWSER": True, "FLSYNC_BROWSER_TIMEOUT": timeout, "FLSYNC_BROWSER_PAGES": 2},
-    )
-    crawler.settings.frozen = False
-    crawler.settings.setdict(browser_settings(options_of(crawler.settings), "http://127.0.0.1"))
+    started, and its crawler (``close`` them)."""
+    settings = {
+        "FLSYNC_BROWSER": True,
+        "FLSYNC_BROWSER_TIMEOUT": timeout,
+        "FLSYNC_BROWSER_PAGES": 2,
+    }
+    settings |= browser_settings(options_of(Settings(settings)), "http://127.0.0.1")
+    crawler = get_crawler(Spider, {**settings, "EXTENSIONS": {"flsync.browser.BrowserPages": 0}})
     handler = build_from_crawler(CurlDownloadHandler, crawler)
     await crawler.signals.send_catch_log_async(signals.engine_started)
-    return handler
+    return handler, crawler
+
+
+async def close(handler: CurlDownloadHandler, crawler: Crawler) -> None:
+    """The handler, then the browser, closed as at a crawl's end."""
+    await handler.close()
+    await crawler.signals.send_catch_log_async(signals.engine_stopped)
 
 
 @pytest.fixture(scope="module")
@@ -276,9 +285,9 @@ def handler() -> Generator[CurlDownloadHandler]:
     """One browser for the module's pages (each start costs Playwright's driver and Chromium
     seconds of CPU): its pages and cookie store go on from test to test, as they do from page
     to page in a sync."""
-    handler = pytest_twisted.blockon(deferred_from_coro(browser_handler(timeout=5.0)))
+    handler, crawler = pytest_twisted.blockon(deferred_from_coro(browser_handler(timeout=5.0)))
     yield handler
-    pytest_twisted.blockon(deferred_from_coro(handler.close()))
+    pytest_twisted.blockon(deferred_from_coro(close(handler, crawler)))
 
 
 def rendered(url: str, **meta: Any) -> Request:
@@ -320,12 +329,12 @@ async def test_a_page_of_a_renewed_session_waits_for_the_old_sessions_pages(hand
 @pytest_twisted.ensureDeferred
 async def test_a_page_that_never_finishes_building_fails_clearly(base):
     # A browser of its own, with a short timeout: the test waits it out.
-    handler = await deferred_from_coro(browser_handler(timeout=1.0))
+    handler, crawler = await deferred_from_coro(browser_handler(timeout=1.0))
     try:
         with pytest.raises(PageNotBuilt, match=r"did not finish building itself within 1 s"):
             await deferred_from_coro(handler.download_request(rendered(f"{base}/never-built")))
     finally:
-        await deferred_from_coro(handler.close())
+        await deferred_from_coro(close(handler, crawler))
 
 
 @pytest_twisted.ensureDeferred

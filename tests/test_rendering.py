@@ -55,6 +55,8 @@ def test_a_site_built_by_script_is_synced_in_the_browser_and_a_failed_page_again
     rendered = script_site.stats()["by_kind"]["dashboard"] + script_site.stats()["by_kind"]["runs"]
     opened = int(re.search(r"'playwright/page_count': (\d+)", result.output).group(1))
     assert opened <= 4 < rendered
+    # One browser, and one Playwright driver, for the crawl: not one per scheme's handler.
+    assert result.output.count("[scrapy-playwright] INFO: Starting download handler") == 1
 
 
 def test_a_page_whose_script_fails_fails_its_organisation_only(script_site, tmp_path):

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 OK, FAILED, NOT_CHECKED = "OK", "FAILED", "NOT CHECKED"
 PROMPT_STOP = "flsync.stopping.PromptStop"
+BROWSER = "flsync.browser.BrowserPages"
 SIGN_IN = site.SIGN_IN_PAGE.name
 ORGANISATIONS = site.ORGANISATIONS_PAGE.name
 RUNS = site.RUNS_PAGE.name
@@ -89,12 +90,13 @@ class DoctorSpider(scrapy.Spider):
         super().update_settings(settings)
         prepare_settings(settings)
         # Nothing is written and nothing shown but the checks: no item pipeline, and of the
-        # project's extensions only the prompt stop that the middlewares rely on (no data
-        # tree, no progress line, nothing run after a sync).
+        # project's extensions only the prompt stop that the middlewares rely on and the
+        # browser (no data tree, no progress line, nothing run after a sync).
         pipelines = settings.getwithbase("ITEM_PIPELINES")
         settings.set("ITEM_PIPELINES", dict.fromkeys(pipelines, None), "spider")
         extensions = dict.fromkeys(settings.getdict("EXTENSIONS"), None)
-        settings.set("EXTENSIONS", {**extensions, PROMPT_STOP: 0}, "spider")
+        kept = {PROMPT_STOP: 0, BROWSER: 0}
+        settings.set("EXTENSIONS", {**extensions, **kept}, "spider")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
