@@ -176,7 +176,7 @@ class BrowserPages:
     def from_crawler(cls, crawler: Crawler) -> Self:
         """The crawl's browser when FLSYNC_BROWSER is on, closed once the engine stops."""
         if not options_of(crawler.settings).browser:
-            raise NotConfigured("FLSYNC_BROWSER is off")
+            raise NotConfigured  # no message: Scrapy logs one as a WARNING, and off is usual
         pages = cls(crawler)
         crawler.signals.connect(pages.close, signal=signals.engine_stopped)
         return pages

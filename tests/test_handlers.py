@@ -443,10 +443,10 @@ def test_a_page_must_be_complete_within_the_timeout(handler, crawler, base):
 
 @pytest_twisted.inlineCallbacks
 def test_a_file_at_a_steady_rate_may_take_longer_than_the_timeout(handler_for, base, tmp_path):
-    # 8 chunks 0.2 s apart (50 bytes/s): 1.4 s in all, longer than the 1 s timeout, and
+    # 8 chunks 0.4 s apart (25 bytes/s): 2.8 s in all, longer than the 2 s timeout, and
     # never under the minimum rate of 10 bytes/s.
     handler = handler_for({"FLSYNC_DATASET_MIN_RATE": 10})
-    request = streamed(f"{base}/trickle?every=0.2", tmp_path, download_timeout=1)
+    request = streamed(f"{base}/trickle?every=0.4", tmp_path, download_timeout=2)
     response = yield download(handler, request)
 
     assert response.body_size == 80
