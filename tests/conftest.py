@@ -69,6 +69,11 @@ def fakesite(request: pytest.FixtureRequest, sites: Sites) -> FakeSite:
 
 # Retries wait 10 ms (then 20, 40…) instead of a second, and at most 0.1 s for a Retry-After.
 SHORT_WAITS = ("-s", "FLSYNC_RETRY_BACKOFF_BASE=0.01", "-s", "FLSYNC_RETRY_AFTER_MAX=0.1")
+# Every sync a test runs starts at full speed: AutoThrottle's first delay (0.1 s between
+# requests, until the site's answers set it) is a courtesy to FutureLearn, and made every
+# sync of 127.0.0.1 wait about 0.2 s, half of a small sync's time. A test's own -s comes
+# after, and wins. tests/test_cron.py runs the cron line with every default.
+NO_START_DELAY = ("-s", "AUTOTHROTTLE_START_DELAY=0")
 
 
 @dataclass
@@ -111,7 +116,7 @@ class Sync:
             return self.wait(self.start(*args, env=env, **config))
         self.write_config(**config)
         self.runs += 1
-        result = run_in_process(["crawl", "futurelearn", *args], self.workdir, env)
+        result = run_in_process(["crawl", "futurelearn", *NO_START_DELAY, *args], self.workdir, env)
         return SyncResult(result.returncode, result.output, self.data_dir)
 
     def write_config(
@@ -137,7 +142,10 @@ class Sync:
         self.write_config(**config)
         self.runs += 1
         return scrapy_process(
-            ["crawl", "futurelearn", *args], self.workdir, env, launcher=self.launcher
+            ["crawl", "futurelearn", *NO_START_DELAY, *args],
+            self.workdir,
+            env,
+            launcher=self.launcher,
         )
 
     def wait(self, process: subprocess.Popen[str], timeout: float = 300) -> SyncResult:

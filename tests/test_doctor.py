@@ -21,7 +21,7 @@ from fakesite import (
     SiteOptions,
 )
 from tests.commands import run_in_process
-from tests.conftest import SHORT_WAITS
+from tests.conftest import NO_START_DELAY, SHORT_WAITS
 
 PARTS = [
     "sign-in",
@@ -69,7 +69,7 @@ def doctor(
     """Run `scrapy doctor` (config in workdir/config.json)."""
     document = {"username": username, "password": password, "base_url": base_url, **config}
     (workdir / "config.json").write_text(json.dumps(document))
-    result = run_in_process(["doctor", *args], workdir)
+    result = run_in_process(["doctor", *NO_START_DELAY, *args], workdir)
     return Doctor(result.returncode, result.stdout, result.stderr)
 
 
