@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     parameters = inspect.signature(function).parameters
     function(**{name: pyfuncitem.funcargs[name] for name in parameters})
     return True
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: half as many workers again as there are cores. A third of the suite's
+    time is spent waiting (Chromium, processes of their own, timeouts to wait out), which the
+    extra worker fills: 156 s instead of 176 s on two cores (four workers: 153 s)."""
+    return max(2, len(os.sched_getaffinity(0)) * 3 // 2)
 
 
 class Sites:
