@@ -734,18 +734,37 @@ def aws(endpoint, s3, bucket) -> Bucket:  # noqa: F811
     return Bucket(endpoint, s3, bucket)
 
 
+def odd_course(synced: Path) -> str:
+    """The course folder with the oddest name (the tricky course's: non-ASCII, quotes, an
+    ampersand): the exports to and from S3 take this course alone, as moto spends two
+    requests on each file."""
+    [course] = [p.name for p in (synced / "data" / EXAMPLETON).iterdir() if not p.name.isascii()]
+    return course
+
+
+def of_course(tree_files: dict[str, bytes], course: str) -> dict[str, bytes]:
+    """What an export of ``course`` alone holds of a whole export: its README, the
+    organisations' update.txt and the course's folder."""
+    return {
+        path: content
+        for path, content in tree_files.items()
+        if (path.count("/") <= 1 and not path.endswith(".csv")) or path.split("/")[1] == course
+    }
+
+
 def test_an_export_to_s3_is_the_same_copy_and_is_incremental(synced, exported, module_key, aws):
-    local, key = exported.dest, module_key
+    course, key = odd_course(synced), module_key
+    expected = of_course(files(exported.dest, hidden=False), course)
     dest = f"s3://{aws.name}/export"
     versioning(aws.client, aws.name)
-    result = aws.export(synced, dest, key=key)
+    result = aws.export(synced, dest, "-a", f"course={course}", key=key)
     assert result.returncode == 0, result.output
     uploaded = contents(aws.client, aws.name, "export/")
-    assert {k: v for k, v in uploaded.items() if k[0] != "."} == files(local, hidden=False)
+    assert {k: v for k, v in uploaded.items() if k[0] != "."} == expected
     before = versions(aws.client, aws.name, "export/")
-    again = aws.export(synced, dest, key=key)
+    again = aws.export(synced, dest, "-a", f"course={course}", key=key)
     assert again.returncode == 0, again.output
-    assert " 0 written, 404 unchanged," in again.output
+    assert f" 0 written, {len(expected) - 1} unchanged," in again.output  # all but the README
     assert versions(aws.client, aws.name, "export/") == before
 
 
@@ -785,13 +804,16 @@ def test_a_dest_that_refuses_writes_stops_the_export_in_one_line(
 
 
 def test_an_s3_mirror_exports_as_a_local_one_does(synced, exported, module_key, tmp_path, aws):
-    for path, content in files(synced / "data").items():
+    course = odd_course(synced)
+    for path, content in of_course(files(synced / "data"), course).items():
         aws.client.put_object(Bucket=aws.name, Key=f"mirror/{path}", Body=content)
     workdir = tmp_path / "w"
     workdir.mkdir()
     config = json.loads((synced / "config.json").read_text())
     mirror = f"s3://{aws.name}/mirror"
     (workdir / "config.json").write_text(json.dumps({**config, "data_dir": mirror}))
-    result = aws.export(workdir, "copy", key=module_key)
+    result = aws.export(workdir, "copy", "-a", f"course={course}", key=module_key)
     assert result.returncode == 0, result.output
-    assert files(workdir / "copy", hidden=False) == files(exported.dest, hidden=False)
+    copy = files(workdir / "copy", hidden=False)
+    assert copy == of_course(files(exported.dest, hidden=False), course)
+    assert len(copy) > 10
