@@ -400,9 +400,17 @@ def scenario_c(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
             if args.baseline_code:  # taking turns, so that both meet the same machine
                 label = f"flsync {args.baseline}, FLSYNC_BROWSER=1 ({n + 1} of {args.repeat})"
                 folder = bench.work / f"baseline-c-{n}"
+                # Its process tree sampled too: the sampling (every Chromium process, every
+                # 0.1 s) costs this 2-core machine about a tenth of the browser sync's time.
                 olds.append(
                     bench.flsync(
-                        site, label, f"baseline-c-{n}", folder, *browser, code=args.baseline_code
+                        site,
+                        label,
+                        f"baseline-c-{n}",
+                        folder,
+                        *browser,
+                        code=args.baseline_code,
+                        tree=True,
                     )
                 )
     plain = median_run(plains, lambda m: -m.wall_s, "flsync, plain")
