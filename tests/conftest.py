@@ -37,7 +37,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: half as many workers again as there are cores. A third of the suite's
     time is spent waiting (Chromium, processes of their own, timeouts to wait out), which the
     extra worker fills: 156 s instead of 176 s on two cores (four workers: 153 s)."""
-    return max(2, len(os.sched_getaffinity(0)) * 3 // 2)
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(2, cores * 3 // 2)
 
 
 class Sites:
